@@ -1,1 +1,28 @@
-//! placeholder
+//! Hodei Jobs: run jobs on ephemeral workers, embedded in your program.
+//!
+//! A [`HodeiServer`] accepts jobs over gRPC, picks a [`Provider`] for each, has it start a
+//! worker, and streams the job's output back. [`HodeiClient`] talks to a server, and
+//! [`WorkerAgent`] is the worker side. [`LocalProvider`] runs workers as local processes;
+//! `KubernetesProviderBuilder` (feature `kubernetes`) runs each in its own pod.
+
+pub mod client;
+pub mod controller;
+pub mod job;
+pub mod logs;
+pub mod provider;
+pub mod server;
+pub mod store;
+pub mod token;
+pub mod wire;
+pub mod worker;
+
+pub use client::{ClientError, HodeiClient, JobEvent};
+pub use controller::JobController;
+pub use job::{
+    Cpu, FailureReason, Job, JobId, JobSpec, JobState, Memory, ProcessExit, ValidationError,
+    WorkerId,
+};
+pub use logs::{OutputChunk, OutputStream};
+pub use provider::{LocalProvider, Provider, ProviderRegistry};
+pub use server::{HodeiServer, ServerError};
+pub use worker::{WorkerAgent, WorkerReport};

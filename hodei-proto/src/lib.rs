@@ -2,7 +2,12 @@
 //!
 //! Domain code converts these types at the edge; they never leak into the domain.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 
 /// Generated code of package `hodei.v1`.
 pub mod v1 {

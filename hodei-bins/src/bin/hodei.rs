@@ -1,1 +1,5 @@
-fn main(){}
+//! The `hodei` CLI.
+
+fn main() -> std::process::ExitCode {
+    hodei_bins::cli::main()
+}

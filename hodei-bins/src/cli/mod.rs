@@ -1,0 +1,122 @@
+//! The `hodei` command line: run jobs, follow their output, inspect and cancel them.
+
+mod embedded;
+mod inspect;
+mod render;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hodei_core::HodeiClient;
+
+use crate::exit_code;
+
+/// Default server URL.
+pub const DEFAULT_SERVER_URL: &str = "http://localhost:50051";
+
+/// Run jobs on ephemeral workers.
+#[derive(Debug, Parser)]
+#[command(name = "hodei", version, about)]
+pub struct Cli {
+    /// Server to talk to.
+    #[arg(long, global = true, env = "HODEI_SERVER_URL", default_value = DEFAULT_SERVER_URL)]
+    server: String,
+    /// Run an in-process server with the local provider for this one command.
+    #[arg(long, global = true)]
+    embedded: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job and stream its output; exits with the job's exit code.
+    Run(run::RunArgs),
+    /// Print a job's output.
+    Logs(inspect::LogsArgs),
+    /// Show one job.
+    Get(inspect::GetArgs),
+    /// List jobs, newest first.
+    List(inspect::ListArgs),
+    /// Cancel a job.
+    Cancel(inspect::CancelArgs),
+}
+
+/// A failure of the CLI itself, printed on one line.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+impl From<hodei_core::ClientError> for CliError {
+    fn from(error: hodei_core::ClientError) -> Self {
+        Self::new(
+            exit_code::HODEI_ERROR,
+            one_line(&crate::server_main::format_chain(&error)),
+        )
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses the command line, runs it, and returns the documented exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init("error");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hodei: cannot start the async runtime: {error}");
+            return ExitCode::from(exit_code::HODEI_ERROR);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match execute(cli).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("hodei: {}", error.message);
+                error.code
+            }
+        }
+    });
+    // Don't wait for background tasks (e.g. an embedded server's workers) to wind down.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    ExitCode::from(code)
+}
+
+async fn execute(cli: Cli) -> Result<u8, CliError> {
+    let embedded = if cli.embedded {
+        Some(embedded::EmbeddedServer::start().await?)
+    } else {
+        None
+    };
+    let url = embedded
+        .as_ref()
+        .map_or(cli.server.clone(), embedded::EmbeddedServer::url);
+    let client = HodeiClient::connect(url).await?;
+    let code = match cli.command {
+        Command::Run(args) => run::run(&client, args, embedded.is_some()).await,
+        Command::Logs(args) => inspect::logs(&client, args).await,
+        Command::Get(args) => inspect::get(&client, args).await,
+        Command::List(args) => inspect::list(&client, args).await,
+        Command::Cancel(args) => inspect::cancel(&client, args).await,
+    };
+    if let Some(server) = embedded {
+        server.stop().await;
+    }
+    code
+}

@@ -1,0 +1,153 @@
+//! How the CLI shows output, phases and jobs.
+
+use std::io::{self, Write};
+
+use hodei_core::{Job, JobState, OutputChunk, OutputStream};
+
+use super::CliError;
+use crate::exit_code;
+
+/// Writes job output to our stdout and stderr, byte for byte.
+#[derive(Debug)]
+pub(super) struct OutputWriter {
+    stdout: io::Stdout,
+    stderr: io::Stderr,
+}
+
+impl OutputWriter {
+    pub fn new() -> Self {
+        Self {
+            stdout: io::stdout(),
+            stderr: io::stderr(),
+        }
+    }
+
+    /// Writes and flushes at once, so output appears live.
+    pub fn write(&mut self, chunk: &OutputChunk) -> Result<(), CliError> {
+        let result = match chunk.stream {
+            OutputStream::Stdout => {
+                let mut out = self.stdout.lock();
+                out.write_all(&chunk.data).and_then(|()| out.flush())
+            }
+            OutputStream::Stderr => {
+                let mut err = self.stderr.lock();
+                err.write_all(&chunk.data).and_then(|()| err.flush())
+            }
+        };
+        result.map_err(|e| {
+            CliError::new(
+                exit_code::HODEI_ERROR,
+                format!("writing output failed: {e}"),
+            )
+        })
+    }
+
+    pub fn flush(&mut self) -> Result<(), CliError> {
+        self.stdout
+            .flush()
+            .and_then(|()| self.stderr.flush())
+            .map_err(|e| {
+                CliError::new(
+                    exit_code::HODEI_ERROR,
+                    format!("writing output failed: {e}"),
+                )
+            })
+    }
+}
+
+/// Shows phase changes on stderr when it is a terminal.
+#[derive(Debug)]
+pub(super) struct PhaseLine {
+    enabled: bool,
+    job_id: String,
+    last: Option<(String, Option<String>)>,
+}
+
+impl PhaseLine {
+    pub fn new(enabled: bool, job_id: &str) -> Self {
+        Self {
+            enabled,
+            job_id: job_id.to_owned(),
+            last: None,
+        }
+    }
+
+    pub fn show(&mut self, state: &JobState, detail: Option<&str>) {
+        if !self.enabled || state.is_terminal() {
+            return;
+        }
+        let current = (state.phase_name().to_owned(), detail.map(str::to_owned));
+        if self.last.as_ref() == Some(&current) {
+            return;
+        }
+        let short_id = self.job_id.get(..8).unwrap_or(&self.job_id);
+        match detail {
+            Some(detail) => eprintln!(
+                "\x1b[2m[hodei {short_id}] {}: {detail}\x1b[0m",
+                state.phase_name()
+            ),
+            None => eprintln!("\x1b[2m[hodei {short_id}] {}\x1b[0m", state.phase_name()),
+        }
+        self.last = Some(current);
+    }
+}
+
+fn time(at: Option<time::OffsetDateTime>) -> String {
+    at.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+/// A job as `key: value` lines.
+pub(super) fn job_text(job: &Job) -> String {
+    let mut command = vec![job.spec.command.clone()];
+    command.extend(job.spec.args.iter().cloned());
+    let mut lines = vec![
+        format!("id:        {}", job.id),
+        format!(
+            "name:      {}",
+            if job.spec.name.is_empty() {
+                "-"
+            } else {
+                &job.spec.name
+            }
+        ),
+        format!("state:     {}", job.state),
+        format!("command:   {}", command.join(" ")),
+        format!("provider:  {}", job.provider),
+        format!(
+            "worker:    {}",
+            job.worker_id
+                .map_or_else(|| "-".to_owned(), |w| w.to_string())
+        ),
+        format!("created:   {}", time(Some(job.created_at))),
+        format!("started:   {}", time(job.started_at)),
+        format!("finished:  {}", time(job.finished_at)),
+    ];
+    if let Some(detail) = &job.detail {
+        lines.push(format!("detail:    {detail}"));
+    }
+    lines.join("\n")
+}
+
+/// One table row of `hodei list`.
+pub(super) fn job_row(job: &Job) -> String {
+    let mut command = job.spec.command.clone();
+    for arg in &job.spec.args {
+        command.push(' ');
+        command.push_str(arg);
+    }
+    if command.chars().count() > 40 {
+        command = command.chars().take(39).collect::<String>() + "…";
+    }
+    format!(
+        "{:<36}  {:<12}  {:<10}  {:<20}  {}",
+        job.id,
+        job.state.phase_name(),
+        job.provider,
+        time(Some(job.created_at)),
+        command
+    )
+}

@@ -1,0 +1,64 @@
+//! `hodei-server-bin`: reads flags and `HODEI_*` variables, starts the server, serves
+//! until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::settings::ServerSettings;
+
+/// The Hodei Jobs server.
+#[derive(Debug, Parser)]
+#[command(name = "hodei-server-bin", version, about)]
+struct ServerArgs {
+    #[command(flatten)]
+    settings: ServerSettings,
+}
+
+/// Runs the server until it is told to stop.
+#[must_use]
+pub fn main() -> ExitCode {
+    let args = ServerArgs::parse();
+    crate::telemetry::init("info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hodei-server-bin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args.settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format_chain(error.as_ref()), "server failed");
+            eprintln!("hodei-server-bin: {}", format_chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+    let preferred = Vec::new();
+    let server = settings.start(preferred).await?;
+    tracing::info!(addr = %server.local_addr(), data_dir = %settings.data_dir()?.display(), "hodei server ready");
+    server
+        .serve_with_shutdown(crate::settings::termination_signal())
+        .await?;
+    Ok(())
+}
+
+/// An error and its causes on one line.
+#[must_use]
+pub fn format_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

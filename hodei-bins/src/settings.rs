@@ -1,0 +1,146 @@
+//! Settings shared by the binaries: server flags and env vars, paths, signals.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+use std::sync::Arc;
+
+use hodei_core::{HodeiServer, LocalProvider, Provider, ServerError};
+
+/// Env var naming the `hodei-worker-bin` the local provider runs.
+pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
+const WORKER_BIN_NAME: &str = "hodei-worker-bin";
+
+/// Server settings; every flag can also come from its `HODEI_*` variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    #[arg(long, env = "HODEI_LISTEN_ADDR", default_value = hodei_core::server::DEFAULT_LISTEN_ADDR)]
+    pub listen_addr: SocketAddr,
+    /// Where jobs and logs are kept [default: the user's data dir + /hodei].
+    #[arg(long, env = "HODEI_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address workers dial to reach this server [default: http://<listen ip>:<port>].
+    #[arg(long, env = "HODEI_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// Run jobs as local processes.
+    #[arg(long, env = "HODEI_LOCAL_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_enabled: bool,
+    /// Most local workers at once.
+    #[arg(long, env = "HODEI_LOCAL_MAX_WORKERS", default_value_t = 256)]
+    pub local_max_workers: usize,
+    /// The `hodei-worker-bin` local workers run [default: next to this program, then PATH].
+    #[arg(long, env = ENV_WORKER_BIN)]
+    pub worker_bin: Option<PathBuf>,
+    /// How often workers send heartbeats.
+    #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker counts as lost.
+    #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub heartbeat_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, env = "HODEI_KILL_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub kill_grace: Duration,
+    /// How often workers the server does not know are removed.
+    #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub sweep_interval: Duration,
+}
+
+/// Why the settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The worker binary was not found.
+    #[error("cannot find {WORKER_BIN_NAME} next to this program or in PATH; set {ENV_WORKER_BIN}")]
+    WorkerBinNotFound,
+    /// No data directory could be chosen.
+    #[error("cannot choose a data directory; set HODEI_DATA_DIR")]
+    NoDataDir,
+    /// No provider is enabled.
+    #[error("no provider is enabled; set HODEI_LOCAL_ENABLED=true or enable another provider")]
+    NoProvider,
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl ServerSettings {
+    /// The data directory to use.
+    pub fn data_dir(&self) -> Result<PathBuf, SettingsError> {
+        match &self.data_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => default_data_dir(),
+        }
+    }
+
+    /// Starts a server with these settings: `preferred` providers first, then the local
+    /// provider if enabled.
+    pub async fn start(
+        &self,
+        preferred: Vec<Arc<dyn Provider>>,
+    ) -> Result<HodeiServer, SettingsError> {
+        let mut builder = HodeiServer::builder(self.data_dir()?)
+            .listen_addr(self.listen_addr)
+            .maybe_advertise_address(self.advertise_address.clone())
+            .heartbeat_interval(self.heartbeat_interval)
+            .heartbeat_timeout(self.heartbeat_timeout)
+            .kill_grace(self.kill_grace)
+            .sweep_interval(self.sweep_interval);
+        let has_preferred = !preferred.is_empty();
+        for provider in preferred {
+            builder = builder.shared_provider(provider);
+        }
+        if self.local_enabled {
+            let worker_bin = match &self.worker_bin {
+                Some(path) => path.clone(),
+                None => find_worker_bin().ok_or(SettingsError::WorkerBinNotFound)?,
+            };
+            builder = builder.provider(
+                LocalProvider::builder(worker_bin)
+                    .max_workers(self.local_max_workers)
+                    .build(),
+            );
+        } else if !has_preferred {
+            return Err(SettingsError::NoProvider);
+        }
+        Ok(builder.start().await?)
+    }
+}
+
+/// The user's data directory for Hodei.
+pub fn default_data_dir() -> Result<PathBuf, SettingsError> {
+    dirs::data_local_dir()
+        .map(|d| d.join("hodei"))
+        .ok_or(SettingsError::NoDataDir)
+}
+
+/// `hodei-worker-bin` next to the running program, else in PATH.
+#[must_use]
+pub fn find_worker_bin() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(WORKER_BIN_NAME)))
+        .filter(|p| p.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(WORKER_BIN_NAME))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,296 @@
+//! The job controller: accepts jobs and drives each one from queue to cleanup.
+
+mod job_run;
+mod sweeper;
+mod worker_link;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{Semaphore, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, info, info_span, warn};
+
+pub use worker_link::{Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome};
+pub(crate) use worker_link::{PendingWorker, WorkerSessions};
+
+use crate::{
+    job::{FailureReason, Job, JobId, JobSpec, JobState, ValidationError, WorkerId},
+    logs::LogHub,
+    provider::{ProviderRegistry, SelectionError},
+    store::{JobStore, StoreError},
+    token::TokenIssuer,
+};
+
+/// Timing of the job lifecycle. Every wait has a deadline.
+#[derive(Debug, Clone, bon::Builder)]
+pub struct ControllerConfig {
+    /// Address workers dial to reach this server, e.g. `http://127.0.0.1:50051`.
+    #[builder(start_fn, into)]
+    pub advertise_address: String,
+    /// How often workers send heartbeats.
+    #[builder(default = Duration::from_secs(5))]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker counts as lost.
+    #[builder(default = Duration::from_secs(30))]
+    pub heartbeat_timeout: Duration,
+    /// Longest a provider's create call may take.
+    #[builder(default = Duration::from_secs(60))]
+    pub provision_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    #[builder(default = Duration::from_secs(10))]
+    pub kill_grace: Duration,
+    /// Extra time after the kill grace to wait for a stopped job's result.
+    #[builder(default = Duration::from_secs(10))]
+    pub result_grace: Duration,
+    /// How often workers the server does not know are removed.
+    #[builder(default = Duration::from_secs(60))]
+    pub sweep_interval: Duration,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A field of the spec is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No provider can take the job.
+    #[error(transparent)]
+    NoProvider(#[from] SelectionError),
+    /// The job could not be stored.
+    #[error("storing the job failed")]
+    Store(#[from] StoreError),
+    /// The job's log could not be created.
+    #[error("creating the job log failed")]
+    Log(#[source] std::io::Error),
+}
+
+/// Result of a cancel request.
+#[derive(Debug, Clone)]
+pub struct CancelOutcome {
+    /// The job as it is now.
+    pub job: Job,
+    /// False when the job had already ended.
+    pub requested: bool,
+}
+
+#[derive(Debug)]
+struct ActiveJob {
+    status: watch::Sender<Job>,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: ControllerConfig,
+    store: Arc<dyn JobStore>,
+    logs: Arc<LogHub>,
+    providers: ProviderRegistry,
+    tokens: Arc<TokenIssuer>,
+    sessions: Arc<WorkerSessions>,
+    active: Mutex<HashMap<JobId, ActiveJob>>,
+    /// Workers that are provisioned and not yet destroyed.
+    workers: Mutex<HashSet<WorkerId>>,
+    slots: HashMap<String, Arc<Semaphore>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Accepts jobs and runs each through its lifecycle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobController {
+    inner: Arc<Inner>,
+}
+
+impl JobController {
+    /// Starts a controller. Jobs that were active when the server last stopped are
+    /// marked failed (`ServerRestarted`), and workers nobody knows are removed.
+    pub async fn start(
+        config: ControllerConfig,
+        store: Arc<dyn JobStore>,
+        logs: Arc<LogHub>,
+        providers: ProviderRegistry,
+    ) -> Result<Self, StoreError> {
+        let slots = providers
+            .all()
+            .iter()
+            .filter_map(|p| {
+                p.capabilities()
+                    .max_workers
+                    .map(|max| (p.name().to_owned(), Arc::new(Semaphore::new(max))))
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            logs,
+            providers,
+            tokens: Arc::new(TokenIssuer::new()),
+            sessions: Arc::default(),
+            active: Mutex::default(),
+            workers: Mutex::default(),
+            slots,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        sweeper::fail_interrupted_jobs(&inner).await?;
+        sweeper::sweep_orphans(&inner).await;
+        let sweep = Arc::clone(&inner);
+        inner.tasks.spawn(async move { sweeper::run(sweep).await });
+        Ok(Self { inner })
+    }
+
+    /// Validates a spec, picks its provider, stores the job and starts it.
+    pub async fn submit(&self, spec: JobSpec) -> Result<Job, SubmitError> {
+        spec.validate()?;
+        let provider = self.inner.providers.select(&spec).await?;
+        let job = Job::new(spec, provider.name());
+        let log = self.inner.logs.create(job.id).map_err(SubmitError::Log)?;
+        drop(log);
+        if let Err(error) = self.inner.store.insert(&job).await {
+            self.inner.logs.discard(job.id);
+            return Err(error.into());
+        }
+        let (status, _) = watch::channel(job.clone());
+        let cancel = self.inner.shutdown.child_token();
+        self.inner.lock_active().insert(
+            job.id,
+            ActiveJob {
+                status: status.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let span = info_span!("job", job.id = %job.id, provider = %provider.name());
+        info!(parent: &span, command = %job.spec.command, "job accepted");
+        let run = job_run::JobRun::new(
+            Arc::clone(&self.inner),
+            job.clone(),
+            provider,
+            status,
+            cancel,
+        );
+        self.inner.tasks.spawn(run.run().instrument(span));
+        Ok(job)
+    }
+
+    /// The job as it is now: from memory while active, else from the store.
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self
+            .inner
+            .lock_active()
+            .get(&id)
+            .map(|a| a.status.borrow().clone())
+        {
+            return Ok(Some(job));
+        }
+        self.inner.store.get(id).await
+    }
+
+    /// Up to `limit` jobs, newest first, with active jobs in their current state.
+    pub async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = self.inner.store.list(limit).await?;
+        let active = self.inner.lock_active();
+        for job in &mut jobs {
+            if let Some(a) = active.get(&job.id) {
+                *job = a.status.borrow().clone();
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Asks a job to stop. Returns `None` for an unknown job.
+    pub async fn cancel(&self, id: JobId) -> Result<Option<CancelOutcome>, StoreError> {
+        let active = self
+            .inner
+            .lock_active()
+            .get(&id)
+            .map(|a| (a.cancel.clone(), a.status.borrow().clone()));
+        if let Some((cancel, job)) = active {
+            info!(job.id = %id, "cancel requested");
+            cancel.cancel();
+            return Ok(Some(CancelOutcome {
+                job,
+                requested: true,
+            }));
+        }
+        Ok(self.inner.store.get(id).await?.map(|job| CancelOutcome {
+            job,
+            requested: false,
+        }))
+    }
+
+    /// Follows a job's state while it is active; `None` once it has ended.
+    #[must_use]
+    pub fn watch(&self, id: JobId) -> Option<watch::Receiver<Job>> {
+        self.inner
+            .lock_active()
+            .get(&id)
+            .map(|a| a.status.subscribe())
+    }
+
+    /// The job logs.
+    #[must_use]
+    pub fn logs(&self) -> &Arc<LogHub> {
+        &self.inner.logs
+    }
+
+    /// The provider registry.
+    #[must_use]
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.inner.providers
+    }
+
+    pub(crate) fn tokens(&self) -> &TokenIssuer {
+        &self.inner.tokens
+    }
+
+    pub(crate) fn sessions(&self) -> &WorkerSessions {
+        &self.inner.sessions
+    }
+
+    /// Number of jobs not yet in a terminal state.
+    #[must_use]
+    pub fn active_jobs(&self) -> usize {
+        self.inner.lock_active().len()
+    }
+
+    /// Stops every active job (they end `Failed: ServerRestarted`), removes their
+    /// workers, and waits up to `deadline` for that to finish.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(deadline, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                active = self.active_jobs(),
+                "shutdown deadline passed with jobs still stopping"
+            );
+        }
+    }
+}
+
+impl Inner {
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, ActiveJob>> {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashSet<WorkerId>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The reason recorded for jobs that were active when the server stopped.
+pub(crate) fn interrupted() -> JobState {
+    JobState::Failed {
+        reason: FailureReason::ServerRestarted,
+    }
+}

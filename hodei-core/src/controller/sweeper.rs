@@ -1,0 +1,46 @@
+//! Recovery at startup and the periodic removal of workers nobody knows.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::{Inner, interrupted};
+use crate::store::StoreError;
+
+/// Marks jobs that were active when the server last stopped as failed.
+pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreError> {
+    for mut job in inner.store.unfinished().await? {
+        warn!(job.id = %job.id, state = job.state.phase_name(), "job was active when the server stopped");
+        job.state = interrupted();
+        job.finished_at = Some(OffsetDateTime::now_utc());
+        inner.store.update(&job).await?;
+    }
+    Ok(())
+}
+
+/// Asks every provider to remove workers that no active job owns.
+pub(super) async fn sweep_orphans(inner: &Inner) {
+    let known = inner.lock_workers().clone();
+    for provider in inner.providers.all() {
+        match provider.cleanup_orphans(&known).await {
+            Ok(0) => {}
+            Ok(removed) => info!(
+                provider = provider.name(),
+                removed, "removed orphaned workers"
+            ),
+            Err(error) => warn!(provider = provider.name(), %error, "orphan sweep failed"),
+        }
+    }
+}
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let mut interval = tokio::time::interval(inner.config.sweep_interval);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            _ = interval.tick() => sweep_orphans(&inner).await,
+        }
+    }
+}

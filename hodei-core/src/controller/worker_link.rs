@@ -1,0 +1,118 @@
+//! The hand-off between a job's controller task and its worker's gRPC stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    job::{JobId, JobSpec, ProcessExit, WorkerId},
+    logs::JobLog,
+};
+
+/// Why the server asks a worker to stop its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Someone cancelled the job.
+    Cancelled,
+    /// The job ran past its timeout.
+    TimedOut,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// The job a worker must run.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The job.
+    pub job_id: JobId,
+    /// What to run.
+    pub spec: JobSpec,
+    /// How often the worker must show it is alive.
+    pub heartbeat_interval: Duration,
+    /// Time between SIGTERM and SIGKILL when the job is stopped.
+    pub kill_grace: Duration,
+}
+
+/// What the controller tells a worker.
+#[derive(Debug, Clone)]
+pub enum ToWorker {
+    /// Run this job.
+    Assign(Box<Assignment>),
+    /// Stop the job.
+    Stop(StopReason),
+    /// The result is stored; the worker may exit.
+    ResultAccepted,
+}
+
+/// How the job ended on the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerOutcome {
+    /// The command ran and ended.
+    Exit(ProcessExit),
+    /// The command could not be started.
+    SpawnFailed(String),
+}
+
+/// What the worker's stream tells the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromWorker {
+    /// A heartbeat or output arrived.
+    Alive,
+    /// The worker reported the end of the job.
+    Result {
+        /// How it ended.
+        outcome: WorkerOutcome,
+        /// Sequence number of the last output chunk the worker sent.
+        last_seq: u64,
+    },
+    /// The stream broke or the worker broke the protocol.
+    Broken(String),
+}
+
+/// The controller's end of an attached worker.
+#[derive(Debug)]
+pub struct WorkerLink {
+    /// Messages to the worker.
+    pub to_worker: mpsc::Sender<ToWorker>,
+    /// Messages from the worker.
+    pub from_worker: mpsc::Receiver<FromWorker>,
+}
+
+/// A provisioned worker the server expects to register.
+#[derive(Debug)]
+pub(crate) struct PendingWorker {
+    pub job_id: JobId,
+    pub log: Arc<JobLog>,
+    pub attach: oneshot::Sender<WorkerLink>,
+}
+
+/// Workers that have been started but have not registered yet.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSessions {
+    pending: Mutex<HashMap<WorkerId, PendingWorker>>,
+}
+
+impl WorkerSessions {
+    pub fn expect(&self, worker_id: WorkerId, pending: PendingWorker) {
+        self.lock().insert(worker_id, pending);
+    }
+
+    /// Hands the pending slot to the registering worker; a second registration finds nothing.
+    pub fn claim(&self, worker_id: WorkerId) -> Option<PendingWorker> {
+        self.lock().remove(&worker_id)
+    }
+
+    pub fn forget(&self, worker_id: WorkerId) {
+        self.lock().remove(&worker_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, PendingWorker>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

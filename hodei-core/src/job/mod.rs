@@ -1,0 +1,15 @@
+//! The job domain: ids, specs, resource quantities, states and validation.
+
+mod ids;
+mod quantity;
+mod record;
+pub(crate) mod spec;
+mod state;
+mod validation;
+
+pub use ids::{JobId, WorkerId};
+pub use quantity::{Cpu, Memory, QuantityError};
+pub use record::Job;
+pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_ENV_BYTES, MAX_TIMEOUT};
+pub use state::{FailureReason, JobState, ProcessExit};
+pub use validation::ValidationError;

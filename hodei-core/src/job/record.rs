@@ -1,0 +1,50 @@
+//! A job as the server keeps it: spec, state and bookkeeping.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{JobId, JobSpec, JobState, WorkerId};
+
+/// One job: what it runs, where it is, and when things happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: JobId,
+    /// What it runs.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub state: JobState,
+    /// The latest progress note, e.g. "pulling image" or a queueing reason.
+    pub detail: Option<String>,
+    /// The provider chosen for it.
+    pub provider: String,
+    /// The worker that runs or ran it, once provisioned.
+    pub worker_id: Option<WorkerId>,
+    /// When it was accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its command started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached its terminal state.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Job {
+    /// A new queued job for `provider`.
+    #[must_use]
+    pub fn new(spec: JobSpec, provider: impl Into<String>) -> Self {
+        Self {
+            id: JobId::new(),
+            spec,
+            state: JobState::Queued,
+            detail: None,
+            provider: provider.into(),
+            worker_id: None,
+            created_at: OffsetDateTime::now_utc(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}

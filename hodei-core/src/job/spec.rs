@@ -1,0 +1,389 @@
+//! What a job runs and what it needs: `JobSpec`, its builder and its validation.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Cpu, Memory, ValidationError};
+
+/// Default time limit of a job when none is given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest time limit a job may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest total size of a job's environment (keys plus values), in bytes.
+pub const MAX_ENV_BYTES: usize = 128 * 1024;
+/// Largest number of environment variables.
+pub const MAX_ENV_VARS: usize = 1024;
+/// Largest total size of command plus arguments, in bytes.
+pub const MAX_COMMAND_LINE_BYTES: usize = 128 * 1024;
+const MAX_NAME_LEN: usize = 253;
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 63;
+
+/// Everything a job needs to run. Built with [`JobSpec::builder`], which validates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Human-readable name; may be empty.
+    pub name: String,
+    /// Program to execute, looked up in `PATH` by the worker.
+    pub command: String,
+    /// Arguments passed to the program.
+    pub args: Vec<String>,
+    /// Extra environment variables of the command.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the command; the worker's default when absent.
+    pub working_dir: Option<String>,
+    /// Maximum run time, counted from the start of the command.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// CPU the job needs; the provider's default when absent.
+    pub cpu: Option<Cpu>,
+    /// Memory the job needs; the provider's default when absent.
+    pub memory: Option<Memory>,
+    /// Container image; a job that names one needs a container provider.
+    pub image: Option<String>,
+    /// Free-form labels, kept with the job and put on its worker where the provider can.
+    pub labels: BTreeMap<String, String>,
+    /// Provider that must run the job; the server chooses when absent.
+    pub provider: Option<String>,
+}
+
+#[bon::bon]
+impl JobSpec {
+    /// A job that runs `command`; validated when built.
+    ///
+    /// ```
+    /// # use hodei_core::JobSpec;
+    /// let spec = JobSpec::builder("sh")
+    ///     .args(["-c".to_owned(), "echo hello".to_owned()])
+    ///     .timeout(std::time::Duration::from_secs(30))
+    ///     .build()?;
+    /// assert_eq!(spec.command, "sh");
+    /// # Ok::<(), hodei_core::ValidationError>(())
+    /// ```
+    #[builder(on(String, into))]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        #[builder(start_fn)] command: String,
+        #[builder(default)] name: String,
+        #[builder(default, with = |args: impl IntoIterator<Item = impl Into<String>>| args.into_iter().map(Into::into).collect())]
+        args: Vec<String>,
+        #[builder(default)] env: BTreeMap<String, String>,
+        working_dir: Option<String>,
+        #[builder(default = DEFAULT_TIMEOUT)] timeout: Duration,
+        cpu: Option<Cpu>,
+        memory: Option<Memory>,
+        image: Option<String>,
+        #[builder(default)] labels: BTreeMap<String, String>,
+        provider: Option<String>,
+    ) -> Result<Self, ValidationError> {
+        let spec = Self {
+            name,
+            command,
+            args,
+            env,
+            working_dir,
+            timeout,
+            cpu,
+            memory,
+            image,
+            labels,
+            provider,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.name.len() > MAX_NAME_LEN {
+            return Err(ValidationError::new(
+                "name",
+                format!(
+                    "is {} bytes long; at most {MAX_NAME_LEN} allowed",
+                    self.name.len()
+                ),
+            ));
+        }
+        no_control_chars("name", &self.name)?;
+        if self.command.trim().is_empty() {
+            return Err(ValidationError::new("command", "must not be empty"));
+        }
+        no_nul("command", &self.command)?;
+        for (i, arg) in self.args.iter().enumerate() {
+            no_nul(format!("args[{i}]"), arg)?;
+        }
+        let command_line: usize =
+            self.command.len() + self.args.iter().map(String::len).sum::<usize>();
+        if command_line > MAX_COMMAND_LINE_BYTES {
+            return Err(ValidationError::new(
+                "args",
+                format!(
+                    "command line is {command_line} bytes; at most {MAX_COMMAND_LINE_BYTES} allowed"
+                ),
+            ));
+        }
+        self.validate_env()?;
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') {
+                return Err(ValidationError::new(
+                    "working_dir",
+                    format!("{dir:?} must be an absolute path"),
+                ));
+            }
+            no_nul("working_dir", dir)?;
+        }
+        if self.timeout.is_zero() {
+            return Err(ValidationError::new("timeout", "must be greater than zero"));
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return Err(ValidationError::new(
+                "timeout",
+                format!(
+                    "{} exceeds the maximum of {}",
+                    humantime::format_duration(self.timeout),
+                    humantime::format_duration(MAX_TIMEOUT)
+                ),
+            ));
+        }
+        if let Some(image) = &self.image
+            && (image.trim().is_empty()
+                || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ValidationError::new(
+                "image",
+                format!("{image:?} is not a valid image reference"),
+            ));
+        }
+        if let Some(provider) = &self.provider
+            && provider.trim().is_empty()
+        {
+            return Err(ValidationError::new(
+                "provider",
+                "must not be empty when given",
+            ));
+        }
+        self.validate_labels()
+    }
+
+    fn validate_env(&self) -> Result<(), ValidationError> {
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(ValidationError::new(
+                "env",
+                format!(
+                    "has {} variables; at most {MAX_ENV_VARS} allowed",
+                    self.env.len()
+                ),
+            ));
+        }
+        let mut total = 0usize;
+        for (key, value) in &self.env {
+            let field = || format!("env[{key:?}]");
+            if key.is_empty() {
+                return Err(ValidationError::new(
+                    "env",
+                    "variable names must not be empty",
+                ));
+            }
+            if key.contains('=') || key.contains('\0') {
+                return Err(ValidationError::new(
+                    field(),
+                    "name must not contain '=' or NUL",
+                ));
+            }
+            no_nul(field(), value)?;
+            if key.starts_with("HODEI_") {
+                return Err(ValidationError::new(
+                    field(),
+                    "names starting with HODEI_ are reserved for the worker",
+                ));
+            }
+            total += key.len() + value.len();
+        }
+        if total > MAX_ENV_BYTES {
+            return Err(ValidationError::new(
+                "env",
+                format!("is {total} bytes in total; at most {MAX_ENV_BYTES} allowed"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_labels(&self) -> Result<(), ValidationError> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(ValidationError::new(
+                "labels",
+                format!(
+                    "has {} labels; at most {MAX_LABELS} allowed",
+                    self.labels.len()
+                ),
+            ));
+        }
+        for (key, value) in &self.labels {
+            let field = || format!("labels[{key:?}]");
+            let name = key.rsplit('/').next().unwrap_or(key);
+            if !is_label_token(name, MAX_LABEL_KEY_LEN) || name.is_empty() {
+                return Err(ValidationError::new(
+                    field(),
+                    "key must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
+                ));
+            }
+            if !value.is_empty() && !is_label_token(value, MAX_LABEL_VALUE_LEN) {
+                return Err(ValidationError::new(
+                    field(),
+                    "value must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_label_token(s: &str, max: usize) -> bool {
+    let bytes = s.as_bytes();
+    s.len() <= max
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn no_nul(
+    field: impl Into<std::borrow::Cow<'static, str>>,
+    value: &str,
+) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::new(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+fn no_control_chars(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Serializes durations as humantime text ("1h 30m") and reads them back.
+pub(crate) mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(result: Result<JobSpec, ValidationError>) -> String {
+        result
+            .expect_err("spec should be refused")
+            .field()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_plain_command_is_valid() {
+        let spec = JobSpec::builder("echo").args(["hi"]).build().unwrap();
+        assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(spec.args, vec!["hi".to_owned()]);
+    }
+
+    #[test]
+    fn empty_command_names_command() {
+        assert_eq!(field_of(JobSpec::builder("  ").build()), "command");
+    }
+
+    #[test]
+    fn zero_timeout_names_timeout() {
+        assert_eq!(
+            field_of(JobSpec::builder("true").timeout(Duration::ZERO).build()),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(
+                JobSpec::builder("true")
+                    .timeout(MAX_TIMEOUT + Duration::from_secs(1))
+                    .build()
+            ),
+            "timeout"
+        );
+    }
+
+    #[test]
+    fn oversized_env_names_env() {
+        let mut env = BTreeMap::new();
+        env.insert("BIG".to_owned(), "x".repeat(MAX_ENV_BYTES));
+        let err = JobSpec::builder("true").env(env).build().unwrap_err();
+        assert_eq!(err.field(), "env");
+        assert!(err.to_string().contains("bytes in total"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_key_names_the_variable() {
+        let env = BTreeMap::from([("A=B".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            field_of(JobSpec::builder("true").env(env).build()),
+            "env[\"A=B\"]"
+        );
+        let env = BTreeMap::from([("HODEI_OTP_TOKEN".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            field_of(JobSpec::builder("true").env(env).build()),
+            "env[\"HODEI_OTP_TOKEN\"]"
+        );
+    }
+
+    #[test]
+    fn relative_working_dir_is_refused() {
+        assert_eq!(
+            field_of(JobSpec::builder("true").working_dir("tmp").build()),
+            "working_dir"
+        );
+    }
+
+    #[test]
+    fn bad_label_and_image_are_refused() {
+        let labels = BTreeMap::from([("team".to_owned(), "has space".to_owned())]);
+        assert_eq!(
+            field_of(JobSpec::builder("true").labels(labels).build()),
+            "labels[\"team\"]"
+        );
+        assert_eq!(
+            field_of(JobSpec::builder("true").image("bad image").build()),
+            "image"
+        );
+        assert_eq!(
+            field_of(JobSpec::builder("true").provider("").build()),
+            "provider"
+        );
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = JobSpec::builder("echo")
+            .args(["a"])
+            .memory("64Mi".parse().unwrap())
+            .cpu("250m".parse().unwrap())
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"64Mi\""), "{json}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+    }
+}

@@ -1,0 +1,201 @@
+//! Where a job is in its life, and why it ended.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// How the job's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessExit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+}
+
+impl fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exit code {code}"),
+            Self::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FailureReason {
+    /// The command ended with a non-zero code or a signal.
+    Exit {
+        /// How it ended.
+        exit: ProcessExit,
+    },
+    /// The command could not be started, e.g. it was not found.
+    CommandNotStarted {
+        /// What the worker reported.
+        message: String,
+    },
+    /// The provider could not start or keep the worker.
+    ProviderFailure {
+        /// Provider name.
+        provider: String,
+        /// Machine-readable reason, e.g. `ImagePullBackOff`.
+        reason: String,
+        /// The provider's message.
+        message: String,
+    },
+    /// The worker stopped talking to the server.
+    WorkerLost {
+        /// What was observed.
+        message: String,
+    },
+    /// The worker did not register in time.
+    RegistrationTimeout {
+        /// How long the server waited.
+        #[serde(with = "super::spec::humantime_serde_compat")]
+        waited: Duration,
+    },
+    /// The server stopped while the job was active.
+    ServerRestarted,
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exit { exit } => write!(f, "command failed: {exit}"),
+            Self::CommandNotStarted { message } => write!(f, "command not started: {message}"),
+            Self::ProviderFailure {
+                provider,
+                reason,
+                message,
+            } => write!(f, "provider {provider} failed: {reason}: {message}"),
+            Self::WorkerLost { message } => write!(f, "worker lost: {message}"),
+            Self::RegistrationTimeout { waited } => write!(
+                f,
+                "worker did not register within {}",
+                humantime::format_duration(*waited)
+            ),
+            Self::ServerRestarted => f.write_str("server restarted while the job was active"),
+        }
+    }
+}
+
+/// The state of a job. Terminal states carry why they were reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum JobState {
+    /// Accepted and waiting for a worker slot.
+    Queued,
+    /// A worker is being started.
+    Provisioning,
+    /// The command is running.
+    Running,
+    /// The command exited with code 0.
+    Succeeded,
+    /// The job failed; see the reason.
+    Failed {
+        /// Why.
+        reason: FailureReason,
+    },
+    /// Cancelled on request.
+    Cancelled {
+        /// How the command ended, if it had started.
+        exit: Option<ProcessExit>,
+    },
+    /// Stopped because it ran longer than its timeout.
+    TimedOut {
+        /// The timeout that was exceeded.
+        #[serde(with = "super::spec::humantime_serde_compat")]
+        timeout: Duration,
+        /// How the command ended once stopped, if the worker reported it.
+        exit: Option<ProcessExit>,
+    },
+}
+
+impl JobState {
+    /// True for Succeeded, Failed, Cancelled and TimedOut.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Self::Queued | Self::Provisioning | Self::Running)
+    }
+
+    /// The phase name, e.g. `running`.
+    #[must_use]
+    pub fn phase_name(&self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Provisioning => "provisioning",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled { .. } => "cancelled",
+            Self::TimedOut { .. } => "timed_out",
+        }
+    }
+
+    /// The state that a finished command leads to when nobody asked it to stop.
+    #[must_use]
+    pub fn from_exit(exit: ProcessExit) -> Self {
+        match exit {
+            ProcessExit::Code(0) => Self::Succeeded,
+            exit => Self::Failed {
+                reason: FailureReason::Exit { exit },
+            },
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+            Self::Cancelled { exit: Some(exit) } => write!(f, "cancelled ({exit})"),
+            Self::TimedOut { timeout, .. } => write!(
+                f,
+                "timed out after {}",
+                humantime::format_duration(*timeout)
+            ),
+            other => f.write_str(other.phase_name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_states() {
+        assert_eq!(
+            JobState::from_exit(ProcessExit::Code(0)),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            JobState::from_exit(ProcessExit::Signal(9)),
+            JobState::Failed {
+                reason: FailureReason::Exit {
+                    exit: ProcessExit::Signal(9)
+                }
+            }
+        );
+        assert!(JobState::from_exit(ProcessExit::Code(3)).is_terminal());
+        assert!(!JobState::Running.is_terminal());
+    }
+
+    #[test]
+    fn state_json_is_tagged_and_round_trips() {
+        let state = JobState::Failed {
+            reason: FailureReason::ProviderFailure {
+                provider: "kubernetes".into(),
+                reason: "ImagePullBackOff".into(),
+                message: "not found".into(),
+            },
+        };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["phase"], "failed");
+        assert_eq!(json["reason"]["kind"], "provider_failure");
+        assert_eq!(serde_json::from_value::<JobState>(json).unwrap(), state);
+    }
+}

@@ -1,0 +1,177 @@
+//! All job logs of a server: where they live on disk and which are still being written.
+
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use super::{JobLog, LogFollower};
+use crate::job::JobId;
+
+/// Opens logs for writing and followers for reading. A job's log is live from
+/// [`LogHub::create`] until [`LogHub::close`]; afterwards it is read from disk.
+#[derive(Debug)]
+pub struct LogHub {
+    dir: PathBuf,
+    live: Mutex<HashMap<JobId, Arc<JobLog>>>,
+}
+
+impl LogHub {
+    /// Keeps logs in `dir`, creating it if needed.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the log of a new job.
+    pub fn create(&self, job: JobId) -> io::Result<Arc<JobLog>> {
+        let log = Arc::new(JobLog::create(&self.path(job))?);
+        self.lock().insert(job, Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// The live log of an active job.
+    #[must_use]
+    pub fn live(&self, job: JobId) -> Option<Arc<JobLog>> {
+        self.lock().get(&job).cloned()
+    }
+
+    /// Ends a job's log: followers get the rest and then the end.
+    pub fn close(&self, job: JobId) {
+        if let Some(log) = self.lock().remove(&job) {
+            log.close();
+        }
+    }
+
+    /// Deletes a job's log, for a job that was never stored.
+    pub fn discard(&self, job: JobId) {
+        if let Some(log) = self.lock().remove(&job) {
+            log.close();
+            let _ = std::fs::remove_file(log.path());
+        }
+    }
+
+    /// Follows a job's log from `from_seq` (1 is the first chunk; 0 also means the start).
+    pub fn follow(&self, job: JobId, from_seq: u64) -> io::Result<LogFollower> {
+        let progress = self.live(job).map(|log| log.subscribe());
+        LogFollower::open(&self.path(job), from_seq, progress)
+    }
+
+    /// Reads what a job's log holds now, from `from_seq`, without waiting for more.
+    pub fn snapshot(&self, job: JobId, from_seq: u64) -> io::Result<LogFollower> {
+        LogFollower::open(&self.path(job), from_seq, None)
+    }
+
+    fn path(&self, job: JobId) -> PathBuf {
+        Path::new(&self.dir).join(format!("{job}.log"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<JobLog>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::logs::{AppendError, OutputChunk, OutputStream};
+
+    fn chunk(seq: u64, text: &str) -> OutputChunk {
+        OutputChunk {
+            seq,
+            stream: OutputStream::Stdout,
+            data: Bytes::copy_from_slice(text.as_bytes()),
+            emitted_at_us: 0,
+        }
+    }
+
+    async fn collect(mut follower: LogFollower) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Some(batch) = follower.next_batch().await.unwrap() {
+            seqs.extend(batch.iter().map(|c| c.seq));
+        }
+        seqs
+    }
+
+    #[tokio::test]
+    async fn follower_joining_mid_job_gets_every_chunk_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Arc::new(LogHub::open(dir.path()).unwrap());
+        let job = JobId::new();
+        let log = hub.create(job).unwrap();
+        let early = hub.follow(job, 0).unwrap();
+        for seq in 1..=500 {
+            log.append(&[chunk(seq, "line\n")]).unwrap();
+        }
+        let middle = hub.follow(job, 0).unwrap();
+        let from_300 = hub.follow(job, 300).unwrap();
+        let tasks = [early, middle, from_300].map(|f| tokio::spawn(collect(f)));
+        for seq in 501..=1000 {
+            log.append(&[chunk(seq, "line\n")]).unwrap();
+            if seq % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        hub.close(job);
+        let [early, middle, from_300] = tasks;
+        assert_eq!(early.await.unwrap(), (1..=1000).collect::<Vec<_>>());
+        assert_eq!(middle.await.unwrap(), (1..=1000).collect::<Vec<_>>());
+        assert_eq!(from_300.await.unwrap(), (300..=1000).collect::<Vec<_>>());
+        let late = hub.follow(job, 0).unwrap();
+        assert_eq!(
+            collect(late).await,
+            (1..=1000).collect::<Vec<_>>(),
+            "after the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn resent_chunks_are_skipped_and_gaps_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::open(dir.path()).unwrap();
+        let job = JobId::new();
+        let log = hub.create(job).unwrap();
+        assert_eq!(log.append(&[chunk(1, "a"), chunk(2, "b")]).unwrap(), 2);
+        assert_eq!(log.append(&[chunk(2, "b"), chunk(3, "c")]).unwrap(), 3);
+        assert!(matches!(
+            log.append(&[chunk(5, "e")]),
+            Err(AppendError::Gap {
+                expected: 4,
+                got: 5
+            })
+        ));
+        hub.close(job);
+        assert!(matches!(
+            log.append(&[chunk(4, "d")]),
+            Err(AppendError::Closed)
+        ));
+        let mut text = Vec::new();
+        let mut follower = hub.follow(job, 0).unwrap();
+        while let Some(batch) = follower.next_batch().await.unwrap() {
+            for c in batch {
+                text.extend_from_slice(&c.data);
+            }
+        }
+        assert_eq!(text, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_missing_log_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::open(dir.path()).unwrap();
+        let follower = hub.follow(JobId::new(), 0).unwrap();
+        assert!(collect(follower).await.is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! The writing side of one job's log: checks numbering, appends, and wakes followers.
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use tokio::sync::watch;
+
+use super::{OutputChunk, file_format};
+
+/// How far a log has been written. Followers read up to `bytes`, never past it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub bytes: u64,
+    pub last_seq: u64,
+    pub closed: bool,
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A chunk skipped sequence numbers.
+    #[error("output chunk {got} arrived but {expected} was expected")]
+    Gap {
+        /// The next sequence number the log needs.
+        expected: u64,
+        /// What arrived.
+        got: u64,
+    },
+    /// A chunk is larger than a log accepts.
+    #[error("output chunk {seq} is {len} bytes; at most {max} allowed")]
+    TooLarge {
+        /// Its sequence number.
+        seq: u64,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The job has ended; its log takes no more output.
+    #[error("the log is closed")]
+    Closed,
+    /// Writing to disk failed.
+    #[error("writing the log failed")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    buffer: Vec<u8>,
+}
+
+/// The open, append-only log of one active job.
+#[derive(Debug)]
+pub struct JobLog {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    progress: watch::Sender<Progress>,
+}
+
+impl JobLog {
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
+        let file = File::options().create(true).append(true).open(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(Writer {
+                file,
+                buffer: Vec::with_capacity(64 * 1024),
+            }),
+            progress: watch::Sender::new(Progress::default()),
+        })
+    }
+
+    /// Appends consecutive chunks. Chunks already in the log are skipped, so a
+    /// resent batch is harmless. Returns the last sequence number stored.
+    pub fn append(&self, chunks: &[OutputChunk]) -> Result<u64, AppendError> {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = *self.progress.borrow();
+        if before.closed {
+            return Err(AppendError::Closed);
+        }
+        let mut last_seq = before.last_seq;
+        let Writer { file, buffer } = &mut *writer;
+        buffer.clear();
+        for chunk in chunks {
+            if chunk.seq <= last_seq {
+                continue;
+            }
+            if chunk.seq != last_seq + 1 {
+                return Err(AppendError::Gap {
+                    expected: last_seq + 1,
+                    got: chunk.seq,
+                });
+            }
+            if chunk.data.len() > file_format::MAX_CHUNK_BYTES {
+                return Err(AppendError::TooLarge {
+                    seq: chunk.seq,
+                    len: chunk.data.len(),
+                    max: file_format::MAX_CHUNK_BYTES,
+                });
+            }
+            file_format::encode_into(chunk, buffer);
+            last_seq = chunk.seq;
+        }
+        if buffer.is_empty() {
+            return Ok(last_seq);
+        }
+        file.write_all(buffer)?;
+        let written = buffer.len() as u64;
+        self.progress.send_modify(|p| {
+            p.bytes += written;
+            p.last_seq = last_seq;
+        });
+        Ok(last_seq)
+    }
+
+    /// The sequence number of the last stored chunk (0 when empty).
+    #[must_use]
+    pub fn last_seq(&self) -> u64 {
+        self.progress.borrow().last_seq
+    }
+
+    /// Takes no more output and lets followers finish once they have read it all.
+    pub fn close(&self) {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Data is already in the OS; syncing makes it survive a machine crash.
+        if let Err(error) = writer.file.sync_data() {
+            tracing::warn!(path = %self.path.display(), %error, "syncing a finished job log failed");
+        }
+        self.progress.send_modify(|p| p.closed = true);
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}

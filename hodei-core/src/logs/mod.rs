@@ -1,0 +1,13 @@
+//! Job output: a durable append-only log per job plus live followers.
+
+mod chunk;
+mod file_format;
+mod follower;
+mod hub;
+mod job_log;
+
+pub use chunk::{OutputChunk, OutputStream};
+pub use file_format::MAX_CHUNK_BYTES;
+pub use follower::LogFollower;
+pub use hub::LogHub;
+pub use job_log::{AppendError, JobLog};

@@ -1,0 +1,244 @@
+//! `LocalProvider`: each worker is a `hodei-worker-bin` child process on this machine.
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::process::ExitStatusExt,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
+use tokio::{
+    process::Command,
+    sync::{mpsc, watch},
+};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{
+    Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
+    WorkerLaunch,
+};
+use crate::job::{ProcessExit, WorkerId};
+
+/// Name under which the local provider registers by default.
+pub const LOCAL_PROVIDER_NAME: &str = "local";
+
+#[derive(Debug)]
+struct RunningWorker {
+    pid: Pid,
+    exited: watch::Receiver<bool>,
+}
+
+/// Runs each worker as a child process of the server, in its own process group.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    name: String,
+    worker_binary: PathBuf,
+    max_workers: Option<usize>,
+    log_dir: Option<PathBuf>,
+    stop_grace: Duration,
+    registration_timeout: Duration,
+    workers: Arc<Mutex<HashMap<WorkerId, RunningWorker>>>,
+}
+
+#[bon::bon]
+impl LocalProvider {
+    /// A provider that starts `worker_binary` (a `hodei-worker-bin`) for each job.
+    #[builder]
+    pub fn new(
+        #[builder(start_fn, into)] worker_binary: PathBuf,
+        /// Provider name jobs ask for; default `local`.
+        #[builder(into, default = LOCAL_PROVIDER_NAME.to_owned())]
+        name: String,
+        /// Most workers at once; unlimited when absent.
+        max_workers: Option<usize>,
+        /// Where each worker's own diagnostics go (`<worker-id>.log`); discarded when absent.
+        #[builder(into)]
+        log_dir: Option<PathBuf>,
+        /// Time between SIGTERM and SIGKILL when a worker is destroyed.
+        #[builder(default = Duration::from_secs(5))]
+        stop_grace: Duration,
+        /// How long a worker may take to start and register.
+        #[builder(default = Duration::from_secs(30))]
+        registration_timeout: Duration,
+    ) -> Self {
+        Self {
+            name,
+            worker_binary,
+            max_workers,
+            log_dir,
+            stop_grace,
+            registration_timeout,
+            workers: Arc::default(),
+        }
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, RunningWorker>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn output_for(&self, worker_id: WorkerId) -> Result<Stdio, ProviderError> {
+        let Some(dir) = &self.log_dir else {
+            return Ok(Stdio::null());
+        };
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::File::create(dir.join(format!("{worker_id}.log"))))
+            .map(Stdio::from)
+            .map_err(|e| {
+                ProviderError::fatal(
+                    "SpawnFailed",
+                    format!("cannot create worker log in {}: {e}", dir.display()),
+                )
+            })
+    }
+
+    async fn stop(&self, worker_id: WorkerId, pid: Pid, mut exited: watch::Receiver<bool>) {
+        if *exited.borrow() {
+            return;
+        }
+        let _ = killpg(pid, Signal::SIGTERM);
+        let gone = tokio::time::timeout(self.stop_grace, exited.wait_for(|e| *e))
+            .await
+            .is_ok();
+        if !gone {
+            warn!(worker.id = %worker_id, "worker ignored SIGTERM; sending SIGKILL");
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            containers: false,
+            max_workers: self.max_workers,
+            registration_timeout: self.registration_timeout,
+        }
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        match std::fs::metadata(&self.worker_binary) {
+            Ok(meta) if meta.is_file() => ProviderHealth::Healthy,
+            Ok(_) => {
+                ProviderHealth::Unhealthy(format!("{} is not a file", self.worker_binary.display()))
+            }
+            Err(e) => ProviderHealth::Unhealthy(format!(
+                "worker binary {}: {e}",
+                self.worker_binary.display()
+            )),
+        }
+    }
+
+    async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
+        let worker_id = launch.worker_id;
+        let span = info_span!("local_worker", worker.id = %worker_id, job.id = %launch.job_id);
+        let mut command = Command::new(&self.worker_binary);
+        // The worker inherits the server's environment minus its HODEI_* settings.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HODEI_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .envs(launch.worker_env())
+            .stdin(Stdio::null())
+            .stdout(self.output_for(worker_id)?)
+            .stderr(self.output_for(worker_id)?)
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| {
+            ProviderError::fatal(
+                "SpawnFailed",
+                format!("cannot start worker {}: {e}", self.worker_binary.display()),
+            )
+        })?;
+        let raw_pid = child
+            .id()
+            .ok_or_else(|| ProviderError::fatal("SpawnFailed", "worker exited at once"))?;
+        let pid = Pid::from_raw(
+            i32::try_from(raw_pid)
+                .map_err(|_| ProviderError::fatal("SpawnFailed", "pid out of range"))?,
+        );
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (exited_tx, exited_rx) = watch::channel(false);
+        self.workers().insert(
+            worker_id,
+            RunningWorker {
+                pid,
+                exited: exited_rx,
+            },
+        );
+        let _ = events_tx.send(WorkerEvent::Progress {
+            detail: format!("worker process {raw_pid} started"),
+        });
+        info!(parent: &span, pid = raw_pid, "worker process started");
+        let workers = Arc::clone(&self.workers);
+        tokio::spawn(
+            async move {
+                let status = child.wait().await;
+                let exit = match &status {
+                    Ok(s) => s
+                        .code()
+                        .map(ProcessExit::Code)
+                        .or(s.signal().map(ProcessExit::Signal)),
+                    Err(_) => None,
+                };
+                info!(?exit, "worker process ended");
+                let _ = exited_tx.send(true);
+                workers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&worker_id);
+                let message = match status {
+                    Ok(s) => format!("worker process {s}"),
+                    Err(e) => format!("waiting for the worker process failed: {e}"),
+                };
+                let _ = events_tx.send(WorkerEvent::Exited { exit, message });
+            }
+            .instrument(span),
+        );
+        Ok(ProvisionedWorker {
+            description: format!("pid {raw_pid}"),
+            events,
+        })
+    }
+
+    async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError> {
+        let worker = self
+            .workers()
+            .get(&worker_id)
+            .map(|w| (w.pid, w.exited.clone()));
+        if let Some((pid, exited)) = worker {
+            self.stop(worker_id, pid, exited).await;
+        }
+        Ok(())
+    }
+
+    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        let orphans: Vec<_> = self
+            .workers()
+            .iter()
+            .filter(|(id, _)| !known.contains(id))
+            .map(|(id, w)| (*id, w.pid, w.exited.clone()))
+            .collect();
+        for (worker_id, pid, exited) in &orphans {
+            warn!(worker.id = %worker_id, "stopping orphaned local worker");
+            self.stop(*worker_id, *pid, exited.clone()).await;
+        }
+        Ok(orphans.len())
+    }
+}

@@ -1,0 +1,163 @@
+//! Providers start and remove workers: the `Provider` trait, its types, and the registry.
+
+mod local;
+mod registry;
+
+use std::{collections::HashSet, fmt, time::Duration};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use local::{LocalProvider, LocalProviderBuilder};
+pub use registry::{ProviderRegistry, SelectionError};
+
+use crate::job::{JobId, JobSpec, ProcessExit, WorkerId};
+
+/// Everything a provider needs to start one worker for one job.
+#[derive(Clone)]
+pub struct WorkerLaunch {
+    /// The worker's id; it registers with it.
+    pub worker_id: WorkerId,
+    /// The job it will run.
+    pub job_id: JobId,
+    /// The job's spec (image, resources and labels matter to providers).
+    pub spec: JobSpec,
+    /// Address the worker dials, e.g. `http://127.0.0.1:50051`.
+    pub server_address: String,
+    /// One-time token the worker registers with. Secret: never logged.
+    pub otp_token: String,
+}
+
+impl fmt::Debug for WorkerLaunch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerLaunch")
+            .field("worker_id", &self.worker_id)
+            .field("job_id", &self.job_id)
+            .field("server_address", &self.server_address)
+            .field("otp_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerLaunch {
+    /// The environment a worker needs to find the server and prove itself.
+    #[must_use]
+    pub fn worker_env(&self) -> [(&'static str, String); 3] {
+        [
+            (crate::worker::ENV_WORKER_ID, self.worker_id.to_string()),
+            (
+                crate::worker::ENV_SERVER_ADDRESS,
+                self.server_address.clone(),
+            ),
+            (crate::worker::ENV_OTP_TOKEN, self.otp_token.clone()),
+        ]
+    }
+}
+
+/// Something a provider observed about one of its workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// A step towards running, e.g. "pod scheduled" or "pulling image".
+    Progress {
+        /// What happened, for people.
+        detail: String,
+    },
+    /// The worker process or container ended.
+    Exited {
+        /// How it ended, when known.
+        exit: Option<ProcessExit>,
+        /// Extra context, e.g. a Kubernetes termination reason.
+        message: String,
+    },
+    /// The worker cannot run or was killed by its platform (image pull failure,
+    /// unschedulable, OOM-killed, evicted, deleted by someone else, ...).
+    Failed {
+        /// Machine-readable reason, e.g. `ImagePullBackOff`.
+        reason: String,
+        /// The platform's message.
+        message: String,
+    },
+}
+
+/// A worker the provider has started.
+#[derive(Debug)]
+pub struct ProvisionedWorker {
+    /// Where it runs, for people: a pod name or a process id.
+    pub description: String,
+    /// Lifecycle events of this worker only.
+    pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+}
+
+/// What a provider can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCapabilities {
+    /// It runs container images, so jobs that name an image can go there.
+    pub containers: bool,
+    /// Most workers it runs at once; further jobs wait in the queue.
+    pub max_workers: Option<usize>,
+    /// How long its workers may take to start and register (image pulls included).
+    pub registration_timeout: Duration,
+}
+
+/// Whether a provider can take jobs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderHealth {
+    /// Ready.
+    Healthy,
+    /// Not ready, and why.
+    Unhealthy(String),
+}
+
+/// A provider's refusal or failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct ProviderError {
+    /// Machine-readable reason, e.g. `QuotaExceeded` or `SpawnFailed`.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// True when trying again later may work (e.g. a quota is full); the job stays queued.
+    pub retryable: bool,
+}
+
+impl ProviderError {
+    /// A failure that will not go away by retrying.
+    pub fn fatal(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A refusal that may pass later.
+    pub fn retryable(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// Starts and removes workers on some platform.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug + 'static {
+    /// The name jobs use to ask for this provider, e.g. `local` or `kubernetes`.
+    fn name(&self) -> &str;
+
+    /// What it can do.
+    fn capabilities(&self) -> ProviderCapabilities;
+
+    /// Whether it can take jobs now.
+    async fn health(&self) -> ProviderHealth;
+
+    /// Starts a worker. Returning means the platform accepted it, not that it runs.
+    async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError>;
+
+    /// Stops and removes a worker. Removing one that is already gone succeeds.
+    async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError>;
+
+    /// Removes workers of this provider that the server does not know; returns how many.
+    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError>;
+}

@@ -1,0 +1,213 @@
+//! The gRPC server: job and worker services, health and reflection, over one listener.
+
+mod job_service;
+mod worker_service;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use hodei_proto::v1::{
+    job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
+};
+pub use job_service::JobApi;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+pub use worker_service::WorkerApi;
+
+use crate::{
+    controller::{ControllerConfig, JobController},
+    logs::LogHub,
+    provider::{Provider, ProviderRegistry},
+    store::{JobStore, SqliteStore, StoreError},
+};
+
+/// Default address the server listens on.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No provider was configured.
+    #[error("no provider is configured; add at least one (e.g. LocalProvider)")]
+    NoProvider,
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be used.
+    #[error("cannot use data directory {dir}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// gRPC reflection could not be set up.
+    #[error("setting up gRPC reflection failed")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("the gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A Hodei Jobs server: bound, recovered and ready to serve.
+#[derive(Debug)]
+pub struct HodeiServer {
+    controller: JobController,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+#[bon::bon]
+impl HodeiServer {
+    /// Binds the listener, opens the store under `data_dir`, marks jobs interrupted by a
+    /// previous stop as failed, and starts the controller.
+    #[builder(finish_fn = start)]
+    pub async fn new(
+        /// Where jobs and logs are kept.
+        #[builder(start_fn, into)]
+        data_dir: PathBuf,
+        /// Providers in preference order.
+        #[builder(field)]
+        providers: Vec<Arc<dyn Provider>>,
+        /// Address to listen on; default `0.0.0.0:50051`. Port 0 picks a free port.
+        listen_addr: Option<SocketAddr>,
+        /// Address workers dial; default `http://<listen ip>:<port>` with 127.0.0.1 for
+        /// an unspecified ip.
+        #[builder(into)]
+        advertise_address: Option<String>,
+        /// A store other than the embedded SQLite one under `data_dir`.
+        store: Option<Arc<dyn JobStore>>,
+        /// How often workers send heartbeats (default 5s).
+        heartbeat_interval: Option<Duration>,
+        /// Silence after which a worker is lost (default 30s).
+        heartbeat_timeout: Option<Duration>,
+        /// Time between SIGTERM and SIGKILL when a job is stopped (default 10s).
+        kill_grace: Option<Duration>,
+        /// How often unknown workers are removed (default 60s).
+        sweep_interval: Option<Duration>,
+    ) -> Result<Self, ServerError> {
+        if providers.is_empty() {
+            return Err(ServerError::NoProvider);
+        }
+        let listen_addr = listen_addr.unwrap_or_else(|| {
+            DEFAULT_LISTEN_ADDR
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)))
+        });
+        let listener =
+            TcpListener::bind(listen_addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: listen_addr,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: listen_addr,
+            source,
+        })?;
+        let advertise_address = advertise_address.unwrap_or_else(|| {
+            let ip = if local_addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                local_addr.ip().to_string()
+            };
+            format!("http://{ip}:{}", local_addr.port())
+        });
+        let store: Arc<dyn JobStore> = match store {
+            Some(store) => store,
+            None => Arc::new(SqliteStore::open(&data_dir).await?),
+        };
+        let logs_dir = data_dir.join("logs");
+        let logs = Arc::new(
+            LogHub::open(&logs_dir).map_err(|source| ServerError::DataDir {
+                dir: logs_dir,
+                source,
+            })?,
+        );
+        let mut registry = ProviderRegistry::new();
+        for provider in providers {
+            registry.register(provider);
+        }
+        let config = ControllerConfig::builder(advertise_address)
+            .maybe_heartbeat_interval(heartbeat_interval)
+            .maybe_heartbeat_timeout(heartbeat_timeout)
+            .maybe_kill_grace(kill_grace)
+            .maybe_sweep_interval(sweep_interval)
+            .build();
+        let controller = JobController::start(config, store, logs, registry).await?;
+        Ok(Self {
+            controller,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The controller, for host programs that submit jobs in-process.
+    #[must_use]
+    pub fn controller(&self) -> &JobController {
+        &self.controller
+    }
+
+    /// Serves until `shutdown` completes, then stops active jobs and removes their workers.
+    pub async fn serve_with_shutdown(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hodei_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let jobs = JobServiceServer::new(JobApi::new(self.controller.clone()));
+        let workers = WorkerServiceServer::new(WorkerApi::new(self.controller.clone()));
+        health.set_serving::<JobServiceServer<JobApi>>().await;
+        health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+        info!(addr = %self.local_addr, providers = ?self.controller.providers().all().iter().map(|p| p.name()).collect::<Vec<_>>(), "serving");
+        let controller = self.controller.clone();
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(jobs)
+            .add_service(workers)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                shutdown.await;
+                info!("shutting down: stopping active jobs");
+                controller.shutdown(Duration::from_secs(30)).await;
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl<S: hodei_server_builder::State> HodeiServerBuilder<S> {
+    /// Adds a provider; providers are preferred in the order added.
+    #[must_use]
+    pub fn provider(mut self, provider: impl Provider) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// Adds a provider that is already shared.
+    #[must_use]
+    pub fn shared_provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+}

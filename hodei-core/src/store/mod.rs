@@ -1,0 +1,48 @@
+//! Where jobs and their states are kept, so they outlive the job and the server.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::job::{Job, JobId};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed the operation.
+    #[error("job store database error")]
+    Database(#[from] sqlx::Error),
+    /// A stored record could not be read back.
+    #[error("stored job {id} is corrupt")]
+    Corrupt {
+        /// The job.
+        id: String,
+        /// What failed.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A job could not be encoded.
+    #[error("job could not be encoded")]
+    Encode(#[source] serde_json::Error),
+    /// Creating the data directory failed.
+    #[error("creating the data directory failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Persists jobs. Every write is a single atomic statement, so a failure leaves
+/// nothing half-written.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new job.
+    async fn insert(&self, job: &Job) -> Result<(), StoreError>;
+    /// Replaces a stored job with its newer version.
+    async fn update(&self, job: &Job) -> Result<(), StoreError>;
+    /// One job, if known.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Up to `limit` jobs, newest first.
+    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// Jobs that were not terminal when last written.
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
+}

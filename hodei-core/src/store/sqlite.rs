@@ -1,0 +1,166 @@
+//! The embedded default store: SQLite through sqlx, one row per job.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sqlx::{
+    Row,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+
+use super::{JobStore, StoreError};
+use crate::job::{Job, JobId};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    created_seq INTEGER NOT NULL,
+    terminal INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created_seq ON jobs (created_seq);
+CREATE INDEX IF NOT EXISTS jobs_terminal ON jobs (terminal);";
+
+/// Jobs in a SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `jobs.db` under `data_dir`.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("jobs.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    fn decode(id: &str, record: &str) -> Result<Job, StoreError> {
+        serde_json::from_str(record).map_err(|source| StoreError::Corrupt {
+            id: id.to_owned(),
+            source,
+        })
+    }
+
+    fn rows_to_jobs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Job>, StoreError> {
+        rows.iter()
+            .map(|row| Self::decode(row.get::<&str, _>("id"), row.get::<&str, _>("record")))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert(&self, job: &Job) -> Result<(), StoreError> {
+        let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, created_seq, terminal, record)
+             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3)",
+        )
+        .bind(job.id.to_string())
+        .bind(job.state.is_terminal())
+        .bind(record)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update(&self, job: &Job) -> Result<(), StoreError> {
+        let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
+        sqlx::query("UPDATE jobs SET terminal = ?2, record = ?3 WHERE id = ?1")
+            .bind(job.id.to_string())
+            .bind(job.state.is_terminal())
+            .bind(record)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let id = id.to_string();
+        let row = sqlx::query("SELECT record FROM jobs WHERE id = ?1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Self::decode(&id, row.get::<&str, _>("record")))
+            .transpose()
+    }
+
+    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query("SELECT id, record FROM jobs ORDER BY created_seq DESC LIMIT ?1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Self::rows_to_jobs(&rows)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, record FROM jobs WHERE terminal = 0 ORDER BY created_seq")
+                .fetch_all(&self.pool)
+                .await?;
+        Self::rows_to_jobs(&rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobSpec, JobState};
+
+    #[tokio::test]
+    async fn jobs_survive_reopening_and_list_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        let second = Job::new(JobSpec::builder("false").build().unwrap(), "local");
+        {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            store.insert(&first).await.unwrap();
+            store.insert(&second).await.unwrap();
+            first.state = JobState::Succeeded;
+            store.update(&first).await.unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.get(first.id).await.unwrap(), Some(first.clone()));
+        let listed: Vec<_> = store
+            .list(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(listed, vec![second.id, first.id]);
+        let unfinished: Vec<_> = store
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(unfinished, vec![second.id]);
+        assert_eq!(store.get(JobId::new()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_insert_fails_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        store.insert(&job).await.unwrap();
+        let mut changed = job.clone();
+        changed.state = JobState::Running;
+        assert!(store.insert(&changed).await.is_err());
+        assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+    }
+}

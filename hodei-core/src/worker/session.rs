@@ -1,0 +1,318 @@
+//! One worker's conversation with the server, from registration to the accepted result.
+
+use std::{future::Future, time::Duration};
+
+use hodei_proto::v1::{self as pb, server_message, worker_message};
+use nix::sys::signal::Signal;
+use tokio::{
+    sync::mpsc,
+    time::{Instant, sleep_until},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Streaming, transport::Endpoint};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{
+    WorkerAgent, WorkerError,
+    output::OutputSequencer,
+    process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece},
+};
+use crate::{
+    job::{JobId, ProcessExit},
+    wire,
+};
+
+/// Pieces of output buffered between the pipes and the sender.
+const PIECE_QUEUE: usize = 64;
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// How the job went, as reported to and accepted by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// The job that ran.
+    pub job_id: JobId,
+    /// How the command ended; `None` when it could not be started.
+    pub exit: Option<ProcessExit>,
+    /// Output chunks sent.
+    pub chunks: u64,
+}
+
+struct Link {
+    outbound: mpsc::Sender<pb::WorkerMessage>,
+    inbound: Streaming<pb::ServerMessage>,
+}
+
+impl Link {
+    async fn send(&self, message: worker_message::Message) -> Result<(), WorkerError> {
+        self.outbound
+            .send(pb::WorkerMessage {
+                message: Some(message),
+            })
+            .await
+            .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))
+    }
+
+    async fn receive(&mut self) -> Result<server_message::Message, WorkerError> {
+        match self.inbound.message().await {
+            Ok(Some(pb::ServerMessage { message: Some(m) })) => Ok(m),
+            Ok(Some(_)) => Err(WorkerError::Protocol(
+                "empty message from the server".into(),
+            )),
+            Ok(None) => Err(WorkerError::ConnectionLost(
+                "the server closed the stream".into(),
+            )),
+            Err(status) => Err(WorkerError::ConnectionLost(status.message().to_owned())),
+        }
+    }
+}
+
+pub(super) async fn run(
+    agent: WorkerAgent,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<WorkerReport, WorkerError> {
+    let span = info_span!("worker", worker.id = %agent.worker_id);
+    async move {
+        let mut link = connect(&agent).await?;
+        let assignment = match link.receive().await {
+            Ok(server_message::Message::Assignment(a)) => a,
+            Ok(other) => {
+                return Err(WorkerError::Protocol(format!(
+                    "expected an assignment, got {other:?}"
+                )));
+            }
+            Err(WorkerError::ConnectionLost(message)) => {
+                return Err(WorkerError::Refused(Box::new(tonic::Status::unavailable(
+                    message,
+                ))));
+            }
+            Err(e) => return Err(e),
+        };
+        let job_id = wire::job_id_from_pb(&assignment.job_id)?;
+        let spec = wire::spec_from_pb(
+            assignment
+                .spec
+                .ok_or_else(|| WorkerError::Protocol("assignment without a spec".into()))?,
+        )?;
+        let heartbeat = Duration::from_millis(assignment.heartbeat_interval_ms.max(100));
+        let kill_grace = Duration::from_millis(assignment.kill_grace_ms);
+        info!(job.id = %job_id, command = %spec.command, "job assigned");
+
+        let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
+        let process = JobProcess::spawn(&spec, agent.work_dir.as_deref(), pieces_tx);
+        let (exit, chunks) = match process {
+            Ok(process) => {
+                let mut run = Running {
+                    link: &mut link,
+                    process,
+                    pieces,
+                    sequencer: OutputSequencer::new(agent.output_window_bytes),
+                    heartbeat,
+                    kill_grace,
+                };
+                let exit = run.until_exit(shutdown).await?;
+                let last_seq = run.sequencer.last_seq();
+                link.send(worker_message::Message::Result(pb::JobResult {
+                    outcome: Some(match exit {
+                        ProcessExit::Code(c) => pb::job_result::Outcome::ExitCode(c),
+                        ProcessExit::Signal(s) => pb::job_result::Outcome::Signal(s),
+                    }),
+                    last_seq,
+                }))
+                .await?;
+                (Some(exit), last_seq)
+            }
+            Err(message) => {
+                warn!(%message, "the command could not be started");
+                link.send(worker_message::Message::Result(pb::JobResult {
+                    outcome: Some(pb::job_result::Outcome::SpawnError(message)),
+                    last_seq: 0,
+                }))
+                .await?;
+                (None, 0)
+            }
+        };
+        await_acceptance(&mut link, agent.result_timeout).await?;
+        info!(?exit, chunks, "result accepted");
+        Ok(WorkerReport {
+            job_id,
+            exit,
+            chunks,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
+    let endpoint = Endpoint::from_shared(agent.server_address.clone())
+        .map_err(|source| WorkerError::Connect {
+            address: agent.server_address.clone(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let mut attempt = 0;
+    let channel = loop {
+        attempt += 1;
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(source) if attempt >= CONNECT_ATTEMPTS => {
+                return Err(WorkerError::Connect {
+                    address: agent.server_address.clone(),
+                    source,
+                });
+            }
+            Err(error) => {
+                debug!(%error, attempt, "connecting to the server failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    };
+    let (outbound, outbound_rx) = mpsc::channel(32);
+    outbound
+        .send(pb::WorkerMessage {
+            message: Some(worker_message::Message::Register(pb::Register {
+                worker_id: agent.worker_id.to_string(),
+                otp_token: agent.otp_token.clone(),
+                worker_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        })
+        .await
+        .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))?;
+    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
+    let inbound = client
+        .attach(ReceiverStream::new(outbound_rx))
+        .await
+        .map_err(|status| WorkerError::Refused(Box::new(status)))?
+        .into_inner();
+    Ok(Link { outbound, inbound })
+}
+
+async fn await_acceptance(link: &mut Link, limit: Duration) -> Result<(), WorkerError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        tokio::select! {
+            message = link.receive() => match message? {
+                server_message::Message::ResultAccepted(_) => return Ok(()),
+                server_message::Message::Ack(_) | server_message::Message::Cancel(_) => {}
+                server_message::Message::Assignment(_) => {
+                    return Err(WorkerError::Protocol("a second assignment arrived".into()));
+                }
+            },
+            () = sleep_until(deadline) => {
+                return Err(WorkerError::ConnectionLost("the server did not accept the result in time".into()));
+            }
+        }
+    }
+}
+
+struct Running<'a> {
+    link: &'a mut Link,
+    process: JobProcess,
+    pieces: mpsc::Receiver<OutputPiece>,
+    sequencer: OutputSequencer,
+    heartbeat: Duration,
+    kill_grace: Duration,
+}
+
+impl Running<'_> {
+    /// Streams output until the command has ended and its output is drained.
+    async fn until_exit(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ProcessExit, WorkerError> {
+        tokio::pin!(shutdown);
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        let mut exit: Option<ProcessExit> = None;
+        let mut drain_deadline: Option<Instant> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut stopping = false;
+        let mut pieces_open = true;
+        loop {
+            if exit.is_some() && !pieces_open {
+                return Ok(exit.unwrap_or(ProcessExit::Code(-1)));
+            }
+            let window_open = self.sequencer.window_open();
+            tokio::select! {
+                piece = self.pieces.recv(), if pieces_open && window_open => match piece {
+                    Some(piece) => {
+                        if drain_deadline.is_some() {
+                            drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                        }
+                        let chunks = self.sequencer.batch(piece, &mut self.pieces);
+                        let batch = pb::OutputBatch { chunks: chunks.into_iter().map(wire::chunk_to_pb).collect() };
+                        if let Err(e) = self.link.send(worker_message::Message::Output(batch)).await {
+                            self.abandon();
+                            return Err(e);
+                        }
+                    }
+                    None => pieces_open = false,
+                },
+                message = self.link.receive() => match message {
+                    Ok(server_message::Message::Ack(ack)) => self.sequencer.acked(ack.seq),
+                    Ok(server_message::Message::Cancel(cancel)) => {
+                        if !stopping {
+                            info!(reason = cancel.reason, "the server asked to stop the job");
+                            stopping = true;
+                            kill_at = Some(self.terminate());
+                        }
+                    }
+                    Ok(other) => {
+                        self.abandon();
+                        return Err(WorkerError::Protocol(format!("unexpected message while running: {other:?}")));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "lost the server; killing the job");
+                        self.abandon();
+                        return Err(e);
+                    }
+                },
+                status = self.process.wait(), if exit.is_none() => {
+                    let ended = status.unwrap_or(ProcessExit::Code(-1));
+                    debug!(?ended, "job command ended");
+                    exit = Some(ended);
+                    // The job ends with its command: stray background processes go too.
+                    self.process.kill_leftovers();
+                    drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                () = &mut shutdown, if !stopping => {
+                    info!("worker asked to shut down; stopping the job");
+                    stopping = true;
+                    kill_at = Some(self.terminate());
+                }
+                () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && exit.is_none() => {
+                    warn!("the job ignored SIGTERM; sending SIGKILL");
+                    self.process.signal_group(Signal::SIGKILL);
+                    kill_at = None;
+                }
+                () = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() && pieces_open && window_open => {
+                    warn!("output pipes still open after the command ended; closing them");
+                    pieces_open = false;
+                    while let Ok(piece) = self.pieces.try_recv() {
+                        let chunks = self.sequencer.batch(piece, &mut self.pieces);
+                        let batch = pb::OutputBatch { chunks: chunks.into_iter().map(wire::chunk_to_pb).collect() };
+                        self.link.send(worker_message::Message::Output(batch)).await?;
+                    }
+                    self.pieces.close();
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.link.send(worker_message::Message::Heartbeat(pb::Heartbeat {})).await {
+                        self.abandon();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to the group now; returns when SIGKILL is due.
+    fn terminate(&self) -> Instant {
+        self.process.signal_group(Signal::SIGTERM);
+        Instant::now() + self.kill_grace
+    }
+
+    /// Kills the job when the worker cannot go on.
+    fn abandon(&self) {
+        self.process.signal_group(Signal::SIGKILL);
+    }
+}
