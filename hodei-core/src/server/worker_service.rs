@@ -134,7 +134,12 @@ async fn read_from_worker(
     outbound: Outbound,
 ) {
     let broken = loop {
-        let next = match inbound.message().await {
+        let received = tokio::select! {
+            received = inbound.message() => received,
+            // The job is over: end the stream even if the worker does not.
+            () = controller.closed() => return,
+        };
+        let next = match received {
             Ok(Some(pb::WorkerMessage { message: Some(m) })) => m,
             Ok(Some(_)) => break "the worker sent an empty message".to_owned(),
             Ok(None) => break "the worker closed its stream".to_owned(),

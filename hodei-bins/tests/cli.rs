@@ -1,0 +1,258 @@
+//! The real binaries end to end: `hodei`, `hodei-server-bin` and `hodei-worker-bin`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
+const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
+const WORKER: &str = env!("CARGO_BIN_EXE_hodei-worker-bin");
+
+fn hodei(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(HODEI)
+        .args(args)
+        .env("HODEI_DATA_DIR", data_dir)
+        .env("HODEI_WORKER_BIN", WORKER)
+        .env_remove("HODEI_SERVER_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `hodei-server-bin` on a free loopback port, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(SERVER)
+            .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("HODEI_DATA_DIR", data_dir)
+            .env("HODEI_WORKER_BIN", WORKER)
+            .env("HODEI_KILL_GRACE", "2s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.run(&["list"]).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "server did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(HODEI)
+            .args(args)
+            .env("HODEI_SERVER_URL", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "server exited with {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn embedded_run_streams_both_streams_and_returns_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hodei(
+        dir.path(),
+        &[
+            "--embedded",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).starts_with("err\n"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_signal_maps_to_128_plus_n_and_a_timeout_to_124() {
+    let dir = tempfile::tempdir().unwrap();
+    let killed = hodei(
+        dir.path(),
+        &["--embedded", "run", "--", "sh", "-c", "kill -9 $$"],
+    );
+    assert_eq!(killed.status.code(), Some(137), "{}", text(&killed.stderr));
+    let timed_out = hodei(
+        dir.path(),
+        &["--embedded", "run", "--timeout", "1s", "--", "sleep", "30"],
+    );
+    assert_eq!(
+        timed_out.status.code(),
+        Some(124),
+        "{}",
+        text(&timed_out.stderr)
+    );
+    assert!(
+        text(&timed_out.stderr).contains("timed out"),
+        "{}",
+        text(&timed_out.stderr)
+    );
+    let missing = hodei(dir.path(), &["--embedded", "run", "--", "/no/such/command"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_memory = hodei(
+        dir.path(),
+        &["--embedded", "run", "--memory", "abc", "--", "true"],
+    );
+    assert_eq!(bad_memory.status.code(), Some(2));
+    let stderr = text(&bad_memory.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("invalid memory") && stderr.contains("abc"),
+        "{stderr}"
+    );
+
+    let bad_timeout = hodei(
+        dir.path(),
+        &["--embedded", "run", "--timeout", "0s", "--", "true"],
+    );
+    assert_eq!(bad_timeout.status.code(), Some(2));
+    assert!(
+        text(&bad_timeout.stderr).contains("invalid timeout"),
+        "{}",
+        text(&bad_timeout.stderr)
+    );
+
+    let unknown_provider = hodei(
+        dir.path(),
+        &["--embedded", "run", "--provider", "nomad", "--", "true"],
+    );
+    assert_eq!(unknown_provider.status.code(), Some(125));
+    let stderr = text(&unknown_provider.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("provider") && stderr.contains("nomad"),
+        "{stderr}"
+    );
+
+    let bad_id = hodei(dir.path(), &["--embedded", "get", "not-an-id"]);
+    assert_eq!(bad_id.status.code(), Some(125));
+    let stderr = text(&bad_id.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("job_id"), "{stderr}");
+}
+
+#[test]
+fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+
+    let done = server.run(&[
+        "run",
+        "--name",
+        "greeting",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo bye >&2",
+    ]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert_eq!(text(&done.stdout), "hello\n");
+
+    let detached = server.run(&[
+        "run",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 300",
+    ]);
+    assert_eq!(
+        detached.status.code(),
+        Some(0),
+        "{}",
+        text(&detached.stderr)
+    );
+    let id = text(&detached.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "--detach prints only the id: {id:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while text(&server.run(&["logs", &id]).stdout) != "started\n" {
+        assert!(Instant::now() < deadline, "the detached job never printed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancel = server.run(&["cancel", &id]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
+    let followed = server.run(&["logs", "-f", &id]);
+    assert_eq!(text(&followed.stdout), "started\n");
+
+    let json = server.run(&["get", &id, "-o", "json"]);
+    let job: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(job["state"]["phase"], "cancelled", "{job}");
+
+    let listed = text(&server.run(&["list"]).stdout);
+    assert!(
+        listed.contains(&id) && listed.contains("cancelled"),
+        "{listed}"
+    );
+
+    server.stop();
+    let server = Server::start(dir.path());
+    let json = server.run(&["get", &id, "-o", "json"]);
+    let job: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        job["state"]["phase"], "cancelled",
+        "state survives a restart: {job}"
+    );
+    assert_eq!(
+        text(&server.run(&["logs", &id]).stdout),
+        "started\n",
+        "logs survive a restart"
+    );
+    server.stop();
+}

@@ -1,0 +1,235 @@
+//! Shared fixtures: a server on a loopback port with workers running as in-process tasks.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use hodei_core::{
+    HodeiClient, HodeiServer, Job, JobEvent, JobState, OutputStream, WorkerAgent, WorkerId,
+    provider::{
+        Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
+        WorkerEvent, WorkerLaunch,
+    },
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+/// How the fake platform treats a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Start a real worker agent as a task.
+    RunWorker,
+    /// Accept the launch but never start anything.
+    NeverStart,
+}
+
+/// Runs each worker as a `WorkerAgent` task in this process (the job's command is still
+/// a real child process), and records what happened for assertions.
+#[derive(Debug, Clone)]
+pub struct TaskProvider {
+    pub behaviour: Behaviour,
+    pub registration_timeout: Duration,
+    pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
+    pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
+    tasks: Arc<Mutex<Vec<(WorkerId, JoinHandle<()>)>>>,
+}
+
+impl TaskProvider {
+    pub fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            registration_timeout: Duration::from_secs(10),
+            launches: Arc::default(),
+            destroyed: Arc::default(),
+            tasks: Arc::default(),
+        }
+    }
+
+    pub fn destroyed(&self) -> Vec<WorkerId> {
+        self.destroyed.lock().unwrap().clone()
+    }
+
+    pub fn launches(&self) -> Vec<WorkerLaunch> {
+        self.launches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Provider for TaskProvider {
+    fn name(&self) -> &str {
+        "tasks"
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            containers: false,
+            max_workers: None,
+            registration_timeout: self.registration_timeout,
+        }
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::Healthy
+    }
+
+    async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
+        self.launches.lock().unwrap().push(launch.clone());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        if self.behaviour == Behaviour::RunWorker {
+            let agent =
+                WorkerAgent::builder(launch.server_address, launch.worker_id, launch.otp_token)
+                    .build();
+            let task = tokio::spawn(async move {
+                let result = agent.run(std::future::pending()).await;
+                let message = match result {
+                    Ok(report) => format!("worker finished: {report:?}"),
+                    Err(error) => format!("worker failed: {error}"),
+                };
+                let _ = events_tx.send(WorkerEvent::Exited {
+                    exit: None,
+                    message,
+                });
+            });
+            self.tasks.lock().unwrap().push((launch.worker_id, task));
+        } else {
+            // Keep the sender alive so the controller sees no event at all.
+            std::mem::forget(events_tx);
+        }
+        Ok(ProvisionedWorker {
+            description: "task".into(),
+            events,
+        })
+    }
+
+    async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError> {
+        self.destroyed.lock().unwrap().push(worker_id);
+        Ok(())
+    }
+
+    async fn cleanup_orphans(&self, _known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        Ok(0)
+    }
+}
+
+/// A server on 127.0.0.1 with a temporary data dir, and a client connected to it.
+pub struct TestServer {
+    pub client: HodeiClient,
+    pub url: String,
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(provider: impl Provider, data_dir: &Path) -> Self {
+        Self::start_shared(Arc::new(provider), data_dir, Duration::from_secs(2)).await
+    }
+
+    /// With a shared provider and a short heartbeat timeout, so lost workers show fast.
+    pub async fn start_shared(
+        provider: Arc<dyn Provider>,
+        data_dir: &Path,
+        kill_grace: Duration,
+    ) -> Self {
+        let server = HodeiServer::builder(data_dir)
+            .shared_provider(provider)
+            .listen_addr("127.0.0.1:0".parse().unwrap())
+            .heartbeat_interval(Duration::from_millis(200))
+            .heartbeat_timeout(Duration::from_secs(3))
+            .kill_grace(kill_grace)
+            .start()
+            .await
+            .unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve_with_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let client = HodeiClient::connect(url.clone()).await.unwrap();
+        Self {
+            client,
+            url,
+            data_dir: data_dir.to_owned(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// Everything a followed job produced.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub seqs: Vec<u64>,
+    pub states: Vec<JobState>,
+}
+
+impl Followed {
+    pub fn final_state(&self) -> &JobState {
+        self.states.last().expect("no state received")
+    }
+}
+
+/// Follows a job to its end, collecting output and states.
+pub async fn follow(client: &HodeiClient, job: &Job, from_seq: u64) -> Followed {
+    let mut events = client
+        .follow(&job.id.to_string(), from_seq, true, true)
+        .await
+        .unwrap();
+    let mut followed = Followed::default();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("follow stalled")
+    {
+        match event.unwrap() {
+            JobEvent::Output(chunk) => {
+                followed.seqs.push(chunk.seq);
+                match chunk.stream {
+                    OutputStream::Stdout => followed.stdout.extend_from_slice(&chunk.data),
+                    OutputStream::Stderr => followed.stderr.extend_from_slice(&chunk.data),
+                }
+            }
+            JobEvent::State { state, .. } => followed.states.push(state),
+        }
+    }
+    followed
+}
+
+/// Waits until `pid` no longer exists (or is a zombie nobody reaps).
+pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let alive = status
+            .lines()
+            .any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"));
+        if !alive {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
