@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a job and stream its output; exits with the job's exit code.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print a job's output.
     Logs(inspect::LogsArgs),
     /// Show one job.
@@ -109,7 +109,7 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
         .map_or(cli.server.clone(), embedded::EmbeddedServer::url);
     let client = HodeiClient::connect(url).await?;
     let code = match cli.command {
-        Command::Run(args) => run::run(&client, args, embedded.is_some()).await,
+        Command::Run(args) => run::run(&client, *args, embedded.is_some()).await,
         Command::Logs(args) => inspect::logs(&client, args).await,
         Command::Get(args) => inspect::get(&client, args).await,
         Command::List(args) => inspect::list(&client, args).await,

@@ -153,7 +153,7 @@ impl FromStr for Memory {
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.millicores % 1000 == 0 {
+        if self.millicores.is_multiple_of(1000) {
             write!(f, "{}", self.millicores / 1000)
         } else {
             write!(f, "{}m", self.millicores)
@@ -169,7 +169,7 @@ impl fmt::Display for Memory {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ] {
-            if self.bytes % scale == 0 {
+            if self.bytes.is_multiple_of(scale) {
                 return write!(f, "{}{suffix}", self.bytes / scale);
             }
         }

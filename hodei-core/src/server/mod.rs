@@ -198,14 +198,12 @@ impl HodeiServer {
 
 impl<S: hodei_server_builder::State> HodeiServerBuilder<S> {
     /// Adds a provider; providers are preferred in the order added.
-    #[must_use]
     pub fn provider(mut self, provider: impl Provider) -> Self {
         self.providers.push(Arc::new(provider));
         self
     }
 
     /// Adds a provider that is already shared.
-    #[must_use]
     pub fn shared_provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.providers.push(provider);
         self

@@ -37,7 +37,7 @@ pub struct TaskProvider {
     pub registration_timeout: Duration,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
-    tasks: Arc<Mutex<Vec<(WorkerId, JoinHandle<()>)>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl TaskProvider {
@@ -96,7 +96,7 @@ impl Provider for TaskProvider {
                     message,
                 });
             });
-            self.tasks.lock().unwrap().push((launch.worker_id, task));
+            self.tasks.lock().unwrap().push(task);
         } else {
             // Keep the sender alive so the controller sees no event at all.
             std::mem::forget(events_tx);

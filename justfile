@@ -1,0 +1,32 @@
+# Hodei Jobs recipes. `just` lists them.
+
+server_url := env_var_or_default("HODEI_SERVER_URL", "http://localhost:50051")
+
+# List the recipes
+default:
+    @just --list
+
+# Build every binary
+build:
+    cargo build --bins
+
+# Run a hello job end to end on the embedded default (no server, no cluster)
+hello: build
+    target/debug/hodei --embedded run -- echo "hello from hodei"
+
+# Run the test suite (what CI runs)
+test:
+    cargo test --workspace
+
+# Format check and lints
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Start a server with the local provider on 0.0.0.0:50051
+server: build
+    target/debug/hodei-server-bin
+
+# Run a job against the server at HODEI_SERVER_URL
+run *ARGS: build
+    target/debug/hodei --server {{server_url}} run -- {{ARGS}}

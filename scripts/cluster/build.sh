@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kube-controller-manager and etcd from Go modules into a
+# cache outside the repo, keyed by version. A warm cache does nothing.
+#
+# Env: HODEI_K8S_VERSION (v1.34.4), HODEI_ETCD_VERSION (v3.6.4),
+#      HODEI_CLUSTER_CACHE (~/.cache/hodei-cluster),
+#      HODEI_CLUSTER_BUILD_JOBS (1: go build -p; others share the machine).
+# Output: $HODEI_CLUSTER_CACHE/kubernetes-<version>/bin/{kube-apiserver,kube-controller-manager}
+#         $HODEI_CLUSTER_CACHE/etcd-<version>/bin/etcd
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+JOBS="${HODEI_CLUSTER_BUILD_JOBS:-1}"
+# Never fetch another Go toolchain; the installed one builds these.
+export GOTOOLCHAIN=local CGO_ENABLED=0
+command -v go >/dev/null || die "go is not installed"
+
+# new_wrapper DIR: an empty throwaway module that the builds below live in,
+# because k8s.io/kubernetes cannot be built as a dependency without replaces.
+new_wrapper() {
+  rm -rf "$1"
+  mkdir -p "$1"
+  printf 'module hodei.local/cluster-build\n\ngo %s\n' "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" >"$1/go.mod"
+}
+
+# go_build DIR OUT_DIR LDFLAGS PACKAGE...: build into a temp dir, then move, so
+# an interrupted build never leaves a half-written binary in the cache.
+go_build() {
+  local dir="$1" out="$2" ldflags="$3" tmp
+  shift 3
+  tmp="$(mktemp -d "$dir/out.XXXXXX")"
+  (cd "$dir" && nice -n 19 go build -p "$JOBS" -trimpath -tags=notest,grpcnotrace \
+    -ldflags="-s -w $ldflags" -o "$tmp/" "$@")
+  mkdir -p "$out"
+  mv "$tmp"/* "$out"/
+  rmdir "$tmp"
+}
+
+build_kubernetes() {
+  local v="$HODEI_K8S_VERSION" staging="v0.${HODEI_K8S_VERSION#v1.}"
+  local dir="$HODEI_CLUSTER_CACHE/src/kubernetes-$v" gomod major minor ldflags
+  if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" ]]; then
+    log "kubernetes $v: cached in $K8S_BIN"
+    return
+  fi
+  log "kubernetes $v: building (cold builds take a long time on 2 cores)"
+  new_wrapper "$dir"
+  gomod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -nE 's/^\s*"GoMod": "(.*)",?$/\1/p')"
+  [[ -f "$gomod" ]] || die "could not download k8s.io/kubernetes@$v"
+  {
+    printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$v"
+    # Every staging module that upstream replaces with ./staging/src/... is
+    # published on its own as v0.<minor>.<patch>.
+    sed -nE 's#^\s*(k8s\.io/[a-z0-9-]+) => \./staging/src/.*#\1#p' "$gomod" |
+      while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
+    printf ')\n'
+  } >>"$dir/go.mod"
+  (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v")
+  major="${v#v}" && major="${major%%.*}"
+  minor="${v#v*.}" && minor="${minor%%.*}"
+  ldflags=""
+  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  go_build "$dir" "$K8S_BIN" "$ldflags" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  log "kubernetes $v: built into $K8S_BIN"
+}
+
+build_etcd() {
+  local v="$HODEI_ETCD_VERSION" dir="$HODEI_CLUSTER_CACHE/src/etcd-$HODEI_ETCD_VERSION"
+  if [[ -x "$ETCD_BIN/etcd" ]]; then
+    log "etcd $v: cached in $ETCD_BIN"
+    return
+  fi
+  log "etcd $v: building"
+  new_wrapper "$dir"
+  # server/v3 requires its sibling modules at real versions, so its own
+  # replace directives (which point at ../) do not matter here.
+  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$v")
+  # The main package is the module root, so go names the binary "server".
+  rm -rf "$ETCD_BIN.tmp"
+  go_build "$dir" "$ETCD_BIN.tmp" "" go.etcd.io/etcd/server/v3
+  mkdir -p "$ETCD_BIN"
+  mv "$ETCD_BIN.tmp/server" "$ETCD_BIN/etcd"
+  rmdir "$ETCD_BIN.tmp"
+  log "etcd $v: built into $ETCD_BIN"
+}
+
+build_etcd
+build_kubernetes

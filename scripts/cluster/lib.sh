@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# Shared settings for the local test cluster scripts. Sourced, never run.
+#
+# Every path and version is overridable through the environment so that CI and
+# developers can move the cache or pin other versions without editing scripts.
+
+HODEI_K8S_VERSION="${HODEI_K8S_VERSION:-v1.34.4}"
+HODEI_ETCD_VERSION="${HODEI_ETCD_VERSION:-v3.6.4}"
+HODEI_CLUSTER_CACHE="${HODEI_CLUSTER_CACHE:-$HOME/.cache/hodei-cluster}"
+HODEI_CLUSTER_STATE="${HODEI_CLUSTER_STATE:-$HODEI_CLUSTER_CACHE/state}"
+
+# Loopback only: nothing here may listen on, or talk to, another address.
+HODEI_CLUSTER_HOST=127.0.0.1
+HODEI_CLUSTER_API_PORT="${HODEI_CLUSTER_API_PORT:-6443}"
+HODEI_CLUSTER_ETCD_PORT="${HODEI_CLUSTER_ETCD_PORT:-23790}"
+HODEI_CLUSTER_ETCD_PEER_PORT="${HODEI_CLUSTER_ETCD_PEER_PORT:-23800}"
+HODEI_CLUSTER_KCM_PORT="${HODEI_CLUSTER_KCM_PORT:-10257}"
+# Required by kube-apiserver for Service objects. It is a bookkeeping range
+# only: nothing on this machine routes it and no script or test sends to it.
+HODEI_CLUSTER_SERVICE_CIDR="${HODEI_CLUSTER_SERVICE_CIDR:-10.96.0.0/24}"
+HODEI_CLUSTER_SERVICE_IP="${HODEI_CLUSTER_SERVICE_CIDR%.*/*}.1"
+
+HODEI_TEST_NODE_NAME="${HODEI_TEST_NODE_NAME:-hodei-test-node}"
+
+K8S_BIN="$HODEI_CLUSTER_CACHE/kubernetes-$HODEI_K8S_VERSION/bin"
+ETCD_BIN="$HODEI_CLUSTER_CACHE/etcd-$HODEI_ETCD_VERSION/bin"
+PKI="$HODEI_CLUSTER_STATE/pki"
+LOGS="$HODEI_CLUSTER_STATE/logs"
+PIDS="$HODEI_CLUSTER_STATE/pids"
+ADMIN_KUBECONFIG="$HODEI_CLUSTER_STATE/admin.kubeconfig"
+API_URL="https://$HODEI_CLUSTER_HOST:$HODEI_CLUSTER_API_PORT"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+
+# pid_alive NAME: true when the PID recorded for NAME is a live process.
+pid_alive() {
+  local f="$PIDS/$1.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# stop_pid NAME [GRACE_SECONDS]: SIGTERM the recorded PID, SIGKILL after the
+# grace, then forget it. Only ever touches the PID this state dir recorded.
+stop_pid() {
+  local name="$1" grace="${2:-10}" f="$PIDS/$1.pid" pid i
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop in ${grace}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+}
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS PID_NAME COMMAND...: retry COMMAND until
+# it succeeds; fail early if the process it waits on has died.
+wait_for() {
+  local what="$1" timeout="$2" name="$3" deadline
+  shift 3
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$name" || die "$name exited while waiting for $what; see $LOGS/$name.log"
+    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what; see $LOGS/$name.log"
+    sleep 0.2
+  done
+}
