@@ -38,6 +38,13 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(addr) = settings.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let preferred = Vec::new();
     let server = settings.start(preferred).await?;
     tracing::info!(addr = %server.local_addr(), data_dir = %settings.data_dir()?.display(), "hodei server ready");

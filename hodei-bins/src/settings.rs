@@ -41,6 +41,9 @@ pub struct ServerSettings {
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, env = "HODEI_KILL_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub kill_grace: Duration,
+    /// Serve Prometheus metrics at http://<addr>/metrics; off unless set.
+    #[arg(long, env = "HODEI_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// How often workers the server does not know are removed.
     #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
     pub sweep_interval: Duration,

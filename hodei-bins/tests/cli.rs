@@ -34,21 +34,30 @@ struct Server {
     url: String,
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Server {
     fn start(data_dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(data_dir, &[], Stdio::null())
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, String)], stderr: impl Into<Stdio>) -> Self {
+        let port = free_port();
         let child = Command::new(SERVER)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("HODEI_DATA_DIR", data_dir)
             .env("HODEI_WORKER_BIN", WORKER)
             .env("HODEI_KILL_GRACE", "2s")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let server = Self {
@@ -255,4 +264,73 @@ fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_resta
         "logs survive a restart"
     );
     server.stop();
+}
+
+/// The body of `GET /metrics` over plain HTTP/1.0.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_move_after_a_job_and_logs_can_be_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("HODEI_METRICS_ADDR", metrics_addr.clone()),
+            ("HODEI_LOG_FORMAT", "json".to_owned()),
+        ],
+        log,
+    );
+    let before = scrape(&metrics_addr);
+    assert!(before.contains("200 OK"), "{before}");
+    let out = server.run(&["run", "--", "sh", "-c", "echo one; echo two"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let after = scrape(&metrics_addr);
+    assert_eq!(
+        metric(&after, "hodei_jobs_submitted_total"),
+        metric(&before, "hodei_jobs_submitted_total") + 1.0
+    );
+    assert_eq!(
+        metric(&after, "hodei_jobs_finished_total{state=\"succeeded\""),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "hodei_output_lines_total"), 2.0, "{after}");
+    assert_eq!(metric(&after, "hodei_output_bytes_total"), 8.0, "{after}");
+    assert!(after.contains("hodei_job_start_phase_seconds"), "{after}");
+    assert!(
+        !after.contains(&text(&out.stdout)),
+        "no job ids or output in labels"
+    );
+    server.stop();
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let finished = logged
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+        })
+        .find(|v| v["fields"]["message"] == "job finished")
+        .unwrap_or_else(|| panic!("no 'job finished' line in {logged}"));
+    assert!(
+        finished["span"]["job.id"].is_string(),
+        "spans carry job.id: {finished}"
+    );
 }

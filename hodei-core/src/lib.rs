@@ -9,6 +9,7 @@ pub mod client;
 pub mod controller;
 pub mod job;
 pub mod logs;
+pub mod observe;
 pub mod provider;
 pub mod server;
 pub mod store;

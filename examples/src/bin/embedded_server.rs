@@ -9,7 +9,8 @@ use hodei_core::{HodeiClient, HodeiServer, JobEvent, JobSpec, LocalProvider};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
-    let worker_bin = std::env::var("HODEI_WORKER_BIN").unwrap_or_else(|_| "target/debug/hodei-worker-bin".into());
+    let worker_bin = std::env::var("HODEI_WORKER_BIN")
+        .unwrap_or_else(|_| "target/debug/hodei-worker-bin".into());
     let data_dir = tempfile::tempdir()?;
     let server = HodeiServer::builder(data_dir.path())
         .provider(LocalProvider::builder(worker_bin).build())
@@ -23,13 +24,17 @@ async fn main() -> anyhow::Result<()> {
     }));
 
     let client = HodeiClient::connect(url).await?;
-    let spec = JobSpec::builder("sh").args(["-c", "echo hello from an embedded server"]).build()?;
+    let spec = JobSpec::builder("sh")
+        .args(["-c", "echo hello from an embedded server"])
+        .build()?;
     let job = client.submit(&spec).await?;
     let mut events = client.follow(&job.id.to_string(), 0, true, true).await?;
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::Output(chunk) => print!("{}", String::from_utf8_lossy(&chunk.data)),
-            JobEvent::State { state, .. } if state.is_terminal() => println!("job {}: {state}", job.id),
+            JobEvent::State { state, .. } if state.is_terminal() => {
+                println!("job {}: {state}", job.id)
+            }
             JobEvent::State { .. } => {}
         }
     }

@@ -8,7 +8,9 @@ use hodei_core::{HodeiClient, JobEvent, JobSpec};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
-    let url = std::env::args().nth(1).unwrap_or_else(|| "http://localhost:50051".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://localhost:50051".into());
     let client = HodeiClient::connect(url).await?;
     let spec = JobSpec::builder("sh")
         .args(["-c", "for i in 1 2 3; do echo tick $i; sleep 1; done"])
@@ -20,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::Output(chunk) => print!("{}", String::from_utf8_lossy(&chunk.data)),
-            JobEvent::State { state, detail } => println!("-> {state}{}", detail.map(|d| format!(" ({d})")).unwrap_or_default()),
+            JobEvent::State { state, detail } => println!(
+                "-> {state}{}",
+                detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            ),
         }
     }
     Ok(())

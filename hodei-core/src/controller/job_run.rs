@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     job::{FailureReason, Job, JobState, WorkerId},
+    observe,
     provider::{Provider, ProviderError, WorkerEvent, WorkerLaunch},
 };
 
@@ -82,7 +83,9 @@ async fn destroy_worker(inner: Arc<Inner>, provider: Arc<dyn Provider>, worker_i
             warn!(worker.id = %worker_id, "destroying the worker timed out; the orphan sweep will retry")
         }
     }
-    inner.lock_workers().remove(&worker_id);
+    if inner.lock_workers().remove(&worker_id) {
+        observe::worker_count(provider.name(), -1.0);
+    }
 }
 
 impl JobRun {
@@ -106,8 +109,15 @@ impl JobRun {
         let mut guard = None;
         let state = self.drive(&mut guard).await;
         self.inner.logs.close(self.job.id);
-        self.job.finished_at = Some(OffsetDateTime::now_utc());
+        let finished_at = OffsetDateTime::now_utc();
+        self.job.finished_at = Some(finished_at);
         info!(state = %state, "job finished");
+        observe::job_finished(
+            &state,
+            (finished_at - self.job.created_at)
+                .try_into()
+                .unwrap_or_default(),
+        );
         self.set_state(state).await;
         self.inner.lock_active().remove(&self.job.id);
         if let Some(guard) = guard {
@@ -120,6 +130,7 @@ impl JobRun {
             Ok(permit) => permit,
             Err(interrupt) => return self.interrupted_before_start(interrupt),
         };
+        observe::start_phase("queued", self.since_created());
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -162,12 +173,15 @@ impl JobRun {
                 otp_token: token,
             };
             let span = info_span!("provision", worker.id = %worker_id);
+            let provision_started = Instant::now();
+            observe::worker_count(self.provider.name(), 1.0);
             let provisioned = tokio::select! {
                 result = timeout(self.inner.config.provision_timeout, self.provider.provision(launch)).instrument(span) => result,
                 interrupt = self.interrupted() => return self.interrupted_before_start(interrupt),
             };
             match provisioned {
                 Ok(Ok(worker)) => {
+                    observe::start_phase("provisioning", provision_started.elapsed());
                     info!(worker.id = %worker_id, where = %worker.description, "worker provisioned");
                     return self
                         .await_registration(worker_id, attach_rx, worker.events)
@@ -216,6 +230,7 @@ impl JobRun {
         let delay = MAX_RETRY_BACKOFF.min(Duration::from_secs(1u64 << attempt.min(5)));
         warn!(%error, retry_in = ?delay, "provider refused the worker for now; job stays queued");
         self.job.worker_id = None;
+        observe::phase_changed(&self.job.state, &JobState::Queued);
         self.job.state = JobState::Queued;
         self.set_detail(format!("waiting: {error}")).await;
         tokio::select! {
@@ -231,7 +246,8 @@ impl JobRun {
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
     ) -> JobState {
         let waited = self.provider.capabilities().registration_timeout;
-        let deadline = Instant::now() + waited;
+        let started = Instant::now();
+        let deadline = started + waited;
         tokio::pin!(attach);
         loop {
             tokio::select! {
@@ -239,6 +255,7 @@ impl JobRun {
                     let Ok(link) = link else {
                         return worker_lost("the worker's registration was dropped");
                     };
+                    observe::start_phase("registration", started.elapsed());
                     info!(worker.id = %worker_id, "worker registered");
                     return self.run_on_worker(link, events).await;
                 }
@@ -283,7 +300,9 @@ impl JobRun {
         self.job.detail = None;
         self.set_state(JobState::Running).await;
 
-        let timeout_at = Instant::now() + self.job.spec.timeout;
+        let running_since = Instant::now();
+        let mut first_output = true;
+        let timeout_at = running_since + self.job.spec.timeout;
         let mut heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
         let mut stopping: Option<(StopReason, Instant)> = None;
         let mut events_open = true;
@@ -292,6 +311,12 @@ impl JobRun {
             tokio::select! {
                 message = link.from_worker.recv() => match message {
                     Some(FromWorker::Alive) => heartbeat_deadline = Instant::now() + config.heartbeat_timeout,
+                    Some(FromWorker::Output) => {
+                        heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
+                        if std::mem::take(&mut first_output) {
+                            observe::start_phase("first_output", running_since.elapsed());
+                        }
+                    }
                     Some(FromWorker::Result { outcome, last_seq }) => {
                         self.check_output_complete(last_seq);
                         let _ = link.to_worker.send(ToWorker::ResultAccepted).await;
@@ -395,8 +420,15 @@ impl JobRun {
     }
 
     async fn set_state(&mut self, state: JobState) {
+        observe::phase_changed(&self.job.state, &state);
         self.job.state = state;
         self.publish().await;
+    }
+
+    fn since_created(&self) -> Duration {
+        (OffsetDateTime::now_utc() - self.job.created_at)
+            .try_into()
+            .unwrap_or_default()
     }
 
     async fn set_detail(&mut self, detail: String) {

@@ -163,6 +163,7 @@ impl JobController {
                 cancel: cancel.clone(),
             },
         );
+        crate::observe::job_submitted();
         let span = info_span!("job", job.id = %job.id, provider = %provider.name());
         info!(parent: &span, command = %job.spec.command, "job accepted");
         let run = job_run::JobRun::new(

@@ -60,8 +60,10 @@ pub enum WorkerOutcome {
 /// What the worker's stream tells the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromWorker {
-    /// A heartbeat or output arrived.
+    /// A heartbeat arrived.
     Alive,
+    /// Output was stored.
+    Output,
     /// The worker reported the end of the job.
     Result {
         /// How it ended.

@@ -148,7 +148,7 @@ async fn read_from_worker(
         match next {
             worker_message::Message::Output(batch) => match store_output(&log, batch) {
                 Ok(seq) => {
-                    let _ = controller.try_send(FromWorker::Alive);
+                    let _ = controller.try_send(FromWorker::Output);
                     if outbound
                         .send(message(server_message::Message::Ack(pb::OutputAck { seq })))
                         .await
@@ -214,8 +214,15 @@ fn store_output(log: &JobLog, batch: pb::OutputBatch) -> Result<u64, Status> {
         .map(wire::chunk_from_pb)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    log.append(&chunks).map_err(|e| match e {
+    let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+    let lines: usize = chunks
+        .iter()
+        .map(|c| c.data.iter().filter(|b| **b == b'\n').count())
+        .sum();
+    let stored = log.append(&chunks).map_err(|e| match e {
         crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
         e => Status::invalid_argument(format!("invalid output: {e}")),
-    })
+    })?;
+    crate::observe::output_stored(bytes, lines);
+    Ok(stored)
 }

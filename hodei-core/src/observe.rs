@@ -1,0 +1,93 @@
+//! Metrics the server emits through the `metrics` facade; a binary installs the exporter.
+//!
+//! Labels are low-cardinality on purpose: never a job or worker id.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use crate::job::{FailureReason, JobState};
+
+/// Jobs accepted.
+pub const JOBS_SUBMITTED: &str = "hodei_jobs_submitted_total";
+/// Jobs that reached a terminal state, by state and reason.
+pub const JOBS_FINISHED: &str = "hodei_jobs_finished_total";
+/// Jobs currently in each non-terminal phase.
+pub const JOBS_ACTIVE: &str = "hodei_jobs_active";
+/// Time from acceptance to the terminal state.
+pub const JOB_DURATION: &str = "hodei_job_duration_seconds";
+/// Time spent in each start phase: queued, provisioning, registration, first_output.
+pub const JOB_START_PHASE: &str = "hodei_job_start_phase_seconds";
+/// Provider failures while starting workers, by provider and reason.
+pub const PROVISIONING_FAILURES: &str = "hodei_provisioning_failures_total";
+/// Output bytes stored.
+pub const OUTPUT_BYTES: &str = "hodei_output_bytes_total";
+/// Output lines stored.
+pub const OUTPUT_LINES: &str = "hodei_output_lines_total";
+/// Workers provisioned and not yet destroyed, by provider.
+pub const WORKERS_ACTIVE: &str = "hodei_workers_active";
+
+/// A job was accepted.
+pub fn job_submitted() {
+    counter!(JOBS_SUBMITTED).increment(1);
+    gauge!(JOBS_ACTIVE, "phase" => "queued").increment(1.0);
+}
+
+/// A job moved from `from` to `to`.
+pub fn phase_changed(from: &JobState, to: &JobState) {
+    if from.phase_name() == to.phase_name() {
+        return;
+    }
+    if !from.is_terminal() {
+        gauge!(JOBS_ACTIVE, "phase" => from.phase_name()).decrement(1.0);
+    }
+    if !to.is_terminal() {
+        gauge!(JOBS_ACTIVE, "phase" => to.phase_name()).increment(1.0);
+    }
+}
+
+/// A job ended in `state` after `duration`.
+pub fn job_finished(state: &JobState, duration: Duration) {
+    let reason = match state {
+        JobState::Failed { reason } => failure_kind(reason),
+        _ => "none",
+    };
+    counter!(JOBS_FINISHED, "state" => state.phase_name(), "reason" => reason).increment(1);
+    histogram!(JOB_DURATION, "state" => state.phase_name()).record(duration.as_secs_f64());
+    if let JobState::Failed {
+        reason: FailureReason::ProviderFailure {
+            provider, reason, ..
+        },
+    } = state
+    {
+        counter!(PROVISIONING_FAILURES, "provider" => provider.clone(), "reason" => reason.clone())
+            .increment(1);
+    }
+}
+
+/// Time spent in one start phase.
+pub fn start_phase(phase: &'static str, duration: Duration) {
+    histogram!(JOB_START_PHASE, "phase" => phase).record(duration.as_secs_f64());
+}
+
+/// Output was stored.
+pub fn output_stored(bytes: usize, lines: usize) {
+    counter!(OUTPUT_BYTES).increment(bytes as u64);
+    counter!(OUTPUT_LINES).increment(lines as u64);
+}
+
+/// A worker was provisioned (`+1`) or destroyed (`-1`).
+pub fn worker_count(provider: &str, delta: f64) {
+    gauge!(WORKERS_ACTIVE, "provider" => provider.to_owned()).increment(delta);
+}
+
+fn failure_kind(reason: &FailureReason) -> &'static str {
+    match reason {
+        FailureReason::Exit { .. } => "exit",
+        FailureReason::CommandNotStarted { .. } => "command_not_started",
+        FailureReason::ProviderFailure { .. } => "provider_failure",
+        FailureReason::WorkerLost { .. } => "worker_lost",
+        FailureReason::RegistrationTimeout { .. } => "registration_timeout",
+        FailureReason::ServerRestarted => "server_restarted",
+    }
+}
