@@ -1,1 +1,57 @@
-//! placeholder
+//! Kubernetes mechanics of Hodei Jobs: the worker pod template, pod lifecycle events,
+//! deletion and orphan listing. Knows pods, not jobs.
+//!
+//! ```no_run
+//! use hodei_k8s::{PodEventKind, PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = kube::Client::try_default().await?;
+//! let (_watcher, mut events) = PodWatcher::spawn(client.clone(), "jobs", WatcherConfig::default());
+//! let pods = WorkerPods::new(client, "jobs");
+//! let spec = WorkerPodSpec::builder()
+//!     .worker_id("w-1")
+//!     .job_id("job-1")
+//!     .namespace("jobs")
+//!     .image("ghcr.io/example/hodei-worker:1")
+//!     .server_address("http://hodei-server:50051")
+//!     .otp_token("one-time-token")
+//!     .resources(WorkerResources {
+//!         cpu_request: "500m".into(),
+//!         cpu_limit: "2".into(),
+//!         memory_request: "1Gi".into(),
+//!         memory_limit: "4Gi".into(),
+//!     })
+//!     .active_deadline_seconds(3600)
+//!     .build();
+//! let pod = pods.create(&spec).await?;
+//! while let Some(event) = events.recv().await {
+//!     if event.kind.is_terminal() || event.kind == PodEventKind::Deleted {
+//!         pods.delete(&event.pod_name, 30).await?;
+//!         break;
+//!     }
+//! }
+//! # drop(pod);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod event;
+pub mod labels;
+pub mod lifecycle;
+mod pod_spec;
+mod pods;
+mod rate_limit;
+#[cfg(test)]
+mod test_support;
+mod tracker;
+mod watcher;
+
+pub use error::{Error, Result};
+pub use event::{FailFastReason, PodEvent, PodEventKind};
+pub use pod_spec::{
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKING_DIR, WorkerPodSpec, WorkerResources, pod_name,
+};
+pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
+pub use rate_limit::RateLimiter;
+pub use watcher::{PodWatcher, WatcherConfig};

@@ -1,5 +1,7 @@
 //! Providers start and remove workers: the `Provider` trait, its types, and the registry.
 
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod local;
 mod registry;
 
@@ -8,6 +10,8 @@ use std::{collections::HashSet, fmt, time::Duration};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubernetesProvider, KubernetesProviderBuilder};
 pub use local::{LocalProvider, LocalProviderBuilder};
 pub use registry::{ProviderRegistry, SelectionError};
 

@@ -93,13 +93,20 @@ impl KubernetesSettings {
             s.worker_image = v;
         }
         let cpu = |name: &'static str, default: Cpu| {
-            get(name).map_or(Ok(default), |v| v.parse().map_err(|e| ValidationError::new(name, format!("{e}"))))
+            get(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|e| ValidationError::new(name, format!("{e}")))
+            })
         };
         let memory = |name: &'static str, default: Memory| {
-            get(name).map_or(Ok(default), |v| v.parse().map_err(|e| ValidationError::new(name, format!("{e}"))))
+            get(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|e| ValidationError::new(name, format!("{e}")))
+            })
         };
         s.default_cpu_request = cpu("HODEI_K8S_DEFAULT_CPU_REQUEST", s.default_cpu_request)?;
-        s.default_memory_request = memory("HODEI_K8S_DEFAULT_MEMORY_REQUEST", s.default_memory_request)?;
+        s.default_memory_request =
+            memory("HODEI_K8S_DEFAULT_MEMORY_REQUEST", s.default_memory_request)?;
         s.default_cpu_limit = cpu("HODEI_K8S_DEFAULT_CPU_LIMIT", s.default_cpu_limit)?;
         s.default_memory_limit = memory("HODEI_K8S_DEFAULT_MEMORY_LIMIT", s.default_memory_limit)?;
         if let Some(v) = get("HODEI_K8S_SERVICE_ACCOUNT") {
@@ -107,7 +114,10 @@ impl KubernetesSettings {
         }
         if let Some(v) = get("HODEI_K8S_TTL_SECONDS_AFTER_FINISHED") {
             let secs: u64 = v.trim().parse().map_err(|_| {
-                ValidationError::new("HODEI_K8S_TTL_SECONDS_AFTER_FINISHED", format!("{v:?} is not a whole number of seconds"))
+                ValidationError::new(
+                    "HODEI_K8S_TTL_SECONDS_AFTER_FINISHED",
+                    format!("{v:?} is not a whole number of seconds"),
+                )
             })?;
             s.ttl_after_finished = Some(Duration::from_secs(secs));
         }
@@ -120,12 +130,12 @@ impl KubernetesSettings {
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = get("HODEI_K8S_MAX_PODS") {
-            let max: usize = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ValidationError::new("HODEI_K8S_MAX_PODS", format!("{v:?} is not a positive number")))?;
+            let max: usize = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ValidationError::new(
+                    "HODEI_K8S_MAX_PODS",
+                    format!("{v:?} is not a positive number"),
+                )
+            })?;
             s.max_pods = Some(max);
         }
         if let Some(v) = get("HODEI_K8S_IMAGE_PULL_GRACE") {
@@ -147,20 +157,30 @@ impl KubernetesSettings {
             s.advertise_address = Some(v);
         }
         if let Some(v) = get("HODEI_K8S_API_WRITES_PER_SECOND") {
-            s.api_writes_per_second = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ValidationError::new("HODEI_K8S_API_WRITES_PER_SECOND", format!("{v:?} is not a positive number"))
-            })?;
+            s.api_writes_per_second =
+                v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ValidationError::new(
+                        "HODEI_K8S_API_WRITES_PER_SECOND",
+                        format!("{v:?} is not a positive number"),
+                    )
+                })?;
         }
         if s.default_cpu_request > s.default_cpu_limit {
             return Err(ValidationError::new(
                 "HODEI_K8S_DEFAULT_CPU_REQUEST",
-                format!("{} exceeds the limit {}", s.default_cpu_request, s.default_cpu_limit),
+                format!(
+                    "{} exceeds the limit {}",
+                    s.default_cpu_request, s.default_cpu_limit
+                ),
             ));
         }
         if s.default_memory_request > s.default_memory_limit {
             return Err(ValidationError::new(
                 "HODEI_K8S_DEFAULT_MEMORY_REQUEST",
-                format!("{} exceeds the limit {}", s.default_memory_request, s.default_memory_limit),
+                format!(
+                    "{} exceeds the limit {}",
+                    s.default_memory_request, s.default_memory_limit
+                ),
             ));
         }
         Ok(s)
@@ -179,15 +199,25 @@ fn duration(name: &'static str, value: &str) -> Result<Duration, ValidationError
 
 fn dns_label(name: &'static str, value: String) -> Result<String, ValidationError> {
     let ok = value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(value)
     } else {
         Err(ValidationError::new(
             name,
-            format!("{value:?} is not a valid Kubernetes name (lowercase letters, digits and '-', at most 63)"),
+            format!(
+                "{value:?} is not a valid Kubernetes name (lowercase letters, digits and '-', at most 63)"
+            ),
         ))
     }
 }
@@ -199,7 +229,10 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<KubernetesSettings, ValidationError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         KubernetesSettings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -232,7 +265,10 @@ mod tests {
         assert_eq!(s.image_pull_grace, Duration::from_secs(5));
         assert_eq!(s.ttl_after_finished, Some(Duration::from_secs(120)));
         assert_eq!(s.image_pull_secrets, vec!["regcred".to_owned()]);
-        assert_eq!(s.advertise_address.as_deref(), Some("http://hodei-server:50051"));
+        assert_eq!(
+            s.advertise_address.as_deref(),
+            Some("http://hodei-server:50051")
+        );
         assert_eq!(s.default_memory_limit.to_string(), "8Gi");
     }
 

@@ -1,0 +1,447 @@
+//! `KubernetesProvider`: each worker is a pod, created from `hodei-k8s`'s template and
+//! followed by one namespace-wide watch.
+
+mod events;
+mod settings;
+
+use std::{collections::HashSet, num::NonZeroU32, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use hodei_k8s::{PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+pub use settings::{
+    DEFAULT_NAMESPACE, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, KubernetesSettings,
+};
+use tracing::{info, warn};
+
+use self::events::Routes;
+use super::{
+    Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
+    WorkerLaunch,
+};
+use crate::job::{ValidationError, WorkerId};
+
+/// Name under which the Kubernetes provider registers.
+pub const KUBERNETES_PROVIDER_NAME: &str = "kubernetes";
+/// Margin added to a job's timeout for the pod's `activeDeadlineSeconds` backstop.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
+/// Grace the kubelet gives a deleted worker pod; the worker reports on SIGTERM.
+const DELETE_GRACE_SECONDS: u32 = 10;
+
+/// Why the Kubernetes provider could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Settings(#[from] ValidationError),
+    /// The kubeconfig could not be read or used.
+    #[error("cannot load Kubernetes credentials: {0}")]
+    Config(String),
+    /// The cluster refused or did not answer the startup check.
+    #[error("cannot list worker pods in namespace {namespace}: {source}")]
+    Unreachable {
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        #[source]
+        source: hodei_k8s::Error,
+    },
+}
+
+/// Builds a [`KubernetesProvider`]; every setting has a setter, and
+/// [`from_env`](Self::from_env) reads the documented `HODEI_*` variables.
+#[derive(Clone, Default)]
+#[must_use]
+pub struct KubernetesProviderBuilder {
+    settings: KubernetesSettings,
+    client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for KubernetesProviderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesProviderBuilder")
+            .field("settings", &self.settings)
+            .field("client", &self.client.as_ref().map(|_| "<given>"))
+            .finish()
+    }
+}
+
+impl KubernetesProviderBuilder {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Settings from the documented `HODEI_*` variables; an invalid one is an error naming it.
+    pub fn from_env() -> Result<Self, ValidationError> {
+        Ok(Self {
+            settings: KubernetesSettings::from_env()?,
+            client: None,
+        })
+    }
+
+    /// All settings at once.
+    pub fn settings(mut self, settings: KubernetesSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// A ready client (e.g. a mocked one in tests) instead of loading a kubeconfig.
+    pub fn client(mut self, client: kube::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Namespace of worker pods (default `hodei-jobs-workers`).
+    pub fn namespace(mut self, value: impl Into<String>) -> Self {
+        self.settings.namespace = value.into();
+        self
+    }
+
+    /// Kubeconfig file to use instead of inferring.
+    pub fn kubeconfig(mut self, value: impl Into<std::path::PathBuf>) -> Self {
+        self.settings.kubeconfig = Some(value.into());
+        self
+    }
+
+    /// Kubeconfig context to use.
+    pub fn context(mut self, value: impl Into<String>) -> Self {
+        self.settings.context = Some(value.into());
+        self
+    }
+
+    /// Worker image for jobs that name none.
+    pub fn worker_image(mut self, value: impl Into<String>) -> Self {
+        self.settings.worker_image = value.into();
+        self
+    }
+
+    /// Default CPU request.
+    pub fn default_cpu_request(mut self, value: crate::job::Cpu) -> Self {
+        self.settings.default_cpu_request = value;
+        self
+    }
+
+    /// Default memory request.
+    pub fn default_memory_request(mut self, value: crate::job::Memory) -> Self {
+        self.settings.default_memory_request = value;
+        self
+    }
+
+    /// Default CPU limit.
+    pub fn default_cpu_limit(mut self, value: crate::job::Cpu) -> Self {
+        self.settings.default_cpu_limit = value;
+        self
+    }
+
+    /// Default memory limit.
+    pub fn default_memory_limit(mut self, value: crate::job::Memory) -> Self {
+        self.settings.default_memory_limit = value;
+        self
+    }
+
+    /// ServiceAccount of worker pods (default `hodei-jobs-worker`).
+    pub fn service_account(mut self, value: impl Into<String>) -> Self {
+        self.settings.service_account = value.into();
+        self
+    }
+
+    /// Keep finished pods this long before deleting them.
+    pub fn ttl_after_finished(mut self, value: Duration) -> Self {
+        self.settings.ttl_after_finished = Some(value);
+        self
+    }
+
+    /// Adds an image pull secret.
+    pub fn image_pull_secret(mut self, value: impl Into<String>) -> Self {
+        self.settings.image_pull_secrets.push(value.into());
+        self
+    }
+
+    /// Adds a node selector label.
+    pub fn node_selector(mut self, value: (String, String)) -> Self {
+        self.settings.node_selector.insert(value.0, value.1);
+        self
+    }
+
+    /// Most pods at once; further jobs stay queued.
+    pub fn max_pods(mut self, value: usize) -> Self {
+        self.settings.max_pods = Some(value);
+        self
+    }
+
+    /// How long image pull errors are tolerated (default 30s).
+    pub fn image_pull_grace(mut self, value: Duration) -> Self {
+        self.settings.image_pull_grace = value;
+        self
+    }
+
+    /// How long a pod may stay unschedulable (default 120s).
+    pub fn scheduling_timeout(mut self, value: Duration) -> Self {
+        self.settings.scheduling_timeout = value;
+        self
+    }
+
+    /// How long a pod may take to register (default 5m).
+    pub fn registration_timeout(mut self, value: Duration) -> Self {
+        self.settings.registration_timeout = value;
+        self
+    }
+
+    /// Server address workers in the cluster dial.
+    pub fn advertise_address(mut self, value: impl Into<String>) -> Self {
+        self.settings.advertise_address = Some(value.into());
+        self
+    }
+
+    /// Most creates and deletes per second (default 20).
+    pub fn api_writes_per_second(mut self, value: u32) -> Self {
+        self.settings.api_writes_per_second = value;
+        self
+    }
+
+    /// The settings as they stand.
+    #[must_use]
+    pub fn current_settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
+    /// Connects, checks that worker pods can be listed, and starts the pod watch.
+    pub async fn build(self) -> Result<KubernetesProvider, KubernetesError> {
+        let settings = self.settings;
+        let client = match self.client {
+            Some(client) => client,
+            None => connect(&settings).await?,
+        };
+        let writes = NonZeroU32::new(settings.api_writes_per_second)
+            .unwrap_or(hodei_k8s::DEFAULT_WRITES_PER_SECOND);
+        let pods = WorkerPods::new(client.clone(), settings.namespace.clone())
+            .with_writes_per_second(writes);
+        pods.list_managed()
+            .await
+            .map_err(|source| KubernetesError::Unreachable {
+                namespace: settings.namespace.clone(),
+                source,
+            })?;
+        let (watcher, events) = PodWatcher::spawn(
+            client,
+            &settings.namespace,
+            WatcherConfig {
+                image_pull_grace: settings.image_pull_grace,
+                scheduling_timeout: settings.scheduling_timeout,
+                ..WatcherConfig::default()
+            },
+        );
+        let routes = Routes::default();
+        tokio::spawn(routes.clone().run(events));
+        info!(namespace = %settings.namespace, context = ?settings.context, "kubernetes provider ready");
+        Ok(KubernetesProvider {
+            settings: Arc::new(settings),
+            pods,
+            routes,
+            watcher: Arc::new(watcher),
+        })
+    }
+}
+
+async fn connect(settings: &KubernetesSettings) -> Result<kube::Client, KubernetesError> {
+    let options = KubeConfigOptions {
+        context: settings.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| KubernetesError::Config(format!("reading {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None if settings.context.is_some() => kube::Config::from_kubeconfig(&options).await,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| kube::config::KubeconfigError::LoadContext(e.to_string())),
+    }
+    .map_err(|e| KubernetesError::Config(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| KubernetesError::Config(e.to_string()))
+}
+
+/// Runs each worker in its own pod. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KubernetesProvider {
+    settings: Arc<KubernetesSettings>,
+    pods: WorkerPods,
+    routes: Routes,
+    watcher: Arc<PodWatcher>,
+}
+
+impl KubernetesProvider {
+    /// Starts a builder with default settings.
+    pub fn builder() -> KubernetesProviderBuilder {
+        KubernetesProviderBuilder::new()
+    }
+
+    /// The settings in force.
+    #[must_use]
+    pub fn settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
+    fn pod_spec(&self, launch: &WorkerLaunch) -> WorkerPodSpec {
+        let s = &self.settings;
+        let spec = &launch.spec;
+        let cpu = spec.cpu.map(|c| c.to_string());
+        let memory = spec.memory.map(|m| m.to_string());
+        let deadline = spec.timeout + s.registration_timeout + DEADLINE_MARGIN;
+        WorkerPodSpec::builder()
+            .worker_id(launch.worker_id.to_string())
+            .job_id(launch.job_id.to_string())
+            .namespace(s.namespace.clone())
+            .image(spec.image.clone().unwrap_or_else(|| s.worker_image.clone()))
+            .server_address(
+                s.advertise_address
+                    .clone()
+                    .unwrap_or_else(|| launch.server_address.clone()),
+            )
+            .otp_token(launch.otp_token.clone())
+            .resources(WorkerResources {
+                cpu_request: cpu
+                    .clone()
+                    .unwrap_or_else(|| s.default_cpu_request.to_string()),
+                cpu_limit: cpu.unwrap_or_else(|| s.default_cpu_limit.to_string()),
+                memory_request: memory
+                    .clone()
+                    .unwrap_or_else(|| s.default_memory_request.to_string()),
+                memory_limit: memory.unwrap_or_else(|| s.default_memory_limit.to_string()),
+            })
+            .active_deadline_seconds(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX))
+            .env(spec.env.clone())
+            .service_account(s.service_account.clone())
+            .image_pull_secrets(s.image_pull_secrets.clone())
+            .node_selector(s.node_selector.clone())
+            .maybe_working_dir(spec.working_dir.clone())
+            .extra_labels(spec.labels.clone())
+            .build()
+    }
+
+    async fn delete_pod(&self, pod_name: &str) -> Result<(), ProviderError> {
+        self.pods
+            .delete(pod_name, DELETE_GRACE_SECONDS)
+            .await
+            .map_err(|e| provider_error("DeleteFailed", &e))
+    }
+}
+
+fn provider_error(reason: &str, error: &hodei_k8s::Error) -> ProviderError {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    match error {
+        hodei_k8s::Error::QuotaExceeded { .. } => {
+            ProviderError::retryable("QuotaExceeded", message)
+        }
+        e if e.is_transient() => ProviderError::retryable(reason, message),
+        hodei_k8s::Error::Forbidden { .. } => ProviderError::fatal("Forbidden", message),
+        hodei_k8s::Error::InvalidSpec(_) => ProviderError::fatal("InvalidPodSpec", message),
+        _ => ProviderError::fatal(reason, message),
+    }
+}
+
+#[async_trait]
+impl Provider for KubernetesProvider {
+    fn name(&self) -> &str {
+        KUBERNETES_PROVIDER_NAME
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            containers: true,
+            max_workers: self.settings.max_pods,
+            registration_timeout: self.settings.registration_timeout,
+        }
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        if self.watcher.is_finished() {
+            return ProviderHealth::Unhealthy("the pod watch has stopped".into());
+        }
+        ProviderHealth::Healthy
+    }
+
+    async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
+        let spec = self.pod_spec(&launch);
+        let pod_name = spec.pod_name();
+        let worker_id = launch.worker_id.to_string();
+        // Route before creating, so no event of the new pod can be missed.
+        let events = self.routes.add(worker_id.clone());
+        match self.pods.create(&spec).await {
+            Ok(_) => {
+                self.routes.notify(
+                    &worker_id,
+                    WorkerEvent::Progress {
+                        detail: format!("pod {pod_name} created"),
+                    },
+                );
+                Ok(ProvisionedWorker {
+                    description: format!("pod {}/{pod_name}", self.settings.namespace),
+                    events,
+                })
+            }
+            Err(error) => {
+                self.routes.remove(&worker_id);
+                Err(provider_error("CreateFailed", &error))
+            }
+        }
+    }
+
+    async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError> {
+        let worker_id = worker_id.to_string();
+        self.routes.remove(&worker_id);
+        let pod_name = hodei_k8s::pod_name(&worker_id);
+        if let Some(ttl) = self.settings.ttl_after_finished {
+            // Kept for debugging; the sweep deletes it once the TTL has passed, even
+            // after a server restart.
+            let provider = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(ttl).await;
+                if let Err(error) = provider.delete_pod(&pod_name).await {
+                    warn!(pod.name = %pod_name, %error, "deleting a kept pod failed; the sweep will retry");
+                }
+            });
+            return Ok(());
+        }
+        self.delete_pod(&pod_name).await
+    }
+
+    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        let known: HashSet<String> = known.iter().map(ToString::to_string).collect();
+        let pods = self
+            .pods
+            .list_managed()
+            .await
+            .map_err(|e| provider_error("ListFailed", &e))?;
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for pod in pods {
+            if known.contains(&pod.worker_id) || pod.deleting {
+                continue;
+            }
+            let kept_for_debugging = self.settings.ttl_after_finished.is_some_and(|ttl| {
+                pod.finished_at
+                    .or(pod.created_at)
+                    .is_some_and(|at| now.duration_since(at).unwrap_or_default() < ttl)
+            });
+            if kept_for_debugging && pod.phase.is_terminal() {
+                continue;
+            }
+            warn!(pod.name = %pod.name, worker.id = %pod.worker_id, "deleting a worker pod no job owns");
+            self.delete_pod(&pod.name).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,432 @@
+//! The worker pod template: what to run and where, rendered as a Pod Security "restricted" pod.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, LocalObjectReference, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::{Error, Result};
+use crate::labels;
+
+/// Service account worker pods run as unless told otherwise.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "hodei-jobs-worker";
+/// Working directory (an `emptyDir`) used when the spec names none.
+pub const DEFAULT_WORKING_DIR: &str = "/workspace";
+/// Name of the single container in every worker pod.
+pub const CONTAINER_NAME: &str = "worker";
+/// Env var carrying the worker id into the pod.
+pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
+/// Env var carrying the server's gRPC address into the pod.
+pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
+/// Env var carrying the one-time registration token into the pod.
+pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
+
+/// UID and GID the worker runs as; the image must not need root.
+const RUN_AS: i64 = 1000;
+const TMP_DIR: &str = "/tmp";
+const TMP_VOLUME: &str = "tmp";
+const WORKDIR_VOLUME: &str = "workspace";
+
+/// CPU and memory for the worker container, as Kubernetes quantities (`"500m"`, `"256Mi"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerResources {
+    /// CPU the scheduler reserves.
+    pub cpu_request: String,
+    /// CPU the container is throttled to.
+    pub cpu_limit: String,
+    /// Memory the scheduler reserves.
+    pub memory_request: String,
+    /// Memory above which the container is OOM-killed.
+    pub memory_limit: String,
+}
+
+/// Everything needed to start one worker pod. The job's command is not here: the worker
+/// image's default entrypoint (`hodei-worker-bin`) registers and receives it over gRPC.
+#[derive(Clone, bon::Builder)]
+#[builder(on(String, into))]
+pub struct WorkerPodSpec {
+    /// Worker id; the pod is named `hodei-worker-{worker_id}`, so it must keep that name a
+    /// valid DNS subdomain (lowercase alphanumerics, `-`, `.`).
+    pub worker_id: String,
+    /// Job the worker will run; recorded as a label (sanitized) and an annotation (exact).
+    pub job_id: String,
+    /// Namespace the pod lives in.
+    pub namespace: String,
+    /// Worker image whose entrypoint is `hodei-worker-bin`.
+    pub image: String,
+    /// gRPC address the worker dials back to (`HODEI_SERVER_ADDRESS`).
+    pub server_address: String,
+    /// One-time registration token (`HODEI_OTP_TOKEN`); never printed by `Debug`.
+    pub otp_token: String,
+    /// CPU and memory requests and limits.
+    pub resources: WorkerResources,
+    /// Seconds after which the kubelet kills the pod (`activeDeadlineSeconds`).
+    pub active_deadline_seconds: i64,
+    /// The job's environment; the `HODEI_*` worker variables win on a name clash.
+    #[builder(default)]
+    pub env: BTreeMap<String, String>,
+    /// Service account the pod runs as; its token is not mounted.
+    #[builder(default = DEFAULT_SERVICE_ACCOUNT.to_owned())]
+    pub service_account: String,
+    /// Names of secrets used to pull the image.
+    #[builder(default)]
+    pub image_pull_secrets: Vec<String>,
+    /// Node labels the pod must be scheduled onto.
+    #[builder(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pod tolerates.
+    #[builder(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Absolute working directory, backed by an `emptyDir`; defaults to `/workspace`.
+    pub working_dir: Option<String>,
+    /// Labels added to the managed ones; they cannot override `app` or `hodei.io/*` labels.
+    #[builder(default)]
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for WorkerPodSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPodSpec")
+            .field("worker_id", &self.worker_id)
+            .field("job_id", &self.job_id)
+            .field("namespace", &self.namespace)
+            .field("image", &self.image)
+            .field("server_address", &self.server_address)
+            .field("otp_token", &"<redacted>")
+            .field("resources", &self.resources)
+            .field("active_deadline_seconds", &self.active_deadline_seconds)
+            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("service_account", &self.service_account)
+            .field("working_dir", &self.working_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPodSpec {
+    /// The pod's name: `hodei-worker-{worker_id}`.
+    #[must_use]
+    pub fn pod_name(&self) -> String {
+        pod_name(&self.worker_id)
+    }
+
+    /// The working directory the container starts in.
+    #[must_use]
+    pub fn effective_working_dir(&self) -> &str {
+        self.working_dir.as_deref().unwrap_or(DEFAULT_WORKING_DIR)
+    }
+
+    /// Checks what [`render`](Self::render) cannot repair: the pod name, the image, the
+    /// working dir, the deadline and the extra label keys. Label values are sanitized instead.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] naming the first problem found.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidSpec(reason));
+        if self.worker_id.is_empty() || !labels::is_dns_subdomain(&self.pod_name()) {
+            return invalid(format!(
+                "worker id {:?} does not make a valid pod name (lowercase alphanumerics, '-', '.')",
+                self.worker_id
+            ));
+        }
+        if self.image.trim().is_empty() {
+            return invalid("image is empty".to_owned());
+        }
+        if !self.effective_working_dir().starts_with('/') {
+            return invalid(format!(
+                "working dir {:?} is not absolute",
+                self.effective_working_dir()
+            ));
+        }
+        if self.active_deadline_seconds <= 0 {
+            return invalid(format!(
+                "active deadline must be positive, got {}",
+                self.active_deadline_seconds
+            ));
+        }
+        if let Some(key) = self
+            .extra_labels
+            .keys()
+            .find(|k| !labels::is_valid_label_key(k))
+        {
+            return invalid(format!("label key {key:?} is not valid"));
+        }
+        Ok(())
+    }
+
+    /// Renders the pod. Label values are sanitized; call [`validate`](Self::validate) first
+    /// to catch what sanitizing cannot fix ([`WorkerPods::create`](crate::WorkerPods::create)
+    /// does).
+    #[must_use]
+    pub fn render(&self) -> Pod {
+        Pod {
+            metadata: self.metadata(),
+            spec: Some(PodSpec {
+                containers: vec![self.container()],
+                restart_policy: Some("Never".to_owned()),
+                active_deadline_seconds: Some(self.active_deadline_seconds),
+                service_account_name: Some(self.service_account.clone()),
+                automount_service_account_token: Some(false),
+                // Service env vars would leak cluster topology into the job's environment.
+                enable_service_links: Some(false),
+                image_pull_secrets: (!self.image_pull_secrets.is_empty()).then(|| {
+                    self.image_pull_secrets
+                        .iter()
+                        .map(|name| LocalObjectReference { name: name.clone() })
+                        .collect()
+                }),
+                node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
+                tolerations: (!self.tolerations.is_empty()).then(|| self.tolerations.clone()),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(RUN_AS),
+                    run_as_group: Some(RUN_AS),
+                    fs_group: Some(RUN_AS),
+                    seccomp_profile: Some(runtime_default_seccomp()),
+                    ..PodSecurityContext::default()
+                }),
+                volumes: Some(self.volumes()),
+                ..PodSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        let mut pod_labels: BTreeMap<String, String> = self
+            .extra_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), labels::sanitize_label_value(v)))
+            .collect();
+        // Managed labels go last so extra labels cannot break the watcher's selector.
+        pod_labels.extend(labels::managed_labels(&self.worker_id, &self.job_id));
+        ObjectMeta {
+            name: Some(self.pod_name()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([
+                (labels::WORKER_ID.to_owned(), self.worker_id.clone()),
+                (labels::JOB_ID.to_owned(), self.job_id.clone()),
+            ])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn container(&self) -> Container {
+        let working_dir = self.effective_working_dir().to_owned();
+        let mut mounts = vec![VolumeMount {
+            name: TMP_VOLUME.to_owned(),
+            mount_path: TMP_DIR.to_owned(),
+            ..VolumeMount::default()
+        }];
+        if working_dir != TMP_DIR {
+            mounts.push(VolumeMount {
+                name: WORKDIR_VOLUME.to_owned(),
+                mount_path: working_dir.clone(),
+                ..VolumeMount::default()
+            });
+        }
+        Container {
+            name: CONTAINER_NAME.to_owned(),
+            image: Some(self.image.clone()),
+            env: Some(self.env_vars()),
+            resources: Some(self.resource_requirements()),
+            working_dir: Some(working_dir),
+            volume_mounts: Some(mounts),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    add: None,
+                }),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        }
+    }
+
+    fn env_vars(&self) -> Vec<EnvVar> {
+        let mut env = self.env.clone();
+        env.insert(ENV_WORKER_ID.to_owned(), self.worker_id.clone());
+        env.insert(ENV_SERVER_ADDRESS.to_owned(), self.server_address.clone());
+        env.insert(ENV_OTP_TOKEN.to_owned(), self.otp_token.clone());
+        env.into_iter()
+            .map(|(name, value)| EnvVar {
+                name,
+                value: Some(value),
+                value_from: None,
+            })
+            .collect()
+    }
+
+    fn resource_requirements(&self) -> ResourceRequirements {
+        let r = &self.resources;
+        let pair = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_owned(), Quantity(cpu.to_owned())),
+                ("memory".to_owned(), Quantity(memory.to_owned())),
+            ])
+        };
+        ResourceRequirements {
+            requests: Some(pair(&r.cpu_request, &r.memory_request)),
+            limits: Some(pair(&r.cpu_limit, &r.memory_limit)),
+            claims: None,
+        }
+    }
+
+    fn volumes(&self) -> Vec<Volume> {
+        let empty_dir = |name: &str| Volume {
+            name: name.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        };
+        let mut volumes = vec![empty_dir(TMP_VOLUME)];
+        if self.effective_working_dir() != TMP_DIR {
+            volumes.push(empty_dir(WORKDIR_VOLUME));
+        }
+        volumes
+    }
+}
+
+/// The pod name for a worker id.
+#[must_use]
+pub fn pod_name(worker_id: &str) -> String {
+    format!("{}{worker_id}", labels::POD_NAME_PREFIX)
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn spec() -> WorkerPodSpec {
+        WorkerPodSpec::builder()
+            .worker_id("w-1")
+            .job_id("job 42/x")
+            .namespace("jobs")
+            .image("ghcr.io/hodei/worker:1.0")
+            .server_address("http://hodei:50051")
+            .otp_token("secret-token")
+            .resources(WorkerResources {
+                cpu_request: "250m".into(),
+                cpu_limit: "1".into(),
+                memory_request: "128Mi".into(),
+                memory_limit: "512Mi".into(),
+            })
+            .active_deadline_seconds(600)
+            .env(BTreeMap::from([
+                ("FOO".to_owned(), "bar".to_owned()),
+                (ENV_OTP_TOKEN.to_owned(), "spoofed".to_owned()),
+            ]))
+            .extra_labels(BTreeMap::from([
+                ("team".to_owned(), "data eng".to_owned()),
+                (labels::MANAGED.to_owned(), "false".to_owned()),
+            ]))
+            .build()
+    }
+
+    fn render_json(spec: &WorkerPodSpec) -> serde_json::Value {
+        serde_json::to_value(spec.render()).expect("pod serializes")
+    }
+
+    #[test]
+    fn worker_env_overrides_job_env() {
+        let pod = render_json(&spec());
+        let env = &pod["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env,
+            &json!([
+                {"name": "FOO", "value": "bar"},
+                {"name": ENV_OTP_TOKEN, "value": "secret-token"},
+                {"name": ENV_SERVER_ADDRESS, "value": "http://hodei:50051"},
+                {"name": ENV_WORKER_ID, "value": "w-1"},
+            ])
+        );
+    }
+
+    #[test]
+    fn extra_labels_are_sanitized_and_cannot_override_managed_ones() {
+        let pod = render_json(&spec());
+        let labels = &pod["metadata"]["labels"];
+        assert_eq!(labels["team"], "data-eng");
+        assert_eq!(labels[labels::MANAGED], "true");
+        assert_eq!(labels[labels::JOB_ID], "job-42-x");
+        assert_eq!(pod["metadata"]["annotations"][labels::JOB_ID], "job 42/x");
+    }
+
+    #[test]
+    fn no_command_so_the_image_entrypoint_runs() {
+        let pod = render_json(&spec());
+        let container = &pod["spec"]["containers"][0];
+        assert!(container.get("command").is_none());
+        assert!(container.get("args").is_none());
+    }
+
+    #[test]
+    fn working_dir_gets_its_own_volume_unless_it_is_tmp() {
+        let mut s = spec();
+        s.working_dir = Some("/tmp".into());
+        let pod = render_json(&s);
+        assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(pod["spec"]["containers"][0]["workingDir"], "/tmp");
+
+        s.working_dir = Some("/data/run".into());
+        let pod = render_json(&s);
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][1],
+            json!({"name": WORKDIR_VOLUME, "mountPath": "/data/run"})
+        );
+    }
+
+    #[test]
+    fn validate_rejects_what_render_cannot_fix() {
+        assert!(spec().validate().is_ok());
+        let cases: [fn(&mut WorkerPodSpec); 5] = [
+            |s| s.worker_id = "Upper_Case".into(),
+            |s| s.image = " ".into(),
+            |s| s.working_dir = Some("relative".into()),
+            |s| s.active_deadline_seconds = 0,
+            |s| {
+                s.extra_labels.insert("bad key!".into(), "v".into());
+            },
+        ];
+        for (i, break_it) in cases.iter().enumerate() {
+            let mut s = spec();
+            break_it(&mut s);
+            assert!(
+                matches!(s.validate(), Err(Error::InvalidSpec(_))),
+                "case {i} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let printed = format!("{:?}", spec());
+        assert!(!printed.contains("secret-token"));
+        assert!(printed.contains("w-1"));
+    }
+
+    #[test]
+    fn builder_defaults() {
+        let s = spec();
+        assert_eq!(s.service_account, DEFAULT_SERVICE_ACCOUNT);
+        assert_eq!(s.effective_working_dir(), DEFAULT_WORKING_DIR);
+        assert!(s.image_pull_secrets.is_empty());
+    }
+}
