@@ -35,6 +35,10 @@ pub enum Behaviour {
 pub struct TaskProvider {
     pub behaviour: Behaviour,
     pub registration_timeout: Duration,
+    /// Most workers at once.
+    pub max_workers: Option<usize>,
+    /// How many provisions are refused as "quota exceeded" before they succeed.
+    pub quota_refusals: Arc<std::sync::atomic::AtomicUsize>,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -45,6 +49,8 @@ impl TaskProvider {
         Self {
             behaviour,
             registration_timeout: Duration::from_secs(10),
+            max_workers: None,
+            quota_refusals: Arc::default(),
             launches: Arc::default(),
             destroyed: Arc::default(),
             tasks: Arc::default(),
@@ -69,7 +75,7 @@ impl Provider for TaskProvider {
     fn capabilities(&self) -> ProviderCapabilities {
         ProviderCapabilities {
             containers: false,
-            max_workers: None,
+            max_workers: self.max_workers,
             registration_timeout: self.registration_timeout,
         }
     }
@@ -79,6 +85,20 @@ impl Provider for TaskProvider {
     }
 
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
+        let refuse = self
+            .quota_refusals
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if refuse {
+            return Err(ProviderError::retryable(
+                "QuotaExceeded",
+                "exceeded quota: pods=1",
+            ));
+        }
         self.launches.lock().unwrap().push(launch.clone());
         let (events_tx, events) = mpsc::unbounded_channel();
         if self.behaviour == Behaviour::RunWorker {

@@ -445,3 +445,6 @@ impl Provider for KubernetesProvider {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The adapter against a mocked API server: creation, quota refusals, deletion, orphan sweep.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock;
+
+use super::*;
+use crate::job::{JobId, JobSpec};
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+#[derive(Debug, Default, Clone)]
+struct FakeApi {
+    pods: Arc<Mutex<Vec<Value>>>,
+    created: Arc<Mutex<Vec<Value>>>,
+    deleted: Arc<Mutex<Vec<String>>>,
+    refuse_creates_with_quota: bool,
+}
+
+fn respond(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn managed_pod(worker_id: &str, deleting: bool) -> Value {
+    let mut metadata = json!({
+        "name": format!("hodei-worker-{worker_id}"),
+        "namespace": "jobs",
+        "uid": format!("uid-{worker_id}"),
+        "labels": {"app": "hodei-jobs-worker", "hodei.io/managed": "true", "hodei.io/worker-id": worker_id},
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    });
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "status": {"phase": "Running"}})
+}
+
+impl FakeApi {
+    /// Answers requests until the client goes away; watches are left hanging.
+    async fn serve(self, mut handle: Handle) {
+        let mut hanging = Vec::new();
+        while let Some((request, reply)) = handle.next_request().await {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            match *request.method() {
+                Method::GET if query.contains("watch=true") => hanging.push(reply),
+                Method::GET => {
+                    let items = self.pods.lock().unwrap().clone();
+                    reply.send_response(respond(
+                        200,
+                        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    ));
+                }
+                Method::POST if self.refuse_creates_with_quota => reply.send_response(respond(
+                    403,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                        "message": "pods \"x\" is forbidden: exceeded quota: hodei-quota, requested: pods=1, used: pods=100, limited: pods=100"}),
+                )),
+                Method::POST => {
+                    let bytes = request.into_body().collect_bytes().await.unwrap();
+                    let pod: Value = serde_json::from_slice(&bytes).unwrap();
+                    self.created.lock().unwrap().push(pod.clone());
+                    reply.send_response(respond(201, &pod));
+                }
+                Method::DELETE => {
+                    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    self.deleted.lock().unwrap().push(name);
+                    reply.send_response(respond(
+                        200,
+                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+                    ));
+                }
+                _ => reply.send_response(respond(405, &json!({}))),
+            }
+        }
+    }
+}
+
+async fn provider(api: &FakeApi) -> KubernetesProvider {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(api.clone().serve(handle));
+    KubernetesProvider::builder()
+        .client(kube::Client::new(service, "jobs"))
+        .namespace("jobs")
+        .worker_image("registry.local/hodei-worker:1")
+        .advertise_address("http://hodei-server:50051")
+        .build()
+        .await
+        .unwrap()
+}
+
+fn launch(spec: JobSpec) -> WorkerLaunch {
+    WorkerLaunch {
+        worker_id: WorkerId::new(),
+        job_id: JobId::new(),
+        spec,
+        server_address: "http://127.0.0.1:50051".into(),
+        otp_token: "secret".into(),
+    }
+}
+
+#[tokio::test]
+async fn provisioning_creates_the_pod_and_destroy_deletes_it() {
+    let api = FakeApi::default();
+    let provider = provider(&api).await;
+    let spec = JobSpec::builder("echo")
+        .memory("64Mi".parse().unwrap())
+        .build()
+        .unwrap();
+    let launch = launch(spec);
+    let worker_id = launch.worker_id;
+    let mut worker = provider.provision(launch).await.unwrap();
+    assert!(
+        matches!(worker.events.recv().await, Some(WorkerEvent::Progress { detail }) if detail.contains("created"))
+    );
+    let created = api.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1);
+    let pod = &created[0];
+    assert_eq!(pod["metadata"]["name"], format!("hodei-worker-{worker_id}"));
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.local/hodei-worker:1");
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "64Mi",
+        "the job's memory is the limit"
+    );
+    assert_eq!(
+        container["resources"]["requests"]["cpu"], "500m",
+        "defaults fill the rest"
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "HODEI_SERVER_ADDRESS"
+                && e["value"] == "http://hodei-server:50051")
+    );
+
+    provider.destroy(worker_id).await.unwrap();
+    assert_eq!(
+        api.deleted.lock().unwrap().clone(),
+        vec![format!("hodei-worker-{worker_id}")]
+    );
+}
+
+#[tokio::test]
+async fn a_quota_refusal_keeps_the_job_queued() {
+    let api = FakeApi {
+        refuse_creates_with_quota: true,
+        ..FakeApi::default()
+    };
+    let provider = provider(&api).await;
+    let error = provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(error.retryable, "{error}");
+    assert_eq!(error.reason, "QuotaExceeded");
+    assert!(error.message.contains("exceeded quota"), "{error}");
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_deletes_only_pods_no_job_owns() {
+    let api = FakeApi::default();
+    let known = WorkerId::new();
+    let orphan = WorkerId::new();
+    let already_deleting = WorkerId::new();
+    api.pods.lock().unwrap().extend([
+        managed_pod(&known.to_string(), false),
+        managed_pod(&orphan.to_string(), false),
+        managed_pod(&already_deleting.to_string(), true),
+    ]);
+    let provider = provider(&api).await;
+    let removed = provider
+        .cleanup_orphans(&HashSet::from([known]))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(
+        api.deleted.lock().unwrap().clone(),
+        vec![format!("hodei-worker-{orphan}")]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_startup_error() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    drop(handle);
+    let error = KubernetesProvider::builder()
+        .client(kube::Client::new(service, "jobs"))
+        .namespace("jobs")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot list worker pods in namespace jobs"),
+        "{error}"
+    );
+}
