@@ -1,5 +1,7 @@
 # Hodei Jobs recipes. `just` lists them.
 
+import 'justfile.k8s'
+
 server_url := env_var_or_default("HODEI_SERVER_URL", "http://localhost:50051")
 
 # List the recipes
@@ -30,3 +32,15 @@ server: build
 # Run a job against the server at HODEI_SERVER_URL
 run *ARGS: build
     target/debug/hodei --server {{server_url}} run -- {{ARGS}}
+
+# Start the local Kubernetes control plane (built on first use) and the test node
+cluster-up:
+    scripts/cluster/up.sh
+
+# Stop the local Kubernetes control plane
+cluster-down:
+    scripts/cluster/down.sh
+
+# Run the Kubernetes end-to-end tests, starting the local control plane if needed
+e2e:
+    scripts/e2e.sh

@@ -11,9 +11,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 JOBS="${HODEI_CLUSTER_BUILD_JOBS:-1}"
-# Never fetch another Go toolchain; the installed one builds these.
-export GOTOOLCHAIN=local CGO_ENABLED=0
+# Never fetch another Go toolchain; the installed one builds these. The
+# wrapper modules below are edited by `go get`, so vendoring must be off.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 command -v go >/dev/null || die "go is not installed"
+command -v flock >/dev/null || die "flock (util-linux) is not installed"
+
+# One build at a time per cache: concurrent callers wait, then find it warm.
+mkdir -p "$HODEI_CLUSTER_CACHE"
+exec 9>"$HODEI_CLUSTER_CACHE/build.lock"
+flock 9
 
 # new_wrapper DIR: an empty throwaway module that the builds below live in,
 # because k8s.io/kubernetes cannot be built as a dependency without replaces.

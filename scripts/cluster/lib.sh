@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # Shared settings for the local test cluster scripts. Sourced, never run.
 #
 # Every path and version is overridable through the environment so that CI and
@@ -75,4 +75,33 @@ wait_for() {
     ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what; see $LOGS/$name.log"
     sleep 0.2
   done
+}
+
+# process_started_epoch PID: start time of PID in seconds since the epoch.
+process_started_epoch() {
+  local ticks boot hz
+  ticks="$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  boot="$(awk '/^btime/ { print $2 }' /proc/stat)"
+  hz="$(getconf CLK_TCK)"
+  echo $((boot + ticks / hz))
+}
+
+# Containers of an agent that was killed outright are still running: kill
+# each recorded process group. A live leader must have started no later than
+# the pid file was written, else the PID was reused by someone else; without
+# a leader, Linux does not reuse the id while the group has members.
+reap_orphaned_containers() {
+  local f pid written started
+  shopt -s nullglob
+  for f in "$HODEI_CLUSTER_STATE"/node/pods/*/pid; do
+    pid="$(cat "$f")"
+    written="$(stat -c %Y "$f")"
+    rm -f "$f"
+    [[ "$pid" =~ ^[0-9]+$ ]] || continue
+    if started="$(process_started_epoch "$pid")" && ((started > written + 1)); then
+      continue
+    fi
+    kill -KILL -- "-$pid" 2>/dev/null && log "killed leftover container process group $pid"
+  done
+  shopt -u nullglob
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs the Kubernetes end-to-end tests against the local control plane (started if
+# needed), or against the cluster in $KUBECONFIG with --existing-cluster.
+#
+#   scripts/e2e.sh                     local control plane; stops it afterwards if it started it
+#   scripts/e2e.sh --existing-cluster  the cluster in $KUBECONFIG; needs HODEI_E2E_WORKER_IMAGE
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+existing=0
+if [[ "${1:-}" == "--existing-cluster" ]]; then
+  existing=1
+fi
+
+cargo build --bins --locked
+started=0
+if [[ "$existing" == 0 ]]; then
+  state="${HODEI_CLUSTER_STATE:-${HODEI_CLUSTER_CACHE:-$HOME/.cache/hodei-cluster}/state}"
+  if [[ ! -f "$state/pids/kube-apiserver.pid" ]] || ! kill -0 "$(cat "$state/pids/kube-apiserver.pid")" 2>/dev/null; then
+    started=1
+  fi
+  eval "$(HODEI_CLUSTER_NO_NODE=1 scripts/cluster/up.sh)"
+  scripts/cluster/node-up.sh "hodei-worker:latest=$PWD/target/debug/hodei-worker-bin"
+  export HODEI_E2E_WORKER_IMAGE="hodei-worker:latest"
+fi
+: "${KUBECONFIG:?KUBECONFIG must point at the cluster}"
+: "${HODEI_E2E_WORKER_IMAGE:?set HODEI_E2E_WORKER_IMAGE to a worker image the cluster can pull}"
+
+cleanup() {
+  if [[ "$started" == 1 && -z "${HODEI_E2E_KEEP_CLUSTER:-}" ]]; then
+    scripts/cluster/down.sh >&2 || true
+  fi
+}
+trap cleanup EXIT
+
+echo "== setup (twice: the second run must change nothing)" >&2
+scripts/setup-k8s-production.sh --kubeconfig "$KUBECONFIG"
+second="$(scripts/setup-k8s-production.sh --kubeconfig "$KUBECONFIG" 2>&1)"
+echo "$second" >&2
+grep -qi "no changes" <<<"$second" || { echo "the second setup run changed something" >&2; exit 1; }
+
+export HODEI_E2E_KUBECONFIG="$KUBECONFIG"
+if [[ "$existing" == 0 ]]; then
+  HODEI_E2E_SERVER_KUBECONFIG="$(scripts/cluster/kubeconfig-for.sh hodei-jobs hodei-jobs-server)"
+else
+  : "${HODEI_E2E_SERVER_KUBECONFIG:?set HODEI_E2E_SERVER_KUBECONFIG to a kubeconfig of the hodei-jobs-server account}"
+fi
+export HODEI_E2E_SERVER_KUBECONFIG
+
+echo "== end-to-end tests" >&2
+cargo test --locked -p hodei-bins --test k8s_e2e -- --ignored --test-threads=1
