@@ -1,0 +1,12 @@
+//! Benchmarks of Hodei Jobs: starts a real `hodei-server-bin`, runs scenarios through
+//! `HodeiClient`, and reports what it measured and how.
+
+pub mod binaries;
+pub mod cli;
+pub mod emit;
+pub mod jobs;
+pub mod procfs;
+pub mod report;
+pub mod scenarios;
+pub mod server;
+pub mod stats;

@@ -1,0 +1,234 @@
+//! Throughput: one job writes bulk lines as fast as it can; the client counts every byte
+//! and line and checks the chunk numbers. Baselines: the same command into /dev/null,
+//! and into a pipe read by this program.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::ensure;
+use hodei_core::JobState;
+use tokio::io::AsyncReadExt;
+
+use crate::{
+    binaries::Binaries, cli::BenchArgs, emit::bulk_size, jobs, procfs, report::Figure,
+    server::ServerProcess,
+};
+
+/// Bytes and lines seen, and whether chunk numbers were consecutive.
+#[derive(Debug, Default)]
+struct Count {
+    bytes: u64,
+    lines: u64,
+    next_seq: u64,
+    seq_gaps: u64,
+}
+
+impl Count {
+    fn add(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        self.lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+    let requested = args.throughput_mib << 20;
+    let (lines, bytes) = bulk_size(requested, args.line_len);
+    let emit: Vec<String> = [
+        "emit".to_owned(),
+        "--bytes".to_owned(),
+        requested.to_string(),
+        "--line-len".to_owned(),
+        args.line_len.to_string(),
+    ]
+    .into();
+    let command = format!(
+        "`hodei-bench emit --bytes {requested} --line-len {}` ({lines} lines, {bytes} bytes, \
+         64 KiB writes)",
+        args.line_len
+    );
+
+    let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let started = Instant::now();
+    let status = tokio::process::Command::new(&bins.bench)
+        .args(&emit)
+        .stdout(Stdio::from(devnull))
+        .status()
+        .await?;
+    let devnull_time = started.elapsed();
+    ensure!(status.success(), "baseline emit failed: {status}");
+
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&bins.bench)
+        .args(&emit)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut piped = Count::default();
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = stdout.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            piped.add(&buffer[..n]);
+        }
+    }
+    child.wait().await?;
+    let pipe_time = started.elapsed();
+
+    let server = ServerProcess::start(bins, 16).await?;
+    let client = server.client().await?;
+    let cpu_before = server.cpu()?;
+    let self_before = procfs::cpu("self")?;
+    let mut count = Count {
+        next_seq: 1,
+        ..Count::default()
+    };
+    let trace = jobs::run(
+        &client,
+        &jobs::spec(bins.bench.to_string_lossy(), &emit)?,
+        true,
+        |chunk| {
+            if chunk.seq != count.next_seq {
+                count.seq_gaps += 1;
+            }
+            count.next_seq = chunk.seq + 1;
+            count.add(&chunk.data);
+        },
+    )
+    .await?;
+    let cpu = server.cpu()? - cpu_before;
+    let self_cpu = procfs::cpu("self")? - self_before;
+    let peak = server.memory()?.peak_kib;
+    server.stop().await?;
+    ensure!(
+        trace.state == JobState::Succeeded,
+        "job ended {:?}",
+        trace.state
+    );
+
+    let total = trace.terminal;
+    let first = trace.first_output.unwrap_or_default();
+    let last = trace.last_output.unwrap_or_default();
+    let streaming = last.saturating_sub(first);
+    let mb_s = |time: Duration| bytes as f64 / 1e6 / time.as_secs_f64();
+    let lines_s = |time: Duration| lines as f64 / time.as_secs_f64();
+    let hodei_method = format!(
+        "{command} run as a hodei job; the client counts bytes and newlines of every FollowJob \
+         chunk; time from just before submit to the terminal state (which follows the last chunk)"
+    );
+    let devnull_method =
+        format!("{command} run directly by hodei-bench, stdout /dev/null; spawn to exit");
+    let pipe_method = format!(
+        "{command} run directly by hodei-bench, stdout a pipe it reads and counts; spawn to EOF+exit"
+    );
+    Ok(vec![
+        Figure::new(
+            "bytes lost",
+            bytes as f64 - count.bytes as f64,
+            "bytes",
+            format!("{bytes} written minus bytes received by the client"),
+        )
+        .target("= 0", count.bytes == bytes),
+        Figure::new(
+            "lines lost",
+            lines as f64 - count.lines as f64,
+            "lines",
+            format!("{lines} written minus newlines received by the client"),
+        )
+        .target("= 0", count.lines == lines),
+        Figure::new(
+            "chunk sequence gaps",
+            count.seq_gaps as f64,
+            "gaps",
+            "chunks whose seq is not the previous seq + 1 (first must be 1)",
+        )
+        .target("= 0", count.seq_gaps == 0),
+        Figure::new(
+            "chunks received",
+            (count.next_seq - 1) as f64,
+            "chunks",
+            "last seq seen",
+        ),
+        Figure::new("hodei MB/s", mb_s(total), "MB/s", &hodei_method),
+        Figure::new("hodei lines/s", lines_s(total), "lines/s", &hodei_method),
+        Figure::new(
+            "hodei MB/s, first to last chunk",
+            mb_s(streaming),
+            "MB/s",
+            "same job; bytes / time from the first chunk's arrival to the last chunk's",
+        ),
+        Figure::new(
+            "submit -> first chunk",
+            first.as_secs_f64() * 1e3,
+            "ms",
+            "same job; arrival of the first chunk, from just before submit",
+        ),
+        Figure::new(
+            "last chunk -> terminal state",
+            (trace.terminal.saturating_sub(last)).as_secs_f64() * 1e3,
+            "ms",
+            "same job; arrival of the terminal state minus arrival of the last chunk",
+        ),
+        Figure::new("hodei wall time", total.as_secs_f64(), "s", &hodei_method),
+        Figure::new(
+            "baseline /dev/null MB/s",
+            mb_s(devnull_time),
+            "MB/s",
+            &devnull_method,
+        ),
+        Figure::new(
+            "baseline /dev/null lines/s",
+            lines_s(devnull_time),
+            "lines/s",
+            &devnull_method,
+        ),
+        Figure::new("baseline pipe MB/s", mb_s(pipe_time), "MB/s", &pipe_method),
+        Figure::new(
+            "baseline pipe bytes lost",
+            bytes as f64 - piped.bytes as f64,
+            "bytes",
+            &pipe_method,
+        )
+        .target("= 0", piped.bytes == bytes),
+        Figure::new(
+            "hodei / baseline /dev/null (throughput ratio)",
+            devnull_time.as_secs_f64() / total.as_secs_f64(),
+            "x",
+            "baseline time / hodei time (1 = as fast as writing to /dev/null)",
+        ),
+        Figure::new(
+            "hodei / baseline pipe (throughput ratio)",
+            pipe_time.as_secs_f64() / total.as_secs_f64(),
+            "x",
+            "baseline pipe time / hodei time",
+        ),
+        Figure::new(
+            "server CPU",
+            cpu.own,
+            "s",
+            "utime+stime of hodei-server-bin (/proc/<pid>/stat), after minus before the job",
+        ),
+        Figure::new(
+            "worker + job CPU",
+            cpu.children,
+            "s",
+            "cutime+cstime of hodei-server-bin: the reaped worker and, through it, the emit command",
+        ),
+        Figure::new(
+            "client (hodei-bench) CPU",
+            self_cpu.own,
+            "s",
+            "utime+stime of hodei-bench during the job (decoding and counting)",
+        ),
+        Figure::new(
+            "server peak RSS",
+            super::mib(peak),
+            "MiB",
+            "VmHWM of hodei-server-bin after the job",
+        ),
+    ])
+}
