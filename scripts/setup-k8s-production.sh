@@ -728,9 +728,11 @@ next_steps() {
   cat >&2 <<EOF
 
 Next steps:
-  Server in the cluster (default names):  kubectl apply -k k8s/
+  Server in the cluster:  kubectl apply -f k8s/server-deployment.yaml -f k8s/pdb.yaml
+    (edit its image and HODEI_WORKER_IMAGE first if yours differ; with other namespaces,
+    also its namespace, HODEI_K8S_NAMESPACE and HODEI_ADVERTISE_ADDRESS)
   Server elsewhere: start hodei-server-bin with
-    HODEI_KUBERNETES_ENABLED=true HODEI_LOCAL_ENABLED=false \\
+    HODEI_KUBERNETES_ENABLED=1 HODEI_LOCAL_ENABLED=false \\
     HODEI_K8S_NAMESPACE=$worker_ns HODEI_K8S_SERVICE_ACCOUNT=$WORKER_SA \\
     HODEI_WORKER_IMAGE=$worker_image${pull_secret:+ HODEI_K8S_IMAGE_PULL_SECRET=$pull_secret} \\
     HODEI_ADVERTISE_ADDRESS=<URL worker pods can reach, e.g. http://hodei-server.$server_ns.svc:50051>

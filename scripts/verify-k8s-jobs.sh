@@ -321,7 +321,7 @@ if job_id="$(hodei "${run_args[@]}" -- sh -c 'echo hello; sleep 2; echo done' 2>
 else
   job_id=""
   fail "job submitted (hodei run --provider kubernetes)" "$(first_line "$tmp/err")" \
-    "an 'invalid provider' error means the server runs without HODEI_KUBERNETES_ENABLED=true; see docs/TROUBLESHOOTING.md"
+    "an 'invalid provider' error means the server runs without HODEI_KUBERNETES_ENABLED=1; see docs/TROUBLESHOOTING.md"
   for s in "worker pod created" "worker pod running" "job succeeded" "job output streamed" "worker pod removed"; do
     skip "$s" "no job"
   done

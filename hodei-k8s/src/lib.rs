@@ -50,7 +50,8 @@ mod watcher;
 pub use error::{Error, Result};
 pub use event::{FailFastReason, PodEvent, PodEventKind};
 pub use pod_spec::{
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKING_DIR, WorkerPodSpec, WorkerResources, pod_name,
+    DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKING_DIR, WorkerPodSpec,
+    WorkerResources, pod_name,
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;

@@ -18,6 +18,8 @@ use crate::labels;
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "hodei-jobs-worker";
 /// Working directory (an `emptyDir`) used when the spec names none.
 pub const DEFAULT_WORKING_DIR: &str = "/workspace";
+/// Image pull policy of the worker container by default.
+pub const DEFAULT_IMAGE_PULL_POLICY: &str = "IfNotPresent";
 /// Name of the single container in every worker pod.
 pub const CONTAINER_NAME: &str = "worker";
 /// Env var carrying the worker id into the pod.
@@ -77,6 +79,10 @@ pub struct WorkerPodSpec {
     /// Names of secrets used to pull the image.
     #[builder(default)]
     pub image_pull_secrets: Vec<String>,
+    /// `Always`, `IfNotPresent` or `Never`; `IfNotPresent` by default, so images loaded
+    /// into a node (kind, k3d) work even with a `:latest` tag.
+    #[builder(default = DEFAULT_IMAGE_PULL_POLICY.to_owned())]
+    pub image_pull_policy: String,
     /// Node labels the pod must be scheduled onto.
     #[builder(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -234,6 +240,7 @@ impl WorkerPodSpec {
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
             env: Some(self.env_vars()),
             resources: Some(self.resource_requirements()),
             working_dir: Some(working_dir),

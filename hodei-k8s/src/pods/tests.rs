@@ -92,6 +92,7 @@ fn expected_pod_body() -> Value {
             "containers": [{
                 "name": "worker",
                 "image": "ghcr.io/hodei/worker:1.0",
+                "imagePullPolicy": "IfNotPresent",
                 "workingDir": "/work",
                 "env": [
                     {"name": "HODEI_OTP_TOKEN", "value": "otp-abc"},

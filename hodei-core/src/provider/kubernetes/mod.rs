@@ -158,6 +158,12 @@ impl KubernetesProviderBuilder {
         self
     }
 
+    /// Image pull policy of worker pods (default `IfNotPresent`).
+    pub fn image_pull_policy(mut self, value: impl Into<String>) -> Self {
+        self.settings.image_pull_policy = value.into();
+        self
+    }
+
     /// Adds a node selector label.
     pub fn node_selector(mut self, value: (String, String)) -> Self {
         self.settings.node_selector.insert(value.0, value.1);
@@ -316,6 +322,7 @@ impl KubernetesProvider {
             .env(spec.env.clone())
             .service_account(s.service_account.clone())
             .image_pull_secrets(s.image_pull_secrets.clone())
+            .image_pull_policy(s.image_pull_policy.clone())
             .node_selector(s.node_selector.clone())
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
@@ -331,15 +338,11 @@ impl KubernetesProvider {
 }
 
 fn provider_error(reason: &str, error: &hodei_k8s::Error) -> ProviderError {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        source = cause.source();
-    }
+    // The variants carry the API server's message; only transport errors need their cause.
+    let message = match error {
+        hodei_k8s::Error::Client(source) => format!("{error}: {source}"),
+        _ => error.to_string(),
+    };
     match error {
         hodei_k8s::Error::QuotaExceeded { .. } => {
             ProviderError::retryable("QuotaExceeded", message)

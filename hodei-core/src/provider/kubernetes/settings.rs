@@ -36,6 +36,8 @@ pub struct KubernetesSettings {
     pub ttl_after_finished: Option<Duration>,
     /// Image pull secrets of worker pods.
     pub image_pull_secrets: Vec<String>,
+    /// Image pull policy of worker pods: `Always`, `IfNotPresent` or `Never`.
+    pub image_pull_policy: String,
     /// Node selector of worker pods.
     pub node_selector: BTreeMap<String, String>,
     /// Most worker pods at once; further jobs stay queued.
@@ -66,6 +68,7 @@ impl Default for KubernetesSettings {
             service_account: DEFAULT_SERVICE_ACCOUNT.to_owned(),
             ttl_after_finished: None,
             image_pull_secrets: Vec::new(),
+            image_pull_policy: hodei_k8s::DEFAULT_IMAGE_PULL_POLICY.to_owned(),
             node_selector: BTreeMap::new(),
             max_pods: None,
             image_pull_grace: Duration::from_secs(30),
@@ -128,6 +131,15 @@ impl KubernetesSettings {
                 .filter(|n| !n.is_empty())
                 .map(|n| dns_label("HODEI_K8S_IMAGE_PULL_SECRET", n.to_owned()))
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get("HODEI_K8S_IMAGE_PULL_POLICY") {
+            if !["Always", "IfNotPresent", "Never"].contains(&v.as_str()) {
+                return Err(ValidationError::new(
+                    "HODEI_K8S_IMAGE_PULL_POLICY",
+                    format!("{v:?} must be Always, IfNotPresent or Never"),
+                ));
+            }
+            s.image_pull_policy = v;
         }
         if let Some(v) = get("HODEI_K8S_MAX_PODS") {
             let max: usize = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -283,6 +295,7 @@ mod tests {
             ("HODEI_K8S_DEFAULT_MEMORY_LIMIT", "4Qi"),
             ("HODEI_K8S_TTL_SECONDS_AFTER_FINISHED", "-1"),
             ("HODEI_ADVERTISE_ADDRESS", "hodei-server:50051"),
+            ("HODEI_K8S_IMAGE_PULL_POLICY", "Sometimes"),
         ] {
             let err = from(&[(name, value)]).unwrap_err();
             assert_eq!(err.field(), name, "{err}");

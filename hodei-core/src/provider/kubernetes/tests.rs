@@ -126,6 +126,7 @@ async fn provisioning_creates_the_pod_and_destroy_deletes_it() {
     assert_eq!(pod["metadata"]["name"], format!("hodei-worker-{worker_id}"));
     let container = &pod["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.local/hodei-worker:1");
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
     assert_eq!(
         container["resources"]["limits"]["memory"], "64Mi",
         "the job's memory is the limit"
