@@ -14,6 +14,8 @@ use crate::{binaries::Binaries, procfs};
 
 /// Longest wait for the server to answer after it is started.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for workers to exit after their jobs ended.
+pub const WORKERS_GONE: Duration = Duration::from_secs(30);
 /// Longest wait for the server to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -111,6 +113,19 @@ impl ServerProcess {
     #[must_use]
     pub fn workers(&self) -> Vec<u32> {
         procfs::children(self.pid())
+    }
+
+    /// Waits (up to `limit`) until the server has no worker processes left, so the CPU
+    /// time of finished workers has been added to its children's time.
+    pub async fn workers_gone(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while !self.workers().is_empty() {
+            if Instant::now() > deadline {
+                bail!("workers still running {limit:?} after their jobs ended");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// The last lines of the server's own log.

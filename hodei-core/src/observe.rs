@@ -26,6 +26,10 @@ pub const OUTPUT_BYTES: &str = "hodei_output_bytes_total";
 pub const OUTPUT_LINES: &str = "hodei_output_lines_total";
 /// Workers provisioned and not yet destroyed, by provider.
 pub const WORKERS_ACTIVE: &str = "hodei_workers_active";
+/// 1 when a provider reports healthy, 0 when not, by provider.
+pub const PROVIDER_HEALTHY: &str = "hodei_provider_healthy";
+/// Kubernetes API writes and lists made by the provider, by verb and outcome.
+pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
 
 /// A job was accepted.
 pub fn job_submitted() {
@@ -90,4 +94,18 @@ fn failure_kind(reason: &FailureReason) -> &'static str {
         FailureReason::RegistrationTimeout { .. } => "registration_timeout",
         FailureReason::ServerRestarted => "server_restarted",
     }
+}
+
+/// A Kubernetes API request ended; `outcome` is `ok` or an error kind such as `quota`.
+pub fn kubernetes_api_request(verb: &'static str, outcome: &'static str) {
+    counter!(KUBERNETES_API_REQUESTS, "verb" => verb, "outcome" => outcome).increment(1);
+}
+
+/// A provider's latest health check.
+pub fn provider_health(provider: &str, healthy: bool) {
+    gauge!(PROVIDER_HEALTHY, "provider" => provider.to_owned()).set(if healthy {
+        1.0
+    } else {
+        0.0
+    });
 }

@@ -18,7 +18,7 @@ use crate::{
     jobs::{self, ms},
     procfs,
     report::{Figure, percentiles},
-    server::ServerProcess,
+    server::{ServerProcess, WORKERS_GONE},
 };
 
 /// Follow streams per client connection; more connections than one keep the HTTP/2
@@ -102,6 +102,7 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
     let wall = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let memory = server.memory()?;
+    server.workers_gone(WORKERS_GONE).await?;
     let cpu = server.cpu()? - cpu_before;
     let peak = sampler
         .join()

@@ -11,7 +11,7 @@ use crate::{
     cli::BenchArgs,
     jobs::{self, ms},
     report::{Figure, percentiles},
-    server::ServerProcess,
+    server::{ServerProcess, WORKERS_GONE},
 };
 
 pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
@@ -29,6 +29,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
         .collect()
         .await;
     let hodei_time = started.elapsed();
+    server.workers_gone(WORKERS_GONE).await?;
     let cpu = server.cpu()? - cpu_before;
     server.stop().await?;
     let mut succeeded = 0;

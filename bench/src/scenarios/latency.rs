@@ -12,7 +12,7 @@ use crate::{
     cli::BenchArgs,
     jobs,
     report::{Figure, percentiles},
-    server::ServerProcess,
+    server::{ServerProcess, WORKERS_GONE},
 };
 
 /// Pause before the first line, so the follower is live before output starts.
@@ -69,6 +69,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
         },
     )
     .await?;
+    server.workers_gone(WORKERS_GONE).await?;
     let cpu = server.cpu()? - cpu_before;
     server.stop().await?;
     ensure!(

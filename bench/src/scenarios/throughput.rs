@@ -12,8 +12,12 @@ use hodei_core::JobState;
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    binaries::Binaries, cli::BenchArgs, emit::bulk_size, jobs, procfs, report::Figure,
-    server::ServerProcess,
+    binaries::Binaries,
+    cli::BenchArgs,
+    emit::bulk_size,
+    jobs, procfs,
+    report::Figure,
+    server::{ServerProcess, WORKERS_GONE},
 };
 
 /// Bytes and lines seen, and whether chunk numbers were consecutive.
@@ -100,6 +104,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
         },
     )
     .await?;
+    server.workers_gone(WORKERS_GONE).await?;
     let cpu = server.cpu()? - cpu_before;
     let self_cpu = procfs::cpu("self")? - self_before;
     let peak = server.memory()?.peak_kib;

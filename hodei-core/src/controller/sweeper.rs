@@ -23,6 +23,11 @@ pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreErro
 pub(super) async fn sweep_orphans(inner: &Inner) {
     let known = inner.lock_workers().clone();
     for provider in inner.providers.all() {
+        let healthy = matches!(
+            provider.health().await,
+            crate::provider::ProviderHealth::Healthy
+        );
+        crate::observe::provider_health(provider.name(), healthy);
         match provider.cleanup_orphans(&known).await {
             Ok(0) => {}
             Ok(removed) => info!(

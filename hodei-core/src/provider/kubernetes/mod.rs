@@ -330,10 +330,22 @@ impl KubernetesProvider {
     }
 
     async fn delete_pod(&self, pod_name: &str) -> Result<(), ProviderError> {
-        self.pods
-            .delete(pod_name, DELETE_GRACE_SECONDS)
-            .await
-            .map_err(|e| provider_error("DeleteFailed", &e))
+        let result = self.pods.delete(pod_name, DELETE_GRACE_SECONDS).await;
+        crate::observe::kubernetes_api_request("delete", outcome(&result));
+        result.map_err(|e| provider_error("DeleteFailed", &e))
+    }
+}
+
+/// A low-cardinality label for the result of an API call.
+fn outcome<T>(result: &Result<T, hodei_k8s::Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(hodei_k8s::Error::QuotaExceeded { .. }) => "quota_exceeded",
+        Err(hodei_k8s::Error::Forbidden { .. }) => "forbidden",
+        Err(hodei_k8s::Error::AlreadyExists { .. }) => "already_exists",
+        Err(hodei_k8s::Error::InvalidSpec(_)) => "invalid",
+        Err(hodei_k8s::Error::Api { .. }) => "api_error",
+        Err(hodei_k8s::Error::Client(_)) => "unreachable",
     }
 }
 
@@ -381,7 +393,9 @@ impl Provider for KubernetesProvider {
         let worker_id = launch.worker_id.to_string();
         // Route before creating, so no event of the new pod can be missed.
         let events = self.routes.add(worker_id.clone());
-        match self.pods.create(&spec).await {
+        let created = self.pods.create(&spec).await;
+        crate::observe::kubernetes_api_request("create", outcome(&created));
+        match created {
             Ok(_) => {
                 self.routes.notify(
                     &worker_id,
@@ -422,11 +436,9 @@ impl Provider for KubernetesProvider {
 
     async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
         let known: HashSet<String> = known.iter().map(ToString::to_string).collect();
-        let pods = self
-            .pods
-            .list_managed()
-            .await
-            .map_err(|e| provider_error("ListFailed", &e))?;
+        let listed = self.pods.list_managed().await;
+        crate::observe::kubernetes_api_request("list", outcome(&listed));
+        let pods = listed.map_err(|e| provider_error("ListFailed", &e))?;
         let now = std::time::SystemTime::now();
         let mut removed = 0;
         for pod in pods {
