@@ -331,3 +331,72 @@ fn the_worker_account_cannot_manage_pods_and_the_server_account_can() {
         assert_eq!(can(server, verb), "yes", "server can {verb} pods");
     }
 }
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let just = |recipe: &str| {
+        Command::new("just")
+            .arg(recipe)
+            .current_dir(repo_root())
+            .env("HODEI_SERVER_URL", &server.url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("just is installed (.ci/run installs it)")
+    };
+    let all = just("job-k8s-all");
+    assert!(
+        all.status.success(),
+        "{}\n{}",
+        text(&all.stdout),
+        text(&all.stderr)
+    );
+    let stdout = text(&all.stdout);
+    assert!(
+        stdout.contains("hello from pod") && stdout.contains("line 2000 of 2000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hodei exited 3 (expected 3)"), "{stdout}");
+
+    let verify = Command::new(repo_root().join("scripts/verify-k8s-jobs.sh"))
+        .args([
+            "--kubeconfig",
+            &env("HODEI_E2E_KUBECONFIG"),
+            "--server",
+            &server.url,
+            "--timeout",
+            "120s",
+        ])
+        .current_dir(repo_root())
+        .env("HODEI_CLI", HODEI)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}\n{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+
+    let kustomize = repo_root().join("k8s");
+    let dry_run = kubectl(&[
+        "apply",
+        "-k",
+        kustomize.to_str().unwrap(),
+        "--dry-run=server",
+    ]);
+    assert!(dry_run.status.success(), "{}", text(&dry_run.stderr));
+    wait_until("no worker pod is left", Duration::from_secs(60), || {
+        pods(None).is_empty()
+    });
+}

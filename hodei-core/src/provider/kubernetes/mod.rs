@@ -170,6 +170,12 @@ impl KubernetesProviderBuilder {
         self
     }
 
+    /// Adds a taint toleration.
+    pub fn toleration(mut self, value: hodei_k8s::Toleration) -> Self {
+        self.settings.tolerations.push(value);
+        self
+    }
+
     /// Most pods at once; further jobs stay queued.
     pub fn max_pods(mut self, value: usize) -> Self {
         self.settings.max_pods = Some(value);
@@ -324,6 +330,7 @@ impl KubernetesProvider {
             .image_pull_secrets(s.image_pull_secrets.clone())
             .image_pull_policy(s.image_pull_policy.clone())
             .node_selector(s.node_selector.clone())
+            .tolerations(s.tolerations.clone())
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
             .build()

@@ -40,6 +40,8 @@ pub struct KubernetesSettings {
     pub image_pull_policy: String,
     /// Node selector of worker pods.
     pub node_selector: BTreeMap<String, String>,
+    /// Taints worker pods tolerate.
+    pub tolerations: Vec<hodei_k8s::Toleration>,
     /// Most worker pods at once; further jobs stay queued.
     pub max_pods: Option<usize>,
     /// How long image pull errors are tolerated before the job fails.
@@ -70,6 +72,7 @@ impl Default for KubernetesSettings {
             image_pull_secrets: Vec::new(),
             image_pull_policy: hodei_k8s::DEFAULT_IMAGE_PULL_POLICY.to_owned(),
             node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
             max_pods: None,
             image_pull_grace: Duration::from_secs(30),
             scheduling_timeout: Duration::from_secs(120),
