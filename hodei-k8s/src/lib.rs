@@ -48,9 +48,9 @@ mod tracker;
 mod watcher;
 
 pub use error::{Error, Result};
+pub use event::{FailFastReason, PodEvent, PodEventKind};
 /// Taint toleration of a worker pod (re-exported so callers need not depend on k8s-openapi).
 pub use k8s_openapi::api::core::v1::Toleration;
-pub use event::{FailFastReason, PodEvent, PodEventKind};
 pub use pod_spec::{
     DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKING_DIR, WorkerPodSpec,
     WorkerResources, pod_name,
