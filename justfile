@@ -44,3 +44,8 @@ cluster-down:
 # Run the Kubernetes end-to-end tests, starting the local control plane if needed
 e2e:
     scripts/e2e.sh
+
+# Run the benchmarks (local provider) and write target/bench-report.json
+bench:
+    cargo build --release -p hodei-bench -p hodei-bins
+    target/release/hodei-bench --out target/bench-report.json

@@ -133,11 +133,30 @@ impl JobLog {
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Data is already in the OS; syncing makes it survive a machine crash.
-        if let Err(error) = writer.file.sync_data() {
-            tracing::warn!(path = %self.path.display(), %error, "syncing a finished job log failed");
-        }
         self.progress.send_modify(|p| p.closed = true);
+        // Data is already in the OS; syncing makes it survive a machine crash. It can take
+        // long after much output, so it runs off the async threads.
+        match (
+            writer.file.try_clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            (Ok(file), Ok(runtime)) => {
+                let path = self.path.clone();
+                runtime.spawn_blocking(move || {
+                    if let Err(error) = file.sync_data() {
+                        tracing::warn!(path = %path.display(), %error, "syncing a finished job log failed");
+                    }
+                });
+            }
+            (Ok(file), Err(_)) => {
+                if let Err(error) = file.sync_data() {
+                    tracing::warn!(path = %self.path.display(), %error, "syncing a finished job log failed");
+                }
+            }
+            (Err(error), _) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot sync a finished job log");
+            }
+        }
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {

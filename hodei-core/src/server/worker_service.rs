@@ -217,7 +217,7 @@ fn store_output(log: &JobLog, batch: pb::OutputBatch) -> Result<u64, Status> {
     let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
     let lines: usize = chunks
         .iter()
-        .map(|c| c.data.iter().filter(|b| **b == b'\n').count())
+        .map(|c| memchr::memchr_iter(b'\n', &c.data).count())
         .sum();
     let stored = log.append(&chunks).map_err(|e| match e {
         crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
