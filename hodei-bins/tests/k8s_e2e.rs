@@ -278,8 +278,14 @@ fn fifty_concurrent_jobs_all_succeed_and_leave_no_pod() {
         .collect();
     for (i, id) in ids.iter().enumerate() {
         let logs = server.hodei(&["logs", "-f", id]);
+        let job = server.job(id);
+        assert_eq!(
+            job["state"]["phase"],
+            "succeeded",
+            "job {i}: {job}\nserver log:\n{}",
+            server.log()
+        );
         assert_eq!(text(&logs.stdout), format!("job-{i}\n"));
-        assert_eq!(server.job(id)["state"]["phase"], "succeeded", "job {i}");
     }
     wait_until("no worker pod is left", Duration::from_secs(60), || {
         pods(None).is_empty()

@@ -139,4 +139,4 @@ async fn pump(
 }
 
 /// How long to keep reading output after the command ended, for bytes still in the pipes.
-pub(crate) const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);

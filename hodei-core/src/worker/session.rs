@@ -24,7 +24,9 @@ use crate::{
 
 /// Pieces of output buffered between the pipes and the sender.
 const PIECE_QUEUE: usize = 64;
-const CONNECT_ATTEMPTS: u32 = 5;
+/// Connection attempts before giving up; with the backoff below about 30 s in all, so a
+/// busy or restarting server does not lose a starting worker.
+const CONNECT_ATTEMPTS: u32 = 15;
 
 /// How the job went, as reported to and accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +166,8 @@ async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
             }
             Err(error) => {
                 debug!(%error, attempt, "connecting to the server failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(Duration::from_millis((250 * u64::from(attempt)).min(2_000)))
+                    .await;
             }
         }
     };
