@@ -54,7 +54,7 @@ pub fn spec_to_pb(spec: &JobSpec) -> pb::JobSpec {
         args: spec.args.clone(),
         env: spec.env.clone().into_iter().collect(),
         working_dir: spec.working_dir.clone().unwrap_or_default(),
-        timeout_ms: u64::try_from(spec.timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms: millis(spec.timeout),
         cpu: spec.cpu.map(|c| c.to_string()).unwrap_or_default(),
         memory: spec.memory.map(|m| m.to_string()).unwrap_or_default(),
         image: spec.image.clone(),
@@ -67,7 +67,8 @@ fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
-fn millis(duration: Duration) -> u64 {
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

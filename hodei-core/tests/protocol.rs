@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use common::{Behaviour, TaskProvider, TestServer};
 use hodei_proto::v1::{
@@ -195,12 +195,7 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
         .submit(&hodei_core::JobSpec::builder("true").build().unwrap())
         .await
         .unwrap();
-    let launch = loop {
-        if let Some(launch) = provider.launches().pop() {
-            break launch;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let launch = provider.next_launch().await;
     let worker_id = launch.worker_id.to_string();
 
     let (_tx, wrong) = attach(&server.url, register(&worker_id, "not-the-token")).await;
@@ -260,12 +255,7 @@ async fn gaps_in_output_are_refused_and_the_job_fails() {
         .submit(&hodei_core::JobSpec::builder("true").build().unwrap())
         .await
         .unwrap();
-    let launch = loop {
-        if let Some(launch) = provider.launches().pop() {
-            break launch;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let launch = provider.next_launch().await;
     let (tx, stream) = attach(
         &server.url,
         register(&launch.worker_id.to_string(), &launch.otp_token),

@@ -148,8 +148,7 @@ impl JobController {
         spec.validate()?;
         let provider = self.inner.providers.select(&spec).await?;
         let job = Job::new(spec, provider.name());
-        let log = self.inner.logs.create(job.id).map_err(SubmitError::Log)?;
-        drop(log);
+        self.inner.logs.create(job.id).map_err(SubmitError::Log)?;
         if let Err(error) = self.inner.store.insert(&job).await {
             self.inner.logs.discard(job.id);
             return Err(error.into());

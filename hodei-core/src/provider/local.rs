@@ -85,13 +85,20 @@ impl LocalProvider {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn output_for(&self, worker_id: WorkerId) -> Result<Stdio, ProviderError> {
+    /// The worker's stdout and stderr: one append-mode file for both, so their writes
+    /// never overwrite each other.
+    fn output_for(&self, worker_id: WorkerId) -> Result<(Stdio, Stdio), ProviderError> {
         let Some(dir) = &self.log_dir else {
-            return Ok(Stdio::null());
+            return Ok((Stdio::null(), Stdio::null()));
         };
         std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::File::create(dir.join(format!("{worker_id}.log"))))
-            .map(Stdio::from)
+            .and_then(|()| {
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("{worker_id}.log")))
+            })
+            .and_then(|file| Ok((Stdio::from(file.try_clone()?), Stdio::from(file))))
             .map_err(|e| {
                 ProviderError::fatal(
                     "SpawnFailed",
@@ -148,16 +155,13 @@ impl Provider for LocalProvider {
         let span = info_span!("local_worker", worker.id = %worker_id, job.id = %launch.job_id);
         let mut command = Command::new(&self.worker_binary);
         // The worker inherits the server's environment minus its HODEI_* settings.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HODEI_") {
-                command.env_remove(key);
-            }
-        }
+        crate::worker::remove_hodei_env(&mut command);
+        let (stdout, stderr) = self.output_for(worker_id)?;
         command
             .envs(launch.worker_env())
             .stdin(Stdio::null())
-            .stdout(self.output_for(worker_id)?)
-            .stderr(self.output_for(worker_id)?)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|e| {

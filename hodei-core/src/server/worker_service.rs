@@ -105,9 +105,8 @@ async fn forward_to_worker(mut commands: mpsc::Receiver<ToWorker>, outbound: Out
             ToWorker::Assign(a) => server_message::Message::Assignment(pb::Assignment {
                 job_id: a.job_id.to_string(),
                 spec: Some(wire::spec_to_pb(&a.spec)),
-                heartbeat_interval_ms: u64::try_from(a.heartbeat_interval.as_millis())
-                    .unwrap_or(u64::MAX),
-                kill_grace_ms: u64::try_from(a.kill_grace.as_millis()).unwrap_or(u64::MAX),
+                heartbeat_interval_ms: wire::millis(a.heartbeat_interval),
+                kill_grace_ms: wire::millis(a.kill_grace),
             }),
             ToWorker::Stop(reason) => server_message::Message::Cancel(pb::CancelJob {
                 reason: match reason {

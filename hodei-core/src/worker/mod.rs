@@ -20,6 +20,15 @@ pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
 /// Env var with the directory jobs run in when their spec names none.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 
+/// Keeps this process's `HODEI_*` settings (the token above all) out of a child's env.
+pub(crate) fn remove_hodei_env(command: &mut tokio::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HODEI_") {
+            command.env_remove(key);
+        }
+    }
+}
+
 /// Why the worker could not finish its job.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {

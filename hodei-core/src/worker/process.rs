@@ -40,11 +40,7 @@ impl JobProcess {
         let mut command = Command::new(&spec.command);
         command.args(&spec.args);
         // The job must not see the worker's own settings, least of all its token.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HODEI_") {
-                command.env_remove(key);
-            }
-        }
+        super::remove_hodei_env(&mut command);
         command.envs(&spec.env);
         if let Some(dir) = spec.working_dir.as_deref().or(default_dir) {
             std::fs::create_dir_all(dir)

@@ -242,12 +242,7 @@ impl Running<'_> {
                         if drain_deadline.is_some() {
                             drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
                         }
-                        let chunks = self.sequencer.batch(piece, &mut self.pieces);
-                        let batch = pb::OutputBatch { chunks: chunks.into_iter().map(wire::chunk_to_pb).collect() };
-                        if let Err(e) = self.link.send(worker_message::Message::Output(batch)).await {
-                            self.abandon();
-                            return Err(e);
-                        }
+                        self.send_output(piece).await?;
                     }
                     None => pieces_open = false,
                 },
@@ -292,20 +287,37 @@ impl Running<'_> {
                     warn!("output pipes still open after the command ended; closing them");
                     pieces_open = false;
                     while let Ok(piece) = self.pieces.try_recv() {
-                        let chunks = self.sequencer.batch(piece, &mut self.pieces);
-                        let batch = pb::OutputBatch { chunks: chunks.into_iter().map(wire::chunk_to_pb).collect() };
-                        self.link.send(worker_message::Message::Output(batch)).await?;
+                        self.send_output(piece).await?;
                     }
                     self.pieces.close();
                 }
                 _ = heartbeat.tick() => {
-                    if let Err(e) = self.link.send(worker_message::Message::Heartbeat(pb::Heartbeat {})).await {
-                        self.abandon();
-                        return Err(e);
-                    }
+                    self.send_or_abandon(worker_message::Message::Heartbeat(pb::Heartbeat {})).await?;
                 }
             }
         }
+    }
+
+    /// Numbers `first` and whatever output waits behind it, and sends it as one batch.
+    async fn send_output(&mut self, first: OutputPiece) -> Result<(), WorkerError> {
+        let chunks = self.sequencer.batch(first, &mut self.pieces);
+        let batch = pb::OutputBatch {
+            chunks: chunks.into_iter().map(wire::chunk_to_pb).collect(),
+        };
+        self.send_or_abandon(worker_message::Message::Output(batch))
+            .await
+    }
+
+    /// Sends to the server; if the stream is gone, the job is killed before the error returns.
+    async fn send_or_abandon(
+        &mut self,
+        message: worker_message::Message,
+    ) -> Result<(), WorkerError> {
+        let sent = self.link.send(message).await;
+        if sent.is_err() {
+            self.abandon();
+        }
+        sent
     }
 
     /// SIGTERM to the group now; returns when SIGKILL is due.

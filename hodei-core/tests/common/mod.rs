@@ -64,6 +64,17 @@ impl TaskProvider {
     pub fn launches(&self) -> Vec<WorkerLaunch> {
         self.launches.lock().unwrap().clone()
     }
+
+    /// The latest launch, waiting up to 10 s for one.
+    pub async fn next_launch(&self) -> WorkerLaunch {
+        for _ in 0..500 {
+            if let Some(launch) = self.launches.lock().unwrap().last().cloned() {
+                return launch;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no worker was launched");
+    }
 }
 
 #[async_trait]
