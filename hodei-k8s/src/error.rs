@@ -66,14 +66,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// True when retrying the same request later may succeed: quota refusals, transport
-    /// failures, throttling (429) and server errors (5xx).
+    /// failures, write conflicts (409 `Conflict`), throttling (429) and server errors (5xx).
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
             Self::QuotaExceeded { .. } | Self::Client(_) => true,
-            Self::Api { code, .. } => *code == 429 || *code >= 500,
+            Self::Api { code, .. } => *code == 429 || *code >= 500 || self.is_conflict(),
             Self::AlreadyExists { .. } | Self::Forbidden { .. } | Self::InvalidSpec(_) => false,
         }
+    }
+
+    /// True for a 409 `Conflict`: another writer changed an object the request depends on,
+    /// typically the namespace's `ResourceQuota` while many pods are created at once. The
+    /// request had no effect and can be sent again at once.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { code: 409, reason, .. } if reason == "Conflict")
     }
 
     /// Classifies a client error for a request about the object called `name`.
@@ -171,6 +179,24 @@ mod tests {
             api_err(409, "AlreadyExists", "pods \"p\" already exists"),
         );
         assert!(matches!(err, Error::AlreadyExists { ref name, .. } if name == "p"));
+    }
+
+    #[test]
+    fn a_quota_update_conflict_is_a_transient_conflict_not_already_exists() {
+        let err = Error::from_kube(
+            "p",
+            api_err(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled on resourcequotas \"workers\": the object has been modified; please apply your changes to the latest version and try again",
+            ),
+        );
+        assert!(matches!(err, Error::Api { code: 409, .. }), "{err:?}");
+        assert!(err.is_conflict());
+        assert!(err.is_transient());
+        let exists = Error::from_kube("p", api_err(409, "AlreadyExists", "exists"));
+        assert!(!exists.is_conflict());
+        assert!(!exists.is_transient());
     }
 
     #[test]

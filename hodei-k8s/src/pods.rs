@@ -2,13 +2,13 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use crate::error::{Error, Result, is_not_found};
 use crate::labels;
@@ -20,6 +20,13 @@ pub const DEFAULT_WRITES_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).expect("20
 
 /// Page size when listing managed pods.
 const LIST_PAGE: u32 = 500;
+
+/// How many times a create refused with a write conflict is sent again before the
+/// conflict is returned to the caller.
+const CONFLICT_RETRIES: u32 = 4;
+
+/// Pause before the first resend after a conflict; doubled on each further one.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(25);
 
 /// Worker pods in one namespace: create, delete, list. Cheap to clone; clones share the
 /// write rate limit.
@@ -115,6 +122,10 @@ impl WorkerPods {
     /// namespace; [`Error::QuotaExceeded`] when a quota refuses the pod (keep the job
     /// queued); [`Error::AlreadyExists`], [`Error::Forbidden`], [`Error::Api`],
     /// [`Error::Client`] otherwise.
+    ///
+    /// A write conflict (409 `Conflict`, e.g. the quota admission losing a race with other
+    /// creates) means the pod was not stored; the create is sent again a few times, with a
+    /// short backoff, before the conflict is returned.
     #[instrument(skip_all, fields(pod.name = %spec.pod_name(), worker.id = %spec.worker_id, job.id = %spec.job_id))]
     pub async fn create(&self, spec: &WorkerPodSpec) -> Result<Pod> {
         spec.validate()?;
@@ -125,14 +136,26 @@ impl WorkerPods {
             )));
         }
         let name = spec.pod_name();
-        self.limiter.acquire().await;
-        let pod = self
-            .api
-            .create(&PostParams::default(), &spec.render())
-            .await
-            .map_err(|e| Error::from_kube(&name, e))?;
-        info!("worker pod created");
-        Ok(pod)
+        let pod = spec.render();
+        let mut backoff = CONFLICT_BACKOFF;
+        let mut resends = 0;
+        loop {
+            self.limiter.acquire().await;
+            let error = match self.api.create(&PostParams::default(), &pod).await {
+                Ok(created) => {
+                    info!(resends, "worker pod created");
+                    return Ok(created);
+                }
+                Err(e) => Error::from_kube(&name, e),
+            };
+            if !error.is_conflict() || resends == CONFLICT_RETRIES {
+                return Err(error);
+            }
+            warn!(%error, retry_in = ?backoff, "worker pod create conflicted; sending it again");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            resends += 1;
+        }
     }
 
     /// Deletes a pod, giving its containers `grace_seconds` to stop. A pod that is already

@@ -186,6 +186,65 @@ async fn admission_refusal_is_forbidden_and_conflict_is_already_exists() {
     server.await.expect("server ran");
 }
 
+fn quota_conflict() -> http::Response<kube::client::Body> {
+    status(
+        409,
+        "Conflict",
+        "Operation cannot be fulfilled on resourcequotas \"workers\": the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
+#[tokio::test]
+async fn a_create_refused_by_a_quota_write_conflict_is_sent_again() {
+    let (client, mut handle) = mock_client();
+    let pods = WorkerPods::new(client, "jobs");
+    let server = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let (request, send) = next_request(&mut handle).await;
+            bodies.push(body_json(request).await);
+            send.send_response(quota_conflict());
+        }
+        let (request, send) = next_request(&mut handle).await;
+        let stored = body_json(request).await;
+        bodies.push(stored.clone());
+        send.send_response(json(201, &stored));
+        bodies
+    });
+    let pod = pods
+        .create(&spec())
+        .await
+        .expect("created on the third send");
+    let bodies = server.await.expect("server ran");
+    assert_eq!(pod.metadata.name.as_deref(), Some(POD_NAME));
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies.iter().all(|b| *b == expected_pod_body()));
+}
+
+#[tokio::test]
+async fn a_conflict_that_persists_is_returned_after_bounded_resends() {
+    let (client, mut handle) = mock_client();
+    let pods = WorkerPods::new(client, "jobs");
+    let server = tokio::spawn(async move {
+        let mut sends = 0;
+        while let Ok(Some((_, send))) =
+            tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await
+        {
+            sends += 1;
+            send.send_response(quota_conflict());
+        }
+        sends
+    });
+    let err = pods.create(&spec()).await.expect_err("conflict persists");
+    assert!(err.is_conflict() && err.is_transient(), "{err:?}");
+    drop(pods);
+    assert_eq!(
+        server.await.expect("server ran"),
+        5,
+        "one send and four resends"
+    );
+}
+
 #[tokio::test]
 async fn invalid_spec_is_refused_without_a_request() {
     let (client, mut handle) = mock_client();
