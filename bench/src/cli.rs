@@ -9,6 +9,7 @@ use crate::{
     emit::EmitArgs,
     report::{Report, ScenarioReport},
     scenarios,
+    target::Target,
 };
 
 /// Measures a real hodei-server-bin: output latency, throughput, start latency,
@@ -51,12 +52,40 @@ pub enum Scenario {
     Dispatch,
 }
 
+/// Where the benchmark jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    /// Worker processes on this machine (the server's local provider).
+    Local,
+    /// Worker pods in a Kubernetes namespace (the server's Kubernetes provider).
+    Kubernetes,
+}
+
 /// What to run and how big.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (comma-separated or repeated) [default: all].
+    /// Scenarios to run (comma-separated or repeated) [default: all that the provider
+    /// supports].
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
     pub scenarios: Vec<Scenario>,
+    /// Where jobs run. `kubernetes` needs KUBECONFIG (used to watch pods and run the
+    /// kubectl baseline), a prepared worker namespace and a worker image the cluster runs;
+    /// see docs/BENCHMARKS.md.
+    #[arg(long, value_enum, default_value = "local")]
+    pub provider: Provider,
+    /// Kubernetes: the worker namespace.
+    #[arg(long, default_value = "hodei-jobs-workers")]
+    pub k8s_namespace: String,
+    /// Kubernetes: the kubeconfig the server uses [default: KUBECONFIG].
+    #[arg(long)]
+    pub k8s_server_kubeconfig: Option<PathBuf>,
+    /// Kubernetes: the worker image of job pods.
+    #[arg(long, default_value = "hodei-worker:latest")]
+    pub k8s_worker_image: String,
+    /// Kubernetes: an image whose entrypoint is a POSIX shell, for the `kubectl run`
+    /// baseline pods.
+    #[arg(long, default_value = "hodei-bench-shell:latest")]
+    pub k8s_baseline_image: String,
     /// The hodei-server-bin to measure [default: next to this program].
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -81,8 +110,9 @@ pub struct BenchArgs {
     /// Start: number of sequential jobs (each of `true`, then each of `echo`).
     #[arg(long, default_value_t = 50)]
     pub start_jobs: usize,
-    /// Concurrency: job counts to run at once, one round each.
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 500])]
+    /// Concurrency: job counts to run at once, one round each [default: 100,500 locally,
+    /// 50,200 on Kubernetes].
+    #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<usize>,
     /// Concurrency: seconds each job sleeps.
     #[arg(long, default_value_t = 1)]
@@ -96,17 +126,51 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn selected(&self) -> Vec<Scenario> {
+    fn selected(&self) -> anyhow::Result<Vec<Scenario>> {
+        let supported = |s: &Scenario| self.provider == Provider::Local || s.runs_on_kubernetes();
         if self.scenarios.is_empty() {
-            Scenario::value_variants().to_vec()
-        } else {
-            Scenario::value_variants()
+            return Ok(Scenario::value_variants()
                 .iter()
                 .copied()
-                .filter(|s| self.scenarios.contains(s))
-                .collect()
+                .filter(supported)
+                .collect());
+        }
+        if let Some(local_only) = self.scenarios.iter().find(|s| !supported(s)) {
+            anyhow::bail!(
+                "--scenario {}: runs on the local provider only",
+                scenario_name(*local_only)
+            );
+        }
+        Ok(Scenario::value_variants()
+            .iter()
+            .copied()
+            .filter(|s| self.scenarios.contains(s))
+            .collect())
+    }
+
+    /// The concurrency rounds to run.
+    #[must_use]
+    pub fn concurrency_rounds(&self) -> Vec<usize> {
+        match (self.concurrency.is_empty(), self.provider) {
+            (false, _) => self.concurrency.clone(),
+            (true, Provider::Local) => vec![100, 500],
+            (true, Provider::Kubernetes) => vec![50, 200],
         }
     }
+}
+
+impl Scenario {
+    /// Idle footprint and dispatch overhead measure worker processes of the server itself.
+    fn runs_on_kubernetes(self) -> bool {
+        !matches!(self, Self::Idle | Self::Dispatch)
+    }
+}
+
+fn scenario_name(scenario: Scenario) -> String {
+    scenario
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// Parses the command line and runs it.
@@ -127,18 +191,17 @@ pub fn main() -> ExitCode {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let selected = args.selected()?;
     let bins = Binaries::locate(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let target = runtime.block_on(Target::from_args(&args))?;
     let mut report = Report::new(std::env::args().collect());
-    for scenario in args.selected() {
-        let name = scenario
-            .to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default();
+    for scenario in selected {
+        let name = scenario_name(scenario);
         eprintln!("hodei-bench: running {name} ...");
         let load = crate::procfs::load_average();
         let started = Instant::now();
-        let result = runtime.block_on(scenarios::run(scenario, &args, &bins));
+        let result = runtime.block_on(scenarios::run(scenario, &args, &bins, &target));
         let scenario_report = ScenarioReport::new(name, load, started.elapsed(), result);
         if let Some(error) = &scenario_report.error {
             eprintln!("hodei-bench: {} failed: {error}", scenario_report.name);

@@ -14,6 +14,8 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Trace {
     /// The job.
     pub id: hodei_core::JobId,
+    /// Just before `submit` was called; the other times count from here.
+    pub start: Instant,
     /// `submit` returned.
     pub submitted: Duration,
     /// The follower first saw Provisioning (it may see Running first when it joins late
@@ -73,6 +75,7 @@ pub async fn run(
                 state if state.is_terminal() => {
                     return Ok(Trace {
                         id: job.id,
+                        start,
                         submitted,
                         provisioning,
                         running,

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use hodei_core::HodeiClient;
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{binaries::Binaries, procfs};
+use crate::{binaries::Binaries, procfs, target::Target};
 
 /// Longest wait for the server to answer after it is started.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,8 +28,13 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts a server allowing `max_workers` local workers and waits until it answers.
-    pub async fn start(bins: &Binaries, max_workers: usize) -> anyhow::Result<Self> {
+    /// Starts a server running jobs on `target`, allowing `max_workers` workers at once,
+    /// and waits until it answers.
+    pub async fn start(
+        bins: &Binaries,
+        target: &Target,
+        max_workers: usize,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hodei-bench-")
             .tempdir()
@@ -39,6 +44,7 @@ impl ServerProcess {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
+        let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut command = Command::new(&bins.server);
         for (key, _) in std::env::vars_os() {
@@ -50,7 +56,7 @@ impl ServerProcess {
             .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("HODEI_DATA_DIR", dir.path().join("data"))
             .env("HODEI_WORKER_BIN", &bins.worker)
-            .env("HODEI_LOCAL_MAX_WORKERS", max_workers.to_string())
+            .envs(target.server_env(&url, max_workers))
             .env("HODEI_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -58,11 +64,7 @@ impl ServerProcess {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", bins.server.display()))?;
-        let mut server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
+        let mut server = Self { child, url, dir };
         server.wait_ready().await?;
         Ok(server)
     }

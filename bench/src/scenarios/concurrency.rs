@@ -1,5 +1,6 @@
 //! Concurrency: N `sleep` jobs submitted at once, per N a fresh server; wall time,
-//! successes, server peak memory and CPU. Baseline: N direct `sleep` processes at once.
+//! successes, server peak memory and CPU. Baseline: N direct `sleep` processes at once
+//! (local provider) or N plain `sleep` pods created at once (Kubernetes).
 
 use std::{
     collections::BTreeMap,
@@ -13,12 +14,15 @@ use std::{
 use hodei_core::{HodeiClient, JobState};
 
 use crate::{
+    baseline_pods,
     binaries::Binaries,
     cli::BenchArgs,
     jobs::{self, ms},
+    pod_clock::{PodClock, PodTimes, peak_running},
     procfs,
     report::{Figure, percentiles},
     server::{ServerProcess, WORKERS_GONE},
+    target::{Cluster, Target},
 };
 
 /// Follow streams per client connection; more connections than one keep the HTTP/2
@@ -26,12 +30,79 @@ use crate::{
 const JOBS_PER_CONNECTION: usize = 100;
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+/// Longest wait for pods to go after their jobs (or baseline pods to finish).
+const PODS_PATIENCE: Duration = Duration::from_secs(300);
+
+pub async fn run(
+    args: &BenchArgs,
+    bins: &Binaries,
+    target: &Target,
+) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    for &n in &args.concurrency {
-        figures.extend(round(n, args.concurrency_sleep, bins).await?);
+    for n in args.concurrency_rounds() {
+        figures.extend(round(n, args.concurrency_sleep, bins, target).await?);
     }
     Ok(figures)
+}
+
+/// How a round sees its workers: as child processes of the server, or as pods.
+enum Workers {
+    Processes {
+        stop: Arc<AtomicBool>,
+        sampler: std::thread::JoinHandle<Peak>,
+    },
+    Pods(PodClock),
+}
+
+impl Workers {
+    async fn watch(server: &ServerProcess, target: &Target) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Local => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let sampler = sample_workers(server.pid(), stop.clone());
+                Self::Processes { stop, sampler }
+            }
+            Target::Kubernetes(cluster) => {
+                Self::Pods(PodClock::start(cluster.client.clone(), &cluster.namespace).await?)
+            }
+        })
+    }
+
+    /// Waits until the workers are gone and returns the peak, and for pods the time from
+    /// `last_terminal` until the last pod was gone.
+    async fn finish(
+        self,
+        server: &ServerProcess,
+        last_terminal: Instant,
+    ) -> anyhow::Result<(Peak, Option<Duration>)> {
+        match self {
+            Self::Processes { stop, sampler } => {
+                stop.store(true, Ordering::Relaxed);
+                server.workers_gone(WORKERS_GONE).await?;
+                let peak = sampler
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the worker sampler panicked"))?;
+                Ok((peak, None))
+            }
+            Self::Pods(clock) => {
+                clock.wait_all_gone(PODS_PATIENCE).await?;
+                let pods: Vec<PodTimes> = clock
+                    .all()
+                    .into_iter()
+                    .filter(|p| p.job_id.is_some())
+                    .collect();
+                let gone = pods.iter().filter_map(|p| p.gone).max();
+                let peak = Peak {
+                    workers: peak_running(&pods),
+                    workers_rss_kib: 0,
+                };
+                Ok((
+                    peak,
+                    gone.map(|g| g.saturating_duration_since(last_terminal)),
+                ))
+            }
+        }
+    }
 }
 
 /// The most workers seen at once, and the sum of their RSS at that moment.
@@ -59,8 +130,13 @@ fn sample_workers(server_pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHa
     })
 }
 
-async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
-    let server = ServerProcess::start(bins, n.max(1)).await?;
+async fn round(
+    n: usize,
+    sleep: u32,
+    bins: &Binaries,
+    target: &Target,
+) -> anyhow::Result<Vec<Figure>> {
+    let server = ServerProcess::start(bins, target, n.max(1)).await?;
     let mut clients = Vec::new();
     for _ in 0..n.div_ceil(JOBS_PER_CONNECTION).max(1) {
         clients.push(server.client().await?);
@@ -68,8 +144,7 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = server.memory()?;
     let cpu_before = server.cpu()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_workers(server.pid(), stop.clone());
+    let workers = Workers::watch(&server, target).await?;
 
     let spec = jobs::spec("sleep", &[sleep.to_string()])?;
     let started = Instant::now();
@@ -100,28 +175,15 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
         }
     }
     let wall = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
     let memory = server.memory()?;
-    server.workers_gone(WORKERS_GONE).await?;
+    let (peak, pods_gone) = workers.finish(&server, started + wall).await?;
     let cpu = server.cpu()? - cpu_before;
-    let peak = sampler
-        .join()
-        .map_err(|_| anyhow::anyhow!("the worker sampler panicked"))?;
     server.stop().await?;
 
-    let started = Instant::now();
-    let children: Vec<_> = (0..n)
-        .map(|_| {
-            tokio::process::Command::new("sleep")
-                .arg(sleep.to_string())
-                .status()
-        })
-        .collect();
-    let mut direct_ok = 0;
-    for status in futures::future::join_all(children).await {
-        direct_ok += usize::from(status.is_ok_and(|s| s.success()));
-    }
-    let direct_wall = started.elapsed();
+    let baseline = match target {
+        Target::Local => direct_sleeps(n, sleep).await?,
+        Target::Kubernetes(cluster) => sleep_pods(cluster, n, sleep).await?,
+    };
 
     let succeeded = outcomes.get("succeeded").copied().unwrap_or(0);
     let others: Vec<String> = outcomes
@@ -130,12 +192,29 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
         .map(|(k, v)| format!("{v} x {k}"))
         .collect();
     let p = |name: &str| format!("N={n}: {name}");
+    let limit = match target {
+        Target::Local => "HODEI_LOCAL_MAX_WORKERS",
+        Target::Kubernetes(_) => "HODEI_K8S_MAX_PODS",
+    };
     let method = format!(
         "{n} `sleep {sleep}` jobs submitted at once (one task each: submit + follow to terminal, \
-         over {} connections) to a fresh server with HODEI_LOCAL_MAX_WORKERS={n}",
-        clients.len()
+         over {} connections) to a fresh server on the {} provider with {limit}={n}",
+        clients.len(),
+        target.name(),
     );
     let active = peak.workers.max(1) as f64;
+    let (peak_method, active_what) = match target {
+        Target::Local => (
+            format!("most child processes of the server in a /proc sample every {SAMPLE_EVERY:?}"),
+            "peak workers at once",
+        ),
+        Target::Kubernetes(_) => (
+            "most worker pods in phase Running at once, from a watch on the namespace \
+             (Running to Succeeded/Failed or deletion)"
+                .to_owned(),
+            "peak pods Running at once",
+        ),
+    };
     let mut figures = vec![
         Figure::new(
             p("wall time"),
@@ -158,7 +237,7 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
             p("peak workers at once"),
             peak.workers as f64,
             "workers",
-            format!("most child processes of the server in a /proc sample every {SAMPLE_EVERY:?}"),
+            peak_method,
         ),
         Figure::new(
             p("server idle RSS"),
@@ -176,13 +255,7 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
             p("server memory per active job"),
             (memory.peak_kib.saturating_sub(idle.rss_kib)) as f64 / active,
             "KiB",
-            "(server VmHWM - server idle VmRSS) / peak workers at once",
-        ),
-        Figure::new(
-            p("worker RSS per active job"),
-            peak.workers_rss_kib as f64 / active,
-            "KiB",
-            "sum of VmRSS of the worker processes at the sample with the most workers / that count",
+            format!("(server VmHWM - server idle VmRSS) / {active_what}"),
         ),
         Figure::new(
             p("server CPU"),
@@ -190,25 +263,119 @@ async fn round(n: usize, sleep: u32, bins: &Binaries) -> anyhow::Result<Vec<Figu
             "s",
             "utime+stime of hodei-server-bin, after minus before the jobs",
         ),
-        Figure::new(
-            p("workers + jobs CPU"),
-            cpu.children,
-            "s",
-            "cutime+cstime of hodei-server-bin, after minus before (reaped workers and their commands)",
-        ),
-        Figure::new(
-            p("baseline wall time"),
-            direct_wall.as_secs_f64(),
-            "s",
-            format!(
-                "{n} `sleep {sleep}` spawned at once by hodei-bench; {direct_ok} succeeded; first spawn to last exit"
-            ),
-        ),
     ];
+    match target {
+        Target::Local => {
+            figures.push(Figure::new(
+                p("worker RSS per active job"),
+                peak.workers_rss_kib as f64 / active,
+                "KiB",
+                "sum of VmRSS of the worker processes at the sample with the most workers / that count",
+            ));
+            figures.push(Figure::new(
+                p("workers + jobs CPU"),
+                cpu.children,
+                "s",
+                "cutime+cstime of hodei-server-bin, after minus before (reaped workers and their commands)",
+            ));
+        }
+        Target::Kubernetes(_) => figures.extend(pods_gone.map(|gone| {
+            Figure::new(
+                p("last terminal -> last pod gone"),
+                gone.as_secs_f64(),
+                "s",
+                "from the last job's terminal state to the last worker pod's deletion on the watch",
+            )
+        })),
+    }
+    figures.push(Figure::new(
+        p("baseline wall time"),
+        baseline.wall.as_secs_f64(),
+        "s",
+        baseline.method,
+    ));
+    figures.push(Figure::new(
+        p("wall time / baseline"),
+        wall.as_secs_f64() / baseline.wall.as_secs_f64().max(f64::EPSILON),
+        "ratio",
+        "same invocation",
+    ));
     figures.extend(percentiles(
         &p("job submit -> terminal"),
         &latencies,
         &method,
     ));
     Ok(figures)
+}
+
+/// The baseline of one round.
+struct Baseline {
+    wall: Duration,
+    method: String,
+}
+
+/// N `sleep` processes spawned at once.
+async fn direct_sleeps(n: usize, sleep: u32) -> anyhow::Result<Baseline> {
+    let started = Instant::now();
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::process::Command::new("sleep")
+                .arg(sleep.to_string())
+                .status()
+        })
+        .collect();
+    let mut succeeded = 0;
+    for status in futures::future::join_all(children).await {
+        succeeded += usize::from(status.is_ok_and(|s| s.success()));
+    }
+    Ok(Baseline {
+        wall: started.elapsed(),
+        method: format!(
+            "{n} `sleep {sleep}` spawned at once by hodei-bench; {succeeded} succeeded; first spawn to last exit"
+        ),
+    })
+}
+
+/// N plain pods running `sleep` created at once through the API, until the watch saw
+/// each finish; then deleted.
+async fn sleep_pods(cluster: &Cluster, n: usize, sleep: u32) -> anyhow::Result<Baseline> {
+    let clock = PodClock::start(cluster.client.clone(), &cluster.namespace).await?;
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("hodei-bench-sleep-{}-{i}", std::process::id()))
+        .collect();
+    let script = format!("sleep {sleep}");
+    let started = Instant::now();
+    let created = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| baseline_pods::create(cluster, name, &script)),
+    )
+    .await;
+    let finished = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| baseline_pods::wait_finished(&clock, name, PODS_PATIENCE)),
+    )
+    .await;
+    let wall = started.elapsed();
+    let created_ok = created.iter().filter(|r| r.is_ok()).count();
+    let finished_ok = finished.iter().filter(|r| r.is_ok()).count();
+    for name in &names {
+        baseline_pods::delete(cluster, name).await?;
+    }
+    clock.wait_all_gone(PODS_PATIENCE).await?;
+    if let Some(Err(error)) = created.into_iter().find(Result::is_err) {
+        return Err(error.context(format!(
+            "{} of {n} baseline pods not created",
+            n - created_ok
+        )));
+    }
+    Ok(Baseline {
+        wall,
+        method: format!(
+            "{n} plain pods running `sh -c 'sleep {sleep}'` (restricted securityContext, same \
+             namespace) created at once through the API by hodei-bench, no client-side rate \
+             limit; {finished_ok} seen finished; first create to last finish on the watch"
+        ),
+    })
 }

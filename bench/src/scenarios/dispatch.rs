@@ -12,11 +12,12 @@ use crate::{
     jobs::{self, ms},
     report::{Figure, percentiles},
     server::{ServerProcess, WORKERS_GONE},
+    target::Target,
 };
 
 pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let (n, parallel) = (args.dispatch_jobs, args.dispatch_parallel.max(1));
-    let server = ServerProcess::start(bins, parallel * 2).await?;
+    let server = ServerProcess::start(bins, &Target::Local, parallel * 2).await?;
     let client = server.client().await?;
     let spec = jobs::spec("true", &[])?;
     jobs::run(&client, &spec, false, |_| {}).await?;

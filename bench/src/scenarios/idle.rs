@@ -7,13 +7,15 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use hodei_core::{JobEvent, JobState};
 
-use crate::{binaries::Binaries, jobs, procfs, report::Figure, server::ServerProcess};
+use crate::{
+    binaries::Binaries, jobs, procfs, report::Figure, server::ServerProcess, target::Target,
+};
 
 const SETTLE: Duration = Duration::from_secs(2);
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
-    let server = ServerProcess::start(bins, 4).await?;
+    let server = ServerProcess::start(bins, &Target::Local, 4).await?;
     tokio::time::sleep(SETTLE).await;
     let idle = server.memory()?;
     let cpu_before = server.cpu()?;

@@ -13,13 +13,18 @@ use crate::{
     jobs,
     report::{Figure, percentiles},
     server::{ServerProcess, WORKERS_GONE},
+    target::Target,
 };
 
 /// Pause before the first line, so the follower is live before output starts.
 const START_DELAY_MS: u64 = 1000;
 const TARGET_P99_MS: f64 = 20.0;
 
-pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(
+    args: &BenchArgs,
+    bins: &Binaries,
+    target: &Target,
+) -> anyhow::Result<Vec<Figure>> {
     let emit: Vec<String> = [
         "emit".to_owned(),
         "--rate".to_owned(),
@@ -55,7 +60,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
     }
     child.wait().await?;
 
-    let server = ServerProcess::start(bins, 16).await?;
+    let server = ServerProcess::start(bins, target, 16).await?;
     let client = server.client().await?;
     let cpu_before = server.cpu()?;
     let mut hodei = LineClock::default();
@@ -78,6 +83,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
         trace.state
     );
 
+    let provider = target.name();
     let mut figures = vec![
         Figure::new(
             "lines received via hodei",
@@ -100,7 +106,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
         "hodei write -> client",
         &hodei.total_ms,
         &format!(
-            "{workload} run as a hodei job; per line: client wall clock (SystemTime) at arrival of \
+            "{workload} run as a hodei job on the {provider} provider; per line: client wall clock (SystemTime) at arrival of \
              its chunk minus the time in the line"
         ),
     );

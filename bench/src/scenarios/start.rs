@@ -13,11 +13,12 @@ use crate::{
     jobs::{self, ms},
     report::{Figure, percentiles},
     server::ServerProcess,
+    target::Target,
 };
 
 pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let n = args.start_jobs;
-    let server = ServerProcess::start(bins, 16).await?;
+    let server = ServerProcess::start(bins, &Target::Local, 16).await?;
     let client = server.client().await?;
     let truth = jobs::spec("true", &[])?;
     let echo = jobs::spec("echo", &["hello".to_owned()])?;

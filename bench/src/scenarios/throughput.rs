@@ -18,6 +18,7 @@ use crate::{
     jobs, procfs,
     report::Figure,
     server::{ServerProcess, WORKERS_GONE},
+    target::Target,
 };
 
 /// Bytes and lines seen, and whether chunk numbers were consecutive.
@@ -36,7 +37,11 @@ impl Count {
     }
 }
 
-pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(
+    args: &BenchArgs,
+    bins: &Binaries,
+    target: &Target,
+) -> anyhow::Result<Vec<Figure>> {
     let requested = args.throughput_mib << 20;
     let (lines, bytes) = bulk_size(requested, args.line_len);
     let emit: Vec<String> = [
@@ -83,7 +88,7 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
     child.wait().await?;
     let pipe_time = started.elapsed();
 
-    let server = ServerProcess::start(bins, 16).await?;
+    let server = ServerProcess::start(bins, target, 16).await?;
     let client = server.client().await?;
     let cpu_before = server.cpu()?;
     let self_before = procfs::cpu("self")?;
@@ -121,8 +126,9 @@ pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure
     let streaming = last.saturating_sub(first);
     let mb_s = |time: Duration| bytes as f64 / 1e6 / time.as_secs_f64();
     let lines_s = |time: Duration| lines as f64 / time.as_secs_f64();
+    let provider = target.name();
     let hodei_method = format!(
-        "{command} run as a hodei job; the client counts bytes and newlines of every FollowJob \
+        "{command} run as a hodei job on the {provider} provider; the client counts bytes and newlines of every FollowJob \
          chunk; time from just before submit to the terminal state (which follows the last chunk)"
     );
     let devnull_method =
