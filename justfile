@@ -46,6 +46,10 @@ e2e:
     scripts/e2e.sh
 
 # Run the benchmarks (local provider) and write target/bench-report.json
-bench:
+bench *args:
     cargo build --release -p hodei-bench -p hodei-bins
-    target/release/hodei-bench --out target/bench-report.json
+    target/release/hodei-bench --out target/bench-report.json {{args}}
+
+# Run the benchmarks against worker pods on the local control plane; writes target/bench-k8s-report.json
+bench-k8s *args:
+    scripts/bench-k8s.sh {{args}}

@@ -75,6 +75,11 @@ impl Target {
                     ("HODEI_WORKER_IMAGE", cluster.worker_image.clone()),
                     ("HODEI_ADVERTISE_ADDRESS", url.to_owned()),
                     ("HODEI_K8S_MAX_PODS", max_workers.to_string()),
+                    // Small pods, so 200 at once fit a namespace quota of modest size.
+                    ("HODEI_K8S_DEFAULT_CPU_REQUEST", "100m".to_owned()),
+                    ("HODEI_K8S_DEFAULT_MEMORY_REQUEST", "64Mi".to_owned()),
+                    ("HODEI_K8S_DEFAULT_CPU_LIMIT", "1".to_owned()),
+                    ("HODEI_K8S_DEFAULT_MEMORY_LIMIT", "256Mi".to_owned()),
                 ];
                 if let Some(kubeconfig) = &cluster.server_kubeconfig {
                     env.push((
