@@ -217,3 +217,40 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> BenchArgs {
+        let argv = std::iter::once("hodei-bench").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).expect("flags parse").bench
+    }
+
+    #[test]
+    fn kubernetes_runs_the_pod_scenarios_with_cluster_sized_rounds() {
+        let k8s = args(&["--provider", "kubernetes"]);
+        assert_eq!(
+            k8s.selected().expect("defaults are supported"),
+            [
+                Scenario::Latency,
+                Scenario::Throughput,
+                Scenario::Start,
+                Scenario::Concurrency
+            ]
+        );
+        assert_eq!(k8s.concurrency_rounds(), [50, 200]);
+        let local = args(&[]);
+        assert_eq!(local.selected().expect("all").len(), 6);
+        assert_eq!(local.concurrency_rounds(), [100, 500]);
+        assert_eq!(args(&["--concurrency", "7"]).concurrency_rounds(), [7]);
+    }
+
+    #[test]
+    fn a_local_only_scenario_on_kubernetes_is_refused_by_name() {
+        let error = args(&["--provider", "kubernetes", "--scenario", "latency,dispatch"])
+            .selected()
+            .expect_err("dispatch needs worker processes");
+        assert!(error.to_string().contains("--scenario dispatch"), "{error}");
+    }
+}
