@@ -19,7 +19,8 @@ use crate::{
     name = "hodei-bench",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -86,6 +87,9 @@ pub struct BenchArgs {
     /// baseline pods.
     #[arg(long, default_value = "hodei-bench-shell:latest")]
     pub k8s_baseline_image: String,
+    /// Kubernetes: the server's HODEI_K8S_API_WRITES_PER_SECOND [default: the server's].
+    #[arg(long)]
+    pub k8s_api_writes_per_second: Option<u32>,
     /// The hodei-server-bin to measure [default: next to this program].
     #[arg(long)]
     pub server_bin: Option<PathBuf>,

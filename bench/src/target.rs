@@ -26,6 +26,8 @@ pub struct Cluster {
     pub worker_image: String,
     /// An image whose entrypoint is a POSIX shell, for baseline pods.
     pub baseline_image: String,
+    /// The server's API write rate; `None` keeps its default.
+    pub api_writes_per_second: Option<u32>,
     /// A client from KUBECONFIG, to watch pods and create baseline pods.
     pub client: kube::Client,
 }
@@ -37,6 +39,7 @@ impl std::fmt::Debug for Cluster {
             .field("server_kubeconfig", &self.server_kubeconfig)
             .field("worker_image", &self.worker_image)
             .field("baseline_image", &self.baseline_image)
+            .field("api_writes_per_second", &self.api_writes_per_second)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +58,7 @@ impl Target {
                     server_kubeconfig: args.k8s_server_kubeconfig.clone(),
                     worker_image: args.k8s_worker_image.clone(),
                     baseline_image: args.k8s_baseline_image.clone(),
+                    api_writes_per_second: args.k8s_api_writes_per_second,
                     client,
                 }))
             }
@@ -81,6 +85,9 @@ impl Target {
                     ("HODEI_K8S_DEFAULT_CPU_LIMIT", "1".to_owned()),
                     ("HODEI_K8S_DEFAULT_MEMORY_LIMIT", "256Mi".to_owned()),
                 ];
+                if let Some(rate) = cluster.api_writes_per_second {
+                    env.push(("HODEI_K8S_API_WRITES_PER_SECOND", rate.to_string()));
+                }
                 if let Some(kubeconfig) = &cluster.server_kubeconfig {
                     env.push((
                         "HODEI_K8S_KUBECONFIG",

@@ -193,8 +193,11 @@ async fn round(
         .collect();
     let p = |name: &str| format!("N={n}: {name}");
     let limit = match target {
-        Target::Local => "HODEI_LOCAL_MAX_WORKERS",
-        Target::Kubernetes(_) => "HODEI_K8S_MAX_PODS",
+        Target::Local => "HODEI_LOCAL_MAX_WORKERS".to_owned(),
+        Target::Kubernetes(cluster) => match cluster.api_writes_per_second {
+            Some(rate) => format!("HODEI_K8S_API_WRITES_PER_SECOND={rate} and HODEI_K8S_MAX_PODS"),
+            None => "HODEI_K8S_MAX_PODS".to_owned(),
+        },
     };
     let method = format!(
         "{n} `sleep {sleep}` jobs submitted at once (one task each: submit + follow to terminal, \

@@ -136,7 +136,7 @@ pub async fn run(
     let pipe_method = format!(
         "{command} run directly by hodei-bench, stdout a pipe it reads and counts; spawn to EOF+exit"
     );
-    Ok(vec![
+    let mut figures = vec![
         Figure::new(
             "bytes lost",
             bytes as f64 - count.bytes as f64,
@@ -224,12 +224,6 @@ pub async fn run(
             "utime+stime of hodei-server-bin (/proc/<pid>/stat), after minus before the job",
         ),
         Figure::new(
-            "worker + job CPU",
-            cpu.children,
-            "s",
-            "cutime+cstime of hodei-server-bin: the reaped worker and, through it, the emit command",
-        ),
-        Figure::new(
             "client (hodei-bench) CPU",
             self_cpu.own,
             "s",
@@ -241,5 +235,15 @@ pub async fn run(
             "MiB",
             "VmHWM of hodei-server-bin after the job",
         ),
-    ])
+    ];
+    // Worker pods are not the server's children; their CPU is not in its cutime.
+    if matches!(target, Target::Local) {
+        figures.push(Figure::new(
+            "worker + job CPU",
+            cpu.children,
+            "s",
+            "cutime+cstime of hodei-server-bin: the reaped worker and, through it, the emit command",
+        ));
+    }
+    Ok(figures)
 }
