@@ -2,12 +2,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
+
+use support::{free_port, metric, scrape};
 
 const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
 const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
@@ -32,14 +35,6 @@ fn text(bytes: &[u8]) -> String {
 struct Server {
     child: Child,
     url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Server {
@@ -264,23 +259,6 @@ fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_resta
         "logs survive a restart"
     );
     server.stop();
-}
-
-/// The body of `GET /metrics` over plain HTTP/1.0.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn metric(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

@@ -9,14 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::{
-    net::TcpListener,
     process::{Child, Command, Output, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+use support::{free_port, metric, scrape};
 
 const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
 const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
@@ -67,20 +69,17 @@ struct Server {
     url: String,
     data_dir: std::path::PathBuf,
     port: u16,
+    metrics_addr: String,
 }
 
 impl Server {
     fn start(data_dir: &std::path::Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(data_dir, port)
+        Self::start_on(data_dir, free_port())
     }
 
     fn start_on(data_dir: &std::path::Path, port: u16) -> Self {
         let log = std::fs::File::create(data_dir.join(format!("server-{port}.log"))).unwrap();
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(SERVER)
             .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env(
@@ -97,6 +96,7 @@ impl Server {
             .env("HODEI_SWEEP_INTERVAL", "5s")
             .env("HODEI_KILL_GRACE", "3s")
             .env("HODEI_LOG", "info")
+            .env("HODEI_METRICS_ADDR", &metrics_addr)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -107,6 +107,7 @@ impl Server {
             url: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_owned(),
             port,
+            metrics_addr,
         };
         wait_until("the server answers", Duration::from_secs(30), || {
             server.hodei(&["list"]).status.success()
@@ -127,6 +128,10 @@ impl Server {
         let out = self.hodei(&["get", id, "-o", "json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        scrape(&self.metrics_addr)
     }
 
     fn log(&self) -> String {
@@ -190,6 +195,26 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     wait_until("the worker pod is gone", Duration::from_secs(30), || {
         pods(Some(&id)).is_empty()
     });
+
+    let metrics = server.metrics();
+    for phase in [
+        "queued",
+        "provisioning",
+        "scheduling",
+        "registration",
+        "first_output",
+    ] {
+        let count = format!("hodei_job_start_phase_seconds_count{{phase=\"{phase}\"}}");
+        assert_eq!(metric(&metrics, &count), 1.0, "{phase}: {metrics}");
+    }
+    let api = |verb: &str| {
+        metric(
+            &metrics,
+            &format!("hodei_kubernetes_api_requests_total{{verb=\"{verb}\",outcome=\"ok\"}}"),
+        )
+    };
+    assert_eq!(api("create"), 1.0, "{metrics}");
+    assert!(api("delete") >= 1.0, "{metrics}");
 }
 
 #[test]

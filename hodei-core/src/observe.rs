@@ -16,7 +16,11 @@ pub const JOBS_FINISHED: &str = "hodei_jobs_finished_total";
 pub const JOBS_ACTIVE: &str = "hodei_jobs_active";
 /// Time from acceptance to the terminal state.
 pub const JOB_DURATION: &str = "hodei_job_duration_seconds";
-/// Time spent in each start phase: queued, provisioning, registration, first_output.
+/// Time spent in each start phase: `queued` (accepted until the provider is asked for a
+/// worker), `provisioning` (the provider's create call), `scheduling` (created until placed,
+/// e.g. a pod bound to a node; only providers that report placement), `registration`
+/// (placed, or created, until the worker proved its token), `first_output` (the job
+/// started until its first output).
 pub const JOB_START_PHASE: &str = "hodei_job_start_phase_seconds";
 /// Provider failures while starting workers, by provider and reason.
 pub const PROVISIONING_FAILURES: &str = "hodei_provisioning_failures_total";

@@ -248,6 +248,8 @@ impl JobRun {
         let waited = self.provider.capabilities().registration_timeout;
         let started = Instant::now();
         let deadline = started + waited;
+        // Registration counts from placement when the provider reports one.
+        let mut registration_from = started;
         tokio::pin!(attach);
         loop {
             tokio::select! {
@@ -255,11 +257,16 @@ impl JobRun {
                     let Ok(link) = link else {
                         return worker_lost("the worker's registration was dropped");
                     };
-                    observe::start_phase("registration", started.elapsed());
+                    observe::start_phase("registration", registration_from.elapsed());
                     info!(worker.id = %worker_id, "worker registered");
                     return self.run_on_worker(link, events).await;
                 }
                 event = events.recv() => match event {
+                    Some(WorkerEvent::Scheduled { detail }) => {
+                        observe::start_phase("scheduling", started.elapsed());
+                        registration_from = Instant::now();
+                        self.set_detail(detail).await;
+                    }
                     Some(WorkerEvent::Progress { detail }) => self.set_detail(detail).await,
                     Some(WorkerEvent::Exited { exit, message }) => {
                         let how = exit.map_or_else(|| message.clone(), |e| e.to_string());
@@ -326,7 +333,9 @@ impl JobRun {
                     None => return self.lost_or_stopped(stopping, "the worker's stream closed without a result"),
                 },
                 event = events.recv(), if events_open => match event {
-                    Some(WorkerEvent::Progress { detail }) => debug!(%detail, "worker progress"),
+                    Some(WorkerEvent::Scheduled { detail } | WorkerEvent::Progress { detail }) => {
+                        debug!(%detail, "worker progress");
+                    }
                     Some(WorkerEvent::Exited { exit, message }) => {
                         let how = exit.map_or(message, |e| e.to_string());
                         return self.lost_or_stopped(stopping, &format!("worker exited before reporting a result ({how})"));

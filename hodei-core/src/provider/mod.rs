@@ -61,7 +61,13 @@ impl WorkerLaunch {
 /// Something a provider observed about one of its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerEvent {
-    /// A step towards running, e.g. "pod scheduled" or "pulling image".
+    /// The platform placed the worker where it will run, e.g. a pod bound to a node.
+    /// Providers whose workers start where they are created never send it.
+    Scheduled {
+        /// Where, for people.
+        detail: String,
+    },
+    /// A step towards running, e.g. "pulling image".
     Progress {
         /// What happened, for people.
         detail: String,

@@ -66,7 +66,9 @@ pub(super) fn worker_event(pod_name: &str, kind: PodEventKind) -> WorkerEvent {
         detail: format!("pod {pod_name}: {detail}"),
     };
     match kind {
-        PodEventKind::Scheduled => progress("scheduled"),
+        PodEventKind::Scheduled => WorkerEvent::Scheduled {
+            detail: format!("pod {pod_name}: scheduled"),
+        },
         PodEventKind::PullingImage => progress("pulling image"),
         PodEventKind::Running => progress("running"),
         PodEventKind::Succeeded { exit_code } => WorkerEvent::Exited {
@@ -150,6 +152,20 @@ mod tests {
                 message: "Back-off pulling image \"nope:1\"".into()
             }
         );
+    }
+
+    #[test]
+    fn binding_to_a_node_is_the_scheduled_event() {
+        assert_eq!(
+            worker_event("p", PodEventKind::Scheduled),
+            WorkerEvent::Scheduled {
+                detail: "pod p: scheduled".into()
+            }
+        );
+        assert!(matches!(
+            worker_event("p", PodEventKind::PullingImage),
+            WorkerEvent::Progress { .. }
+        ));
     }
 
     #[test]
