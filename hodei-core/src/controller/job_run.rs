@@ -250,6 +250,7 @@ impl JobRun {
         let deadline = started + waited;
         // Registration counts from placement when the provider reports one.
         let mut registration_from = started;
+        let mut placed = false;
         tokio::pin!(attach);
         loop {
             tokio::select! {
@@ -259,12 +260,14 @@ impl JobRun {
                     };
                     observe::start_phase("registration", registration_from.elapsed());
                     info!(worker.id = %worker_id, "worker registered");
-                    return self.run_on_worker(link, events).await;
+                    let unplaced_since = (!placed).then_some(started);
+                    return self.run_on_worker(link, events, unplaced_since).await;
                 }
                 event = events.recv() => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
                         observe::start_phase("scheduling", started.elapsed());
                         registration_from = Instant::now();
+                        placed = true;
                         self.set_detail(detail).await;
                     }
                     Some(WorkerEvent::Progress { detail }) => self.set_detail(detail).await,
@@ -283,10 +286,14 @@ impl JobRun {
         }
     }
 
+    /// Runs the job on a registered worker. `unplaced_since` is when the worker was
+    /// created, if its placement has not been reported yet (a watch can lag behind the
+    /// worker's own connection).
     async fn run_on_worker(
         &mut self,
         mut link: WorkerLink,
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        mut unplaced_since: Option<Instant>,
     ) -> JobState {
         let config = self.inner.config.clone();
         let assignment = Assignment {
@@ -333,9 +340,13 @@ impl JobRun {
                     None => return self.lost_or_stopped(stopping, "the worker's stream closed without a result"),
                 },
                 event = events.recv(), if events_open => match event {
-                    Some(WorkerEvent::Scheduled { detail } | WorkerEvent::Progress { detail }) => {
-                        debug!(%detail, "worker progress");
+                    Some(WorkerEvent::Scheduled { detail }) => {
+                        if let Some(created) = unplaced_since.take() {
+                            observe::start_phase("scheduling", created.elapsed());
+                        }
+                        debug!(%detail, "worker placed after it registered");
                     }
+                    Some(WorkerEvent::Progress { detail }) => debug!(%detail, "worker progress"),
                     Some(WorkerEvent::Exited { exit, message }) => {
                         let how = exit.map_or(message, |e| e.to_string());
                         return self.lost_or_stopped(stopping, &format!("worker exited before reporting a result ({how})"));
