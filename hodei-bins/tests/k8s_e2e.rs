@@ -310,7 +310,14 @@ fn fifty_concurrent_jobs_all_succeed_and_leave_no_pod() {
             "job {i}: {job}\nserver log:\n{}",
             server.log()
         );
-        assert_eq!(text(&logs.stdout), format!("job-{i}\n"));
+        assert!(
+            logs.status.success() && text(&logs.stdout) == format!("job-{i}\n"),
+            "job {i}: `hodei logs -f` exited {:?}, stdout {:?}, stderr {:?}\njob: {job}\nserver log:\n{}",
+            logs.status.code(),
+            text(&logs.stdout),
+            text(&logs.stderr),
+            server.log()
+        );
     }
     wait_until("no worker pod is left", Duration::from_secs(60), || {
         pods(None).is_empty()
