@@ -246,3 +246,84 @@ impl Provider for LocalProvider {
         Ok(orphans.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::job::{JobId, JobSpec};
+
+    /// A stand-in worker binary: a shell script.
+    fn script(dir: &std::path::Path, body: &str) -> PathBuf {
+        let path = dir.join("worker.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn launch() -> WorkerLaunch {
+        WorkerLaunch {
+            worker_id: WorkerId::new(),
+            job_id: JobId::new(),
+            spec: JobSpec::builder("true").build().unwrap(),
+            server_address: "http://127.0.0.1:1".into(),
+            otp_token: "token".into(),
+        }
+    }
+
+    async fn exit_of(worker: &mut ProvisionedWorker) -> Option<ProcessExit> {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), worker.events.recv())
+                .await
+                .expect("the worker ends within 10 s")
+                .expect("events until the exit");
+            if let WorkerEvent::Exited { exit, .. } = event {
+                return exit;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_worker_log_keeps_stdout_and_stderr_whole_and_the_exit_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = script(
+            dir.path(),
+            "echo \"out one $HODEI_WORKER_ID\"; echo 'err one' >&2; echo 'out two'; echo 'err two' >&2; exit 7",
+        );
+        let logs = dir.path().join("logs");
+        let provider = LocalProvider::builder(binary).log_dir(&logs).build();
+        let launch = launch();
+        let worker_id = launch.worker_id;
+        let mut worker = provider.provision(launch).await.unwrap();
+        assert_eq!(exit_of(&mut worker).await, Some(ProcessExit::Code(7)));
+
+        let log = std::fs::read_to_string(logs.join(format!("{worker_id}.log"))).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!("out one {worker_id}").as_str(),
+                "err one",
+                "out two",
+                "err two"
+            ],
+            "{log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_worker_binary_is_unhealthy_and_fails_to_spawn_by_name() {
+        let provider = LocalProvider::builder("/nonexistent/hodei-worker-bin").build();
+        assert!(matches!(
+            provider.health().await,
+            ProviderHealth::Unhealthy(m) if m.contains("/nonexistent/hodei-worker-bin")
+        ));
+        let error = provider.provision(launch()).await.unwrap_err();
+        assert_eq!(error.reason, "SpawnFailed");
+        assert!(
+            error.message.contains("/nonexistent/hodei-worker-bin"),
+            "{error}"
+        );
+    }
+}
