@@ -57,4 +57,4 @@ pub use pod_spec::{
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;
-pub use watcher::{PodWatcher, WatcherConfig};
+pub use watcher::{PodWatcher, WatchHealth, WatcherConfig};

@@ -1,6 +1,7 @@
 //! One resilient watch per namespace that streams typed pod events to a channel.
 
 use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -44,11 +45,26 @@ impl Default for WatcherConfig {
     }
 }
 
+/// How the watch is doing, for health checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchHealth {
+    /// The watch's latest request succeeded, or none has failed yet.
+    Ok,
+    /// Every request since `since` has failed; the watch keeps retrying with backoff.
+    Failing {
+        /// When the first of these failures happened.
+        since: std::time::Instant,
+        /// The latest failure.
+        error: String,
+    },
+}
+
 /// Handle on the background task watching pods. Dropping it (or [`stop`](Self::stop))
 /// ends the watch; so does dropping the event receiver.
 #[derive(Debug)]
 pub struct PodWatcher {
     task: JoinHandle<()>,
+    health: Arc<Mutex<WatchHealth>>,
 }
 
 impl PodWatcher {
@@ -69,8 +85,18 @@ impl PodWatcher {
         let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
         let api: Api<Pod> = Api::namespaced(client, namespace);
         let span = info_span!("pod_watcher", k8s.namespace = %namespace, selector = %config.label_selector);
-        let task = tokio::spawn(run(api, config, tx).instrument(span));
-        (Self { task }, rx)
+        let health = Arc::new(Mutex::new(WatchHealth::Ok));
+        let task = tokio::spawn(run(api, config, tx, Arc::clone(&health)).instrument(span));
+        (Self { task, health }, rx)
+    }
+
+    /// Whether the watch is getting answers from the API server.
+    #[must_use]
+    pub fn health(&self) -> WatchHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// True once the watch has ended (its receiver was dropped).
@@ -91,7 +117,12 @@ impl Drop for PodWatcher {
     }
 }
 
-async fn run(api: Api<Pod>, config: WatcherConfig, tx: mpsc::Sender<PodEvent>) {
+async fn run(
+    api: Api<Pod>,
+    config: WatcherConfig,
+    tx: mpsc::Sender<PodEvent>,
+    health: Arc<Mutex<WatchHealth>>,
+) {
     let watch_config = watcher::Config::default().labels(&config.label_selector);
     let mut stream = pin!(watcher(api, watch_config).default_backoff());
     let mut recheck = tokio::time::interval(config.recheck_interval);
@@ -103,10 +134,17 @@ async fn run(api: Api<Pod>, config: WatcherConfig, tx: mpsc::Sender<PodEvent>) {
     loop {
         let events = tokio::select! {
             item = stream.next() => match item {
-                Some(Ok(event)) => tracker.handle(event, Instant::now()),
+                Some(Ok(event)) => {
+                    // `Init` comes before each (re)list is even sent; only answers count.
+                    if !matches!(event, watcher::Event::Init) {
+                        record(&health, None);
+                    }
+                    tracker.handle(event, Instant::now())
+                }
                 Some(Err(error)) => {
                     // The backoff layer delays the retry; the watcher relists when needed.
                     warn!(%error, "pod watch failed, retrying");
+                    record(&health, Some(error.to_string()));
                     continue;
                 }
                 None => {
@@ -124,6 +162,22 @@ async fn run(api: Api<Pod>, config: WatcherConfig, tx: mpsc::Sender<PodEvent>) {
             }
         }
     }
+}
+
+/// Notes a success (`None`) or a failure of the watch's latest request.
+fn record(health: &Mutex<WatchHealth>, failure: Option<String>) {
+    let mut health = health.lock().unwrap_or_else(PoisonError::into_inner);
+    *health = match (failure, &*health) {
+        (None, _) => WatchHealth::Ok,
+        (Some(error), WatchHealth::Failing { since, .. }) => WatchHealth::Failing {
+            since: *since,
+            error,
+        },
+        (Some(error), WatchHealth::Ok) => WatchHealth::Failing {
+            since: std::time::Instant::now(),
+            error,
+        },
+    };
 }
 
 #[cfg(test)]

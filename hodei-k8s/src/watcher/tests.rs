@@ -274,3 +274,56 @@ async fn dropping_the_receiver_ends_the_watch() {
     .await
     .expect("the watcher task ends");
 }
+
+/// Waits until the watcher's health satisfies `done`.
+async fn health_until(watcher: &PodWatcher, done: impl Fn(&WatchHealth) -> bool) -> WatchHealth {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let health = watcher.health();
+        if done(&health) {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health stayed {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_failing_watch_from_its_first_failure_until_it_recovers() {
+    let (client, mut handle) = mock_client();
+    let (watcher, _rx) = spawn(client, WatcherConfig::default());
+    assert_eq!(watcher.health(), WatchHealth::Ok);
+
+    expect_list(&mut handle).await.send_response(status(
+        403,
+        "Forbidden",
+        "pods is forbidden: User \"hodei\" cannot list resource \"pods\"",
+    ));
+    let first = health_until(&watcher, |h| matches!(h, WatchHealth::Failing { .. })).await;
+    let WatchHealth::Failing { since, error } = first else {
+        unreachable!("waited for Failing")
+    };
+    assert!(error.contains("cannot list resource"), "{error}");
+
+    expect_list(&mut handle)
+        .await
+        .send_response(status(503, "ServiceUnavailable", "etcd is down"));
+    let second = health_until(
+        &watcher,
+        |h| matches!(h, WatchHealth::Failing { error, .. } if error.contains("etcd")),
+    )
+    .await;
+    assert!(
+        matches!(second, WatchHealth::Failing { since: still, .. } if still == since),
+        "the failure keeps its start: {second:?}"
+    );
+
+    expect_list(&mut handle)
+        .await
+        .send_response(json(200, &list("5", vec![])));
+    health_until(&watcher, |h| *h == WatchHealth::Ok).await;
+    let _pending_watch = expect_watch(&mut handle, "5").await;
+}

@@ -27,6 +27,9 @@ pub const KUBERNETES_PROVIDER_NAME: &str = "kubernetes";
 const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
 /// Grace the kubelet gives a deleted worker pod; the worker reports on SIGTERM.
 const DELETE_GRACE_SECONDS: u32 = 10;
+/// How long the pod watch may fail without a break before the provider reports itself
+/// unhealthy: short outages (an API server restart) are ridden out by the watch's retries.
+const WATCH_FAILING_UNHEALTHY: Duration = Duration::from_secs(30);
 
 /// Why the Kubernetes provider could not start.
 #[derive(Debug, thiserror::Error)]
@@ -343,6 +346,23 @@ impl KubernetesProvider {
     }
 }
 
+/// Healthy unless the pod watch has failed without a break for
+/// [`WATCH_FAILING_UNHEALTHY`]: without it, pods that cannot start are not noticed.
+fn health_of_watch(watch: hodei_k8s::WatchHealth) -> ProviderHealth {
+    match watch {
+        hodei_k8s::WatchHealth::Failing { since, error }
+            if since.elapsed() >= WATCH_FAILING_UNHEALTHY =>
+        {
+            let failing_for = Duration::from_secs(since.elapsed().as_secs());
+            ProviderHealth::Unhealthy(format!(
+                "the pod watch has failed for {}: {error}",
+                humantime::format_duration(failing_for)
+            ))
+        }
+        _ => ProviderHealth::Healthy,
+    }
+}
+
 /// A low-cardinality label for the result of an API call.
 fn outcome<T>(result: &Result<T, hodei_k8s::Error>) -> &'static str {
     match result {
@@ -391,7 +411,7 @@ impl Provider for KubernetesProvider {
         if self.watcher.is_finished() {
             return ProviderHealth::Unhealthy("the pod watch has stopped".into());
         }
-        ProviderHealth::Healthy
+        health_of_watch(self.watcher.health())
     }
 
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {

@@ -205,3 +205,30 @@ async fn an_unreachable_cluster_is_a_startup_error() {
         "{error}"
     );
 }
+
+#[test]
+fn a_watch_failing_past_the_grace_makes_the_provider_unhealthy_with_the_error() {
+    use std::time::Instant;
+    let failing_since = |ago: Duration| hodei_k8s::WatchHealth::Failing {
+        since: Instant::now().checked_sub(ago).unwrap(),
+        error: "pods is forbidden".into(),
+    };
+    assert_eq!(
+        super::health_of_watch(hodei_k8s::WatchHealth::Ok),
+        ProviderHealth::Healthy
+    );
+    assert_eq!(
+        super::health_of_watch(failing_since(Duration::from_secs(5))),
+        ProviderHealth::Healthy,
+        "a short outage is ridden out"
+    );
+    match super::health_of_watch(failing_since(Duration::from_secs(45))) {
+        ProviderHealth::Unhealthy(reason) => {
+            assert!(
+                reason.contains("45s") && reason.contains("pods is forbidden"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected unhealthy, got {other:?}"),
+    }
+}
