@@ -23,10 +23,11 @@ pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreErro
 pub(super) async fn sweep_orphans(inner: &Inner) {
     let known = inner.lock_workers().clone();
     for provider in inner.providers.all() {
-        let healthy = matches!(
-            provider.health().await,
-            crate::provider::ProviderHealth::Healthy
-        );
+        let health = provider.health().await;
+        if let crate::provider::ProviderHealth::Unhealthy(reason) = &health {
+            warn!(provider = provider.name(), %reason, "provider unhealthy");
+        }
+        let healthy = matches!(health, crate::provider::ProviderHealth::Healthy);
         crate::observe::provider_health(provider.name(), healthy);
         match provider.cleanup_orphans(&known).await {
             Ok(0) => {}
