@@ -1,9 +1,7 @@
 //! Plain pods, created without Hodei Jobs, as the Kubernetes baseline: the same command
 //! in a pod that passes the worker namespace's restricted Pod Security and quota.
 
-use std::time::Duration;
-
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
@@ -11,7 +9,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{pod_clock::PodClock, target::Cluster};
+use crate::target::Cluster;
 
 /// Label on every baseline pod, so leftovers are easy to find.
 pub const LABEL: &str = "hodei-bench/baseline";
@@ -70,18 +68,6 @@ pub async fn delete(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error).with_context(|| format!("deleting baseline pod {name}")),
     }
-}
-
-/// Waits up to `limit` until the clock has seen the pod finish.
-pub async fn wait_finished(clock: &PodClock, name: &str, limit: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while clock.pod(name).and_then(|p| p.finished).is_none() {
-        if tokio::time::Instant::now() > deadline {
-            bail!("baseline pod {name} did not finish within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
 }
 
 fn api(cluster: &Cluster) -> Api<Pod> {

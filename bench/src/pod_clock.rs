@@ -21,6 +21,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Longest wait for the watch's initial list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the waits look at the table.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// When one pod was first seen in each state.
 #[derive(Debug, Clone, Default)]
@@ -88,29 +90,52 @@ impl PodClock {
 
     /// Waits up to `limit` until the pod called `name` has left the API.
     pub async fn wait_gone(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        while self.pod(name).is_some_and(|p| p.gone.is_none()) {
-            if Instant::now() > deadline {
-                bail!("pod {name} still exists {limit:?} later");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        self.wait_until(limit, || {
+            self.pod(name)
+                .is_some_and(|p| p.gone.is_none())
+                .then(|| format!("pod {name} still exists"))
+        })
+        .await
     }
 
     /// Waits up to `limit` until every pod seen has left the API.
     pub async fn wait_all_gone(&self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        self.wait_until(limit, || {
             let left = self.all().iter().filter(|p| p.gone.is_none()).count();
-            if left == 0 {
-                return Ok(());
-            }
+            (left > 0).then(|| format!("{left} pods still exist"))
+        })
+        .await
+    }
+
+    /// Waits up to `limit` until the pod called `name` was seen Succeeded or Failed, and
+    /// returns when that was.
+    pub async fn wait_finished(&self, name: &str, limit: Duration) -> anyhow::Result<Instant> {
+        self.wait_until(limit, || {
+            self.pod(name)
+                .and_then(|p| p.finished)
+                .is_none()
+                .then(|| format!("pod {name} has not finished"))
+        })
+        .await?;
+        self.pod(name)
+            .and_then(|p| p.finished)
+            .ok_or_else(|| anyhow::anyhow!("pod {name} was forgotten"))
+    }
+
+    /// Polls until `still_waiting` returns `None`; after `limit`, fails with what it said.
+    async fn wait_until(
+        &self,
+        limit: Duration,
+        still_waiting: impl Fn() -> Option<String>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while let Some(why) = still_waiting() {
             if Instant::now() > deadline {
-                bail!("{left} pods still exist {limit:?} after their jobs ended");
+                bail!("{why} after {limit:?}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodTimes>> {

@@ -354,24 +354,26 @@ async fn sleep_pods(cluster: &Cluster, n: usize, sleep: u32) -> anyhow::Result<B
             .map(|name| baseline_pods::create(cluster, name, &script)),
     )
     .await;
-    let finished = futures::future::join_all(
-        names
-            .iter()
-            .map(|name| baseline_pods::wait_finished(&clock, name, PODS_PATIENCE)),
-    )
-    .await;
+    let failed = created.iter().filter(|r| r.is_err()).count();
+    // Waiting for pods that were never created would only run out the patience.
+    let finished = if failed == 0 {
+        futures::future::join_all(
+            names
+                .iter()
+                .map(|name| clock.wait_finished(name, PODS_PATIENCE)),
+        )
+        .await
+    } else {
+        Vec::new()
+    };
     let wall = started.elapsed();
-    let created_ok = created.iter().filter(|r| r.is_ok()).count();
     let finished_ok = finished.iter().filter(|r| r.is_ok()).count();
     for name in &names {
         baseline_pods::delete(cluster, name).await?;
     }
     clock.wait_all_gone(PODS_PATIENCE).await?;
     if let Some(Err(error)) = created.into_iter().find(Result::is_err) {
-        return Err(error.context(format!(
-            "{} of {n} baseline pods not created",
-            n - created_ok
-        )));
+        return Err(error.context(format!("{failed} of {n} baseline pods not created")));
     }
     Ok(Baseline {
         wall,

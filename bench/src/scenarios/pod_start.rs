@@ -190,8 +190,8 @@ async fn api_baseline(cluster: &Cluster, clock: &PodClock, n: usize) -> anyhow::
         let start = Instant::now();
         baseline_pods::create(cluster, &name, SCRIPT).await?;
         let created = Instant::now();
-        baseline_pods::wait_finished(clock, &name, POD_PATIENCE).await?;
-        baseline.record(clock, &name, start, created, Instant::now());
+        let finished = clock.wait_finished(&name, POD_PATIENCE).await?;
+        baseline.record(clock, &name, start, created, finished);
         baseline_pods::delete(cluster, &name).await?;
         clock.wait_gone(&name, POD_PATIENCE).await?;
     }

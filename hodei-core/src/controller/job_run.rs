@@ -249,8 +249,7 @@ impl JobRun {
         let started = Instant::now();
         let deadline = started + waited;
         // Registration counts from placement when the provider reports one.
-        let mut registration_from = started;
-        let mut placed = false;
+        let mut placed_at: Option<Instant> = None;
         tokio::pin!(attach);
         loop {
             tokio::select! {
@@ -258,16 +257,15 @@ impl JobRun {
                     let Ok(link) = link else {
                         return worker_lost("the worker's registration was dropped");
                     };
-                    observe::start_phase("registration", registration_from.elapsed());
+                    observe::start_phase("registration", placed_at.unwrap_or(started).elapsed());
                     info!(worker.id = %worker_id, "worker registered");
-                    let unplaced_since = (!placed).then_some(started);
+                    let unplaced_since = placed_at.is_none().then_some(started);
                     return self.run_on_worker(link, events, unplaced_since).await;
                 }
                 event = events.recv() => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
                         observe::start_phase("scheduling", started.elapsed());
-                        registration_from = Instant::now();
-                        placed = true;
+                        placed_at = Some(Instant::now());
                         self.set_detail(detail).await;
                     }
                     Some(WorkerEvent::Progress { detail }) => self.set_detail(detail).await,
