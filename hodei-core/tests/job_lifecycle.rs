@@ -170,29 +170,6 @@ async fn a_command_that_cannot_start_fails_with_its_reason() {
 }
 
 #[tokio::test]
-async fn a_worker_that_never_registers_times_out_and_is_destroyed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut provider = TaskProvider::new(Behaviour::NeverStart);
-    provider.registration_timeout = Duration::from_millis(500);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
-    let job = server.client.submit(&sh("echo never")).await.unwrap();
-    let followed = follow(&server.client, &job, 0).await;
-    assert!(
-        matches!(
-            followed.final_state(),
-            JobState::Failed {
-                reason: FailureReason::RegistrationTimeout { .. }
-            }
-        ),
-        "{:?}",
-        followed.final_state()
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(provider.destroyed().len(), 1);
-    server.stop().await;
-}
-
-#[tokio::test]
 async fn a_follower_joining_mid_job_gets_every_byte_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(TaskProvider::new(Behaviour::RunWorker), dir.path()).await;
@@ -284,60 +261,4 @@ async fn wait_for_pid(path: &std::path::Path) -> i32 {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{} never appeared", path.display());
-}
-
-#[tokio::test]
-async fn a_quota_refusal_keeps_the_job_queued_with_the_reason_then_retries() {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = TaskProvider::new(Behaviour::RunWorker);
-    provider
-        .quota_refusals
-        .store(1, std::sync::atomic::Ordering::SeqCst);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
-    let job = server.client.submit(&sh("echo finally")).await.unwrap();
-    let mut saw_reason = false;
-    for _ in 0..40 {
-        let now = server.client.get(job.id).await.unwrap();
-        if now.state == JobState::Queued
-            && now
-                .detail
-                .as_deref()
-                .is_some_and(|d| d.contains("QuotaExceeded"))
-        {
-            saw_reason = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(saw_reason, "hodei get shows why the job waits");
-    let followed = follow(&server.client, &job, 0).await;
-    assert_eq!(followed.final_state(), &JobState::Succeeded);
-    assert_eq!(followed.stdout, b"finally\n");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn jobs_beyond_the_worker_limit_wait_in_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut provider = TaskProvider::new(Behaviour::RunWorker);
-    provider.max_workers = Some(1);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
-    let first = server.client.submit(&sh("sleep 1")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = server.client.submit(&sh("echo second")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        server.client.get(second.id).await.unwrap().state,
-        JobState::Queued
-    );
-    assert_eq!(provider.launches().len(), 1, "only one worker at a time");
-    assert_eq!(
-        follow(&server.client, &second, 0).await.final_state(),
-        &JobState::Succeeded
-    );
-    assert_eq!(
-        server.client.get(first.id).await.unwrap().state,
-        JobState::Succeeded
-    );
-    server.stop().await;
 }

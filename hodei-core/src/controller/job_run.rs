@@ -1,4 +1,8 @@
 //! One job's life: queue, provision, register, run, stop, record, and always clean up.
+//!
+//! The decisions are pure functions in `outcome`, the phase timing lives in
+//! `start_timeline`, and the worker's removal in `worker_guard`; this file waits on the
+//! provider, the worker and the clock, and changes the job's state through one path.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
-    interrupted,
+    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink, outcome,
+    start_timeline::StartTimeline, worker_guard::WorkerGuard,
 };
 use crate::{
     job::{FailureReason, Job, JobState, WorkerId},
@@ -21,7 +25,6 @@ use crate::{
 };
 
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
-const DESTROY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(super) struct JobRun {
     inner: Arc<Inner>,
@@ -29,63 +32,29 @@ pub(super) struct JobRun {
     provider: Arc<dyn Provider>,
     status: watch::Sender<Job>,
     cancel: CancellationToken,
+    timeline: StartTimeline,
 }
 
-/// Why the run loop stopped waiting.
-enum Interrupt {
-    Cancelled,
-    Shutdown,
-}
-
-/// Removes the worker even if the job task is dropped or panics.
-struct WorkerGuard {
-    inner: Arc<Inner>,
-    provider: Arc<dyn Provider>,
+/// A worker the provider created, waiting for it to register.
+struct CreatedWorker {
     worker_id: WorkerId,
-    armed: bool,
+    attach: oneshot::Receiver<WorkerLink>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
 }
 
-impl WorkerGuard {
-    async fn destroy(mut self) {
-        self.armed = false;
-        destroy_worker(
-            Arc::clone(&self.inner),
-            Arc::clone(&self.provider),
-            self.worker_id,
-        )
-        .await;
-    }
+/// Why a provisioning attempt gave no worker.
+enum NoWorker {
+    /// The provider refused for now; the job waits and tries again.
+    Refused(ProviderError),
+    /// The job ended.
+    Ended(JobState),
 }
 
-impl Drop for WorkerGuard {
-    fn drop(&mut self) {
-        if self.armed
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(destroy_worker(
-                Arc::clone(&self.inner),
-                Arc::clone(&self.provider),
-                self.worker_id,
-            ));
-        }
-    }
-}
-
-async fn destroy_worker(inner: Arc<Inner>, provider: Arc<dyn Provider>, worker_id: WorkerId) {
-    inner.sessions.forget(worker_id);
-    inner.tokens.revoke(worker_id);
-    match timeout(DESTROY_TIMEOUT, provider.destroy(worker_id)).await {
-        Ok(Ok(())) => debug!(worker.id = %worker_id, "worker destroyed"),
-        Ok(Err(error)) => {
-            warn!(worker.id = %worker_id, %error, "destroying the worker failed; the orphan sweep will retry")
-        }
-        Err(_) => {
-            warn!(worker.id = %worker_id, "destroying the worker timed out; the orphan sweep will retry")
-        }
-    }
-    if inner.lock_workers().remove(&worker_id) {
-        observe::worker_count(provider.name(), -1.0);
-    }
+/// The server asked the worker to stop the job, and waits for its result until `deadline`.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    reason: StopReason,
+    deadline: Instant,
 }
 
 impl JobRun {
@@ -96,12 +65,14 @@ impl JobRun {
         status: watch::Sender<Job>,
         cancel: CancellationToken,
     ) -> Self {
+        let timeline = StartTimeline::new(job.created_at);
         Self {
             inner,
             job,
             provider,
             status,
             cancel,
+            timeline,
         }
     }
 
@@ -128,88 +99,28 @@ impl JobRun {
     async fn drive(&mut self, guard: &mut Option<WorkerGuard>) -> JobState {
         let _permit = match self.wait_for_slot().await {
             Ok(permit) => permit,
-            Err(interrupt) => return self.interrupted_before_start(interrupt),
+            Err(reason) => return self.stopped_without_result(reason),
         };
-        observe::start_phase("queued", self.since_created());
+        self.timeline.dequeued();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let worker_id = WorkerId::new();
-            self.job.worker_id = Some(worker_id);
-            self.set_state(JobState::Provisioning).await;
-            let capabilities = self.provider.capabilities();
-            let token = self
-                .inner
-                .tokens
-                .issue(worker_id, capabilities.registration_timeout);
-            let (attach_tx, attach_rx) = oneshot::channel();
-            let Some(log) = self.inner.logs.live(self.job.id) else {
-                return JobState::Failed {
-                    reason: FailureReason::WorkerLost {
-                        message: "the job log was closed before the worker started".into(),
-                    },
-                };
-            };
-            self.inner.sessions.expect(
-                worker_id,
-                PendingWorker {
-                    job_id: self.job.id,
-                    log,
-                    attach: attach_tx,
-                },
-            );
-            self.inner.lock_workers().insert(worker_id);
-            *guard = Some(WorkerGuard {
-                inner: Arc::clone(&self.inner),
-                provider: Arc::clone(&self.provider),
-                worker_id,
-                armed: true,
-            });
-            let launch = WorkerLaunch {
-                worker_id,
-                job_id: self.job.id,
-                spec: self.job.spec.clone(),
-                server_address: self.inner.config.advertise_address.clone(),
-                otp_token: token,
-            };
-            let span = info_span!("provision", worker.id = %worker_id);
-            let provision_started = Instant::now();
-            observe::worker_count(self.provider.name(), 1.0);
-            let provisioned = tokio::select! {
-                result = timeout(self.inner.config.provision_timeout, self.provider.provision(launch)).instrument(span) => result,
-                interrupt = self.interrupted() => return self.interrupted_before_start(interrupt),
-            };
-            match provisioned {
-                Ok(Ok(worker)) => {
-                    observe::start_phase("provisioning", provision_started.elapsed());
-                    info!(worker.id = %worker_id, where = %worker.description, "worker provisioned");
-                    return self
-                        .await_registration(worker_id, attach_rx, worker.events)
-                        .await;
-                }
-                Ok(Err(error)) if error.retryable => {
+            match self.provision(guard).await {
+                Ok(worker) => return self.await_registration(worker).await,
+                Err(NoWorker::Ended(state)) => return state,
+                Err(NoWorker::Refused(error)) => {
                     if let Some(guard) = guard.take() {
                         guard.destroy().await;
                     }
-                    if let Err(interrupt) = self.back_off(&error, attempt).await {
-                        return self.interrupted_before_start(interrupt);
+                    if let Err(reason) = self.back_off(&error, attempt).await {
+                        return self.stopped_without_result(reason);
                     }
-                }
-                Ok(Err(error)) => return self.provider_failure(&error.reason, &error.message),
-                Err(_) => {
-                    return self.provider_failure(
-                        "ProvisionTimeout",
-                        &format!(
-                            "the provider did not create the worker within {}",
-                            humantime::format_duration(self.inner.config.provision_timeout)
-                        ),
-                    );
                 }
             }
         }
     }
 
-    async fn wait_for_slot(&mut self) -> Result<Option<OwnedSemaphorePermit>, Interrupt> {
+    async fn wait_for_slot(&mut self) -> Result<Option<OwnedSemaphorePermit>, StopReason> {
         let Some(slots) = self.inner.slots.get(self.provider.name()).cloned() else {
             return Ok(None);
         };
@@ -222,50 +133,114 @@ impl JobRun {
         }
         tokio::select! {
             permit = slots.acquire_owned() => Ok(permit.ok()),
-            interrupt = self.interrupted() => Err(interrupt),
+            reason = self.stop_requested() => Err(reason),
         }
     }
 
-    async fn back_off(&mut self, error: &ProviderError, attempt: u32) -> Result<(), Interrupt> {
+    /// Asks the provider for a worker, which `guard` then owns.
+    async fn provision(
+        &mut self,
+        guard: &mut Option<WorkerGuard>,
+    ) -> Result<CreatedWorker, NoWorker> {
+        let worker_id = WorkerId::new();
+        self.job.worker_id = Some(worker_id);
+        self.set_state(JobState::Provisioning).await;
+        let token = self
+            .inner
+            .tokens
+            .issue(worker_id, self.provider.capabilities().registration_timeout);
+        let Some(log) = self.inner.logs.live(self.job.id) else {
+            return Err(NoWorker::Ended(outcome::worker_lost(
+                "the job log was closed before the worker started",
+            )));
+        };
+        let (attach_tx, attach) = oneshot::channel();
+        self.inner.sessions.expect(
+            worker_id,
+            PendingWorker {
+                job_id: self.job.id,
+                log,
+                attach: attach_tx,
+            },
+        );
+        *guard = Some(WorkerGuard::new(
+            Arc::clone(&self.inner),
+            Arc::clone(&self.provider),
+            worker_id,
+        ));
+        let launch = WorkerLaunch {
+            worker_id,
+            job_id: self.job.id,
+            spec: self.job.spec.clone(),
+            server_address: self.inner.config.advertise_address.clone(),
+            otp_token: token,
+        };
+        let limit = self.inner.config.provision_timeout;
+        let span = info_span!("provision", worker.id = %worker_id);
+        self.timeline.provisioning();
+        let provisioned = tokio::select! {
+            result = timeout(limit, self.provider.provision(launch)).instrument(span) => result,
+            reason = self.stop_requested() => return Err(NoWorker::Ended(self.stopped_without_result(reason))),
+        };
+        match provisioned {
+            Ok(Ok(worker)) => {
+                self.timeline.created();
+                info!(worker.id = %worker_id, where = %worker.description, "worker provisioned");
+                Ok(CreatedWorker {
+                    worker_id,
+                    attach,
+                    events: worker.events,
+                })
+            }
+            Ok(Err(error)) if error.retryable => Err(NoWorker::Refused(error)),
+            Ok(Err(error)) => Err(NoWorker::Ended(
+                self.provider_failure(&error.reason, &error.message),
+            )),
+            Err(_) => Err(NoWorker::Ended(self.provider_failure(
+                "ProvisionTimeout",
+                &format!(
+                    "the provider did not create the worker within {}",
+                    humantime::format_duration(limit)
+                ),
+            ))),
+        }
+    }
+
+    /// Puts the job back in the queue after a refusal and waits before the next attempt.
+    async fn back_off(&mut self, error: &ProviderError, attempt: u32) -> Result<(), StopReason> {
         let delay = MAX_RETRY_BACKOFF.min(Duration::from_secs(1u64 << attempt.min(5)));
         warn!(%error, retry_in = ?delay, "provider refused the worker for now; job stays queued");
         self.job.worker_id = None;
-        observe::phase_changed(&self.job.state, &JobState::Queued);
-        self.job.state = JobState::Queued;
-        self.set_detail(format!("waiting: {error}")).await;
+        self.job.detail = Some(format!("waiting: {error}"));
+        self.set_state(JobState::Queued).await;
         tokio::select! {
             () = sleep(delay) => Ok(()),
-            interrupt = self.interrupted() => Err(interrupt),
+            reason = self.stop_requested() => Err(reason),
         }
     }
 
-    async fn await_registration(
-        &mut self,
-        worker_id: WorkerId,
-        attach: oneshot::Receiver<WorkerLink>,
-        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
-    ) -> JobState {
+    async fn await_registration(&mut self, worker: CreatedWorker) -> JobState {
+        let CreatedWorker {
+            worker_id,
+            attach,
+            mut events,
+        } = worker;
         let waited = self.provider.capabilities().registration_timeout;
-        let started = Instant::now();
-        let deadline = started + waited;
-        // Registration counts from placement when the provider reports one.
-        let mut placed_at: Option<Instant> = None;
+        let deadline = Instant::now() + waited;
         tokio::pin!(attach);
         loop {
             tokio::select! {
                 link = &mut attach => {
                     let Ok(link) = link else {
-                        return worker_lost("the worker's registration was dropped");
+                        return outcome::worker_lost("the worker's registration was dropped");
                     };
-                    observe::start_phase("registration", placed_at.unwrap_or(started).elapsed());
+                    self.timeline.registered();
                     info!(worker.id = %worker_id, "worker registered");
-                    let unplaced_since = placed_at.is_none().then_some(started);
-                    return self.run_on_worker(link, events, unplaced_since).await;
+                    return self.run_on_worker(link, events).await;
                 }
                 event = events.recv() => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
-                        observe::start_phase("scheduling", started.elapsed());
-                        placed_at = Some(Instant::now());
+                        self.timeline.placed();
                         self.set_detail(detail).await;
                     }
                     Some(WorkerEvent::Progress { detail }) => self.set_detail(detail).await,
@@ -279,21 +254,20 @@ impl JobRun {
                 () = sleep_until(deadline) => {
                     return JobState::Failed { reason: FailureReason::RegistrationTimeout { waited } };
                 }
-                interrupt = self.interrupted() => return self.interrupted_before_start(interrupt),
+                reason = self.stop_requested() => return self.stopped_without_result(reason),
             }
         }
     }
 
-    /// Runs the job on a registered worker. `unplaced_since` is when the worker was
-    /// created, if its placement has not been reported yet (a watch can lag behind the
-    /// worker's own connection).
+    /// Runs the job on a registered worker until it reports a result, goes away, or
+    /// stays silent past a deadline.
     async fn run_on_worker(
         &mut self,
         mut link: WorkerLink,
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
-        mut unplaced_since: Option<Instant>,
     ) -> JobState {
         let config = self.inner.config.clone();
+        let limit = self.job.spec.timeout;
         let assignment = Assignment {
             job_id: self.job.id,
             spec: self.job.spec.clone(),
@@ -306,82 +280,81 @@ impl JobRun {
             .await
             .is_err()
         {
-            return worker_lost("the worker disconnected before it got the job");
+            return outcome::worker_lost("the worker disconnected before it got the job");
         }
         self.job.started_at = Some(OffsetDateTime::now_utc());
         self.job.detail = None;
         self.set_state(JobState::Running).await;
+        self.timeline.running();
 
-        let running_since = Instant::now();
-        let mut first_output = true;
-        let timeout_at = running_since + self.job.spec.timeout;
+        let timeout_at = Instant::now() + limit;
         let mut heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
-        let mut stopping: Option<(StopReason, Instant)> = None;
+        let mut stopping: Option<Stopping> = None;
         let mut events_open = true;
         loop {
-            let stop_deadline = stopping.map(|(_, at)| at);
+            let stop_reason = stopping.map(|s| s.reason);
             tokio::select! {
                 message = link.from_worker.recv() => match message {
                     Some(FromWorker::Alive) => heartbeat_deadline = Instant::now() + config.heartbeat_timeout,
                     Some(FromWorker::Output) => {
                         heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
-                        if std::mem::take(&mut first_output) {
-                            observe::start_phase("first_output", running_since.elapsed());
-                        }
+                        self.timeline.output();
                     }
                     Some(FromWorker::Result { outcome, last_seq }) => {
                         self.check_output_complete(last_seq);
                         let _ = link.to_worker.send(ToWorker::ResultAccepted).await;
-                        return finished_state(&outcome, stopping.map(|(r, _)| r), self.job.spec.timeout);
+                        return outcome::reported(&outcome, stop_reason, limit);
                     }
-                    Some(FromWorker::Broken(message)) => return self.lost_or_stopped(stopping, &message),
-                    None => return self.lost_or_stopped(stopping, "the worker's stream closed without a result"),
+                    Some(FromWorker::Broken(message)) => return self.worker_gone(stop_reason, &message),
+                    None => return self.worker_gone(stop_reason, "the worker's stream closed without a result"),
                 },
                 event = events.recv(), if events_open => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
-                        if let Some(created) = unplaced_since.take() {
-                            observe::start_phase("scheduling", created.elapsed());
-                        }
+                        self.timeline.placed();
                         debug!(%detail, "worker placed after it registered");
                     }
                     Some(WorkerEvent::Progress { detail }) => debug!(%detail, "worker progress"),
                     Some(WorkerEvent::Exited { exit, message }) => {
                         let how = exit.map_or(message, |e| e.to_string());
-                        return self.lost_or_stopped(stopping, &format!("worker exited before reporting a result ({how})"));
+                        return self.worker_gone(stop_reason, &format!("worker exited before reporting a result ({how})"));
                     }
                     Some(WorkerEvent::Failed { reason, message }) => {
-                        if let Some((reason, _)) = stopping {
-                            return stopped_without_result(reason, self.job.spec.timeout);
+                        if let Some(stopped) = stop_reason {
+                            return self.stopped_without_result(stopped);
                         }
                         return self.provider_failure(&reason, &message);
                     }
                     None => events_open = false,
                 },
                 () = sleep_until(heartbeat_deadline) => {
-                    return self.lost_or_stopped(stopping, &format!(
+                    return self.worker_gone(stop_reason, &format!(
                         "no heartbeat for {}", humantime::format_duration(config.heartbeat_timeout)
                     ));
                 }
                 () = sleep_until(timeout_at), if stopping.is_none() => {
                     info!("job timed out; stopping it");
-                    stopping = Some((StopReason::TimedOut, Instant::now() + config.kill_grace + config.result_grace));
-                    let _ = link.to_worker.send(ToWorker::Stop(StopReason::TimedOut)).await;
+                    stopping = Some(self.stop(&link, StopReason::TimedOut).await);
                 }
-                interrupt = self.interrupted(), if stopping.is_none() => {
-                    let reason = match interrupt {
-                        Interrupt::Cancelled => StopReason::Cancelled,
-                        Interrupt::Shutdown => StopReason::Shutdown,
-                    };
+                reason = self.stop_requested(), if stopping.is_none() => {
                     info!(?reason, "stopping the job");
-                    stopping = Some((reason, Instant::now() + config.kill_grace + config.result_grace));
-                    let _ = link.to_worker.send(ToWorker::Stop(reason)).await;
+                    stopping = Some(self.stop(&link, reason).await);
                 }
-                () = sleep_until(stop_deadline.unwrap_or_else(Instant::now)), if stop_deadline.is_some() => {
+                () = sleep_until(stopping.map_or_else(Instant::now, |s| s.deadline)), if stopping.is_some() => {
                     warn!("the worker did not report after being stopped; removing it");
-                    let reason = stopping.map_or(StopReason::Cancelled, |(r, _)| r);
-                    return stopped_without_result(reason, self.job.spec.timeout);
+                    return self.stopped_without_result(stop_reason.unwrap_or(StopReason::Cancelled));
                 }
             }
+        }
+    }
+
+    /// Tells the worker to stop the job, and gives it the kill grace and the result grace
+    /// to report.
+    async fn stop(&self, link: &WorkerLink, reason: StopReason) -> Stopping {
+        let config = &self.inner.config;
+        let _ = link.to_worker.send(ToWorker::Stop(reason)).await;
+        Stopping {
+            reason,
+            deadline: Instant::now() + config.kill_grace + config.result_grace,
         }
     }
 
@@ -403,50 +376,36 @@ impl JobRun {
         }
     }
 
-    fn lost_or_stopped(&self, stopping: Option<(StopReason, Instant)>, message: &str) -> JobState {
-        if let Some((reason, _)) = stopping {
-            return stopped_without_result(reason, self.job.spec.timeout);
+    fn worker_gone(&self, stopping: Option<StopReason>, message: &str) -> JobState {
+        if stopping.is_none() {
+            warn!(message, "worker lost");
         }
-        warn!(message, "worker lost");
-        worker_lost(message)
+        outcome::worker_gone(stopping, self.job.spec.timeout, message)
+    }
+
+    fn stopped_without_result(&self, reason: StopReason) -> JobState {
+        outcome::stopped_without_result(reason, self.job.spec.timeout)
     }
 
     fn provider_failure(&self, reason: &str, message: &str) -> JobState {
         warn!(reason, message, "provider failure");
-        JobState::Failed {
-            reason: FailureReason::ProviderFailure {
-                provider: self.provider.name().to_owned(),
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-            },
-        }
+        outcome::provider_failure(self.provider.name(), reason, message)
     }
 
-    fn interrupted_before_start(&self, interrupt: Interrupt) -> JobState {
-        match interrupt {
-            Interrupt::Cancelled => JobState::Cancelled { exit: None },
-            Interrupt::Shutdown => interrupted(),
-        }
-    }
-
-    async fn interrupted(&self) -> Interrupt {
+    /// Resolves when someone cancels the job or the server starts shutting down.
+    async fn stop_requested(&self) -> StopReason {
         tokio::select! {
             biased;
-            () = self.inner.shutdown.cancelled() => Interrupt::Shutdown,
-            () = self.cancel.cancelled() => Interrupt::Cancelled,
+            () = self.inner.shutdown.cancelled() => StopReason::Shutdown,
+            () = self.cancel.cancelled() => StopReason::Cancelled,
         }
     }
 
+    /// The one way the job's state changes: counted, stored and published.
     async fn set_state(&mut self, state: JobState) {
         observe::phase_changed(&self.job.state, &state);
         self.job.state = state;
         self.publish().await;
-    }
-
-    fn since_created(&self) -> Duration {
-        (OffsetDateTime::now_utc() - self.job.created_at)
-            .try_into()
-            .unwrap_or_default()
     }
 
     async fn set_detail(&mut self, detail: String) {
@@ -462,89 +421,5 @@ impl JobRun {
             warn!(%error, "storing the job state failed");
         }
         self.status.send_replace(self.job.clone());
-    }
-}
-
-fn worker_lost(message: &str) -> JobState {
-    JobState::Failed {
-        reason: FailureReason::WorkerLost {
-            message: message.to_owned(),
-        },
-    }
-}
-
-fn finished_state(
-    outcome: &WorkerOutcome,
-    stopped: Option<StopReason>,
-    limit: Duration,
-) -> JobState {
-    let exit = match outcome {
-        WorkerOutcome::Exit(exit) => Some(*exit),
-        WorkerOutcome::SpawnFailed(_) => None,
-    };
-    match stopped {
-        Some(StopReason::TimedOut) => {
-            return JobState::TimedOut {
-                timeout: limit,
-                exit,
-            };
-        }
-        Some(StopReason::Cancelled) => return JobState::Cancelled { exit },
-        Some(StopReason::Shutdown) => return interrupted(),
-        None => {}
-    }
-    match outcome {
-        WorkerOutcome::Exit(exit) => JobState::from_exit(*exit),
-        WorkerOutcome::SpawnFailed(message) => JobState::Failed {
-            reason: FailureReason::CommandNotStarted {
-                message: message.clone(),
-            },
-        },
-    }
-}
-
-fn stopped_without_result(reason: StopReason, limit: Duration) -> JobState {
-    match reason {
-        StopReason::TimedOut => JobState::TimedOut {
-            timeout: limit,
-            exit: None,
-        },
-        StopReason::Cancelled => JobState::Cancelled { exit: None },
-        StopReason::Shutdown => interrupted(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::ProcessExit;
-
-    #[test]
-    fn a_stopped_job_keeps_the_reason_it_was_stopped_for() {
-        let limit = Duration::from_secs(5);
-        let killed = WorkerOutcome::Exit(ProcessExit::Signal(15));
-        assert_eq!(
-            finished_state(&killed, Some(StopReason::TimedOut), limit),
-            JobState::TimedOut {
-                timeout: limit,
-                exit: Some(ProcessExit::Signal(15))
-            }
-        );
-        assert_eq!(
-            finished_state(&killed, Some(StopReason::Cancelled), limit),
-            JobState::Cancelled {
-                exit: Some(ProcessExit::Signal(15))
-            }
-        );
-        assert_eq!(
-            finished_state(&killed, None, limit),
-            JobState::from_exit(ProcessExit::Signal(15))
-        );
-        assert!(matches!(
-            finished_state(&WorkerOutcome::SpawnFailed("nope".into()), None, limit),
-            JobState::Failed {
-                reason: FailureReason::CommandNotStarted { .. }
-            }
-        ));
     }
 }

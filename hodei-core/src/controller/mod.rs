@@ -1,7 +1,12 @@
 //! The job controller: accepts jobs and drives each one from queue to cleanup.
 
 mod job_run;
+mod outcome;
+mod start_timeline;
 mod sweeper;
+#[cfg(test)]
+mod tests;
+mod worker_guard;
 mod worker_link;
 
 use std::{
@@ -18,7 +23,7 @@ pub use worker_link::{Assignment, FromWorker, StopReason, ToWorker, WorkerLink, 
 pub(crate) use worker_link::{PendingWorker, WorkerSessions};
 
 use crate::{
-    job::{FailureReason, Job, JobId, JobSpec, JobState, ValidationError, WorkerId},
+    job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
     provider::{ProviderRegistry, SelectionError},
     store::{JobStore, StoreError},
@@ -285,12 +290,5 @@ impl Inner {
         self.workers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// The reason recorded for jobs that were active when the server stopped.
-pub(crate) fn interrupted() -> JobState {
-    JobState::Failed {
-        reason: FailureReason::ServerRestarted,
     }
 }

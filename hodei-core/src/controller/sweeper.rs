@@ -5,14 +5,14 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::{Inner, interrupted};
+use super::{Inner, outcome};
 use crate::store::StoreError;
 
 /// Marks jobs that were active when the server last stopped as failed.
 pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreError> {
     for mut job in inner.store.unfinished().await? {
         warn!(job.id = %job.id, state = job.state.phase_name(), "job was active when the server stopped");
-        job.state = interrupted();
+        job.state = outcome::server_stopped();
         job.finished_at = Some(OffsetDateTime::now_utc());
         inner.store.update(&job).await?;
     }

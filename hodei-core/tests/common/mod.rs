@@ -34,11 +34,6 @@ pub enum Behaviour {
 #[derive(Debug, Clone)]
 pub struct TaskProvider {
     pub behaviour: Behaviour,
-    pub registration_timeout: Duration,
-    /// Most workers at once.
-    pub max_workers: Option<usize>,
-    /// How many provisions are refused as "quota exceeded" before they succeed.
-    pub quota_refusals: Arc<std::sync::atomic::AtomicUsize>,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -48,9 +43,6 @@ impl TaskProvider {
     pub fn new(behaviour: Behaviour) -> Self {
         Self {
             behaviour,
-            registration_timeout: Duration::from_secs(10),
-            max_workers: None,
-            quota_refusals: Arc::default(),
             launches: Arc::default(),
             destroyed: Arc::default(),
             tasks: Arc::default(),
@@ -86,8 +78,8 @@ impl Provider for TaskProvider {
     fn capabilities(&self) -> ProviderCapabilities {
         ProviderCapabilities {
             containers: false,
-            max_workers: self.max_workers,
-            registration_timeout: self.registration_timeout,
+            max_workers: None,
+            registration_timeout: Duration::from_secs(10),
         }
     }
 
@@ -96,20 +88,6 @@ impl Provider for TaskProvider {
     }
 
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
-        let refuse = self
-            .quota_refusals
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok();
-        if refuse {
-            return Err(ProviderError::retryable(
-                "QuotaExceeded",
-                "exceeded quota: pods=1",
-            ));
-        }
         self.launches.lock().unwrap().push(launch.clone());
         let (events_tx, events) = mpsc::unbounded_channel();
         if self.behaviour == Behaviour::RunWorker {

@@ -1,0 +1,179 @@
+//! How a job ends: pure decisions from what the worker, the provider and the clock said.
+
+use std::time::Duration;
+
+use super::{StopReason, WorkerOutcome};
+use crate::job::{FailureReason, JobState};
+
+/// The state of a job that was active when the server stopped.
+pub(crate) fn server_stopped() -> JobState {
+    JobState::Failed {
+        reason: FailureReason::ServerRestarted,
+    }
+}
+
+/// The state of a job the worker reported a result for, `stopped` naming why the server
+/// had asked it to stop, if it had.
+pub(super) fn reported(
+    outcome: &WorkerOutcome,
+    stopped: Option<StopReason>,
+    limit: Duration,
+) -> JobState {
+    let exit = match outcome {
+        WorkerOutcome::Exit(exit) => Some(*exit),
+        WorkerOutcome::SpawnFailed(_) => None,
+    };
+    match (stopped, outcome) {
+        (Some(StopReason::TimedOut), _) => JobState::TimedOut {
+            timeout: limit,
+            exit,
+        },
+        (Some(StopReason::Cancelled), _) => JobState::Cancelled { exit },
+        (Some(StopReason::Shutdown), _) => server_stopped(),
+        (None, WorkerOutcome::Exit(exit)) => JobState::from_exit(*exit),
+        (None, WorkerOutcome::SpawnFailed(message)) => JobState::Failed {
+            reason: FailureReason::CommandNotStarted {
+                message: message.clone(),
+            },
+        },
+    }
+}
+
+/// The state of a job that was stopped for `reason` and gave no result: it was stopped
+/// before it started, or its worker went away or stayed silent after being told to stop.
+pub(super) fn stopped_without_result(reason: StopReason, limit: Duration) -> JobState {
+    match reason {
+        StopReason::TimedOut => JobState::TimedOut {
+            timeout: limit,
+            exit: None,
+        },
+        StopReason::Cancelled => JobState::Cancelled { exit: None },
+        StopReason::Shutdown => server_stopped(),
+    }
+}
+
+/// The state of a job whose worker went away, `stopping` naming why the server had asked
+/// it to stop, if it had: a worker told to stop may leave without a word.
+pub(super) fn worker_gone(
+    stopping: Option<StopReason>,
+    limit: Duration,
+    message: &str,
+) -> JobState {
+    match stopping {
+        Some(reason) => stopped_without_result(reason, limit),
+        None => worker_lost(message),
+    }
+}
+
+/// The state of a job whose worker stopped talking to the server.
+pub(super) fn worker_lost(message: &str) -> JobState {
+    JobState::Failed {
+        reason: FailureReason::WorkerLost {
+            message: message.to_owned(),
+        },
+    }
+}
+
+/// The state of a job whose provider could not start or keep its worker.
+pub(super) fn provider_failure(provider: &str, reason: &str, message: &str) -> JobState {
+    JobState::Failed {
+        reason: FailureReason::ProviderFailure {
+            provider: provider.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::ProcessExit;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+    const KILLED: WorkerOutcome = WorkerOutcome::Exit(ProcessExit::Signal(15));
+
+    #[test]
+    fn a_stopped_job_keeps_the_reason_it_was_stopped_for() {
+        assert_eq!(
+            reported(&KILLED, Some(StopReason::TimedOut), LIMIT),
+            JobState::TimedOut {
+                timeout: LIMIT,
+                exit: Some(ProcessExit::Signal(15))
+            }
+        );
+        assert_eq!(
+            reported(&KILLED, Some(StopReason::Cancelled), LIMIT),
+            JobState::Cancelled {
+                exit: Some(ProcessExit::Signal(15))
+            }
+        );
+        assert_eq!(
+            reported(&KILLED, Some(StopReason::Shutdown), LIMIT),
+            server_stopped()
+        );
+    }
+
+    #[test]
+    fn an_unstopped_job_ends_as_its_command_did() {
+        assert_eq!(
+            reported(&KILLED, None, LIMIT),
+            JobState::from_exit(ProcessExit::Signal(15))
+        );
+        assert_eq!(
+            reported(&WorkerOutcome::Exit(ProcessExit::Code(0)), None, LIMIT),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            reported(&WorkerOutcome::SpawnFailed("nope".into()), None, LIMIT),
+            JobState::Failed {
+                reason: FailureReason::CommandNotStarted {
+                    message: "nope".into()
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_that_never_started_after_a_cancel_is_cancelled_without_an_exit() {
+        assert_eq!(
+            reported(
+                &WorkerOutcome::SpawnFailed("nope".into()),
+                Some(StopReason::Cancelled),
+                LIMIT
+            ),
+            JobState::Cancelled { exit: None }
+        );
+    }
+
+    #[test]
+    fn a_job_stopped_without_a_result_ends_for_the_stop_reason() {
+        assert_eq!(
+            stopped_without_result(StopReason::TimedOut, LIMIT),
+            JobState::TimedOut {
+                timeout: LIMIT,
+                exit: None
+            }
+        );
+        assert_eq!(
+            stopped_without_result(StopReason::Cancelled, LIMIT),
+            JobState::Cancelled { exit: None }
+        );
+        assert_eq!(
+            stopped_without_result(StopReason::Shutdown, LIMIT),
+            server_stopped()
+        );
+    }
+
+    #[test]
+    fn a_gone_worker_is_lost_unless_it_was_told_to_stop() {
+        assert_eq!(
+            worker_gone(None, LIMIT, "stream closed"),
+            worker_lost("stream closed")
+        );
+        assert_eq!(
+            worker_gone(Some(StopReason::Cancelled), LIMIT, "stream closed"),
+            JobState::Cancelled { exit: None }
+        );
+    }
+}

@@ -1,0 +1,745 @@
+//! Every branch of a job's run in paused time: a fake provider, a hand-made worker link
+//! and an in-memory store, so a 30 s heartbeat timeout takes milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use super::{
+    ControllerConfig, FromWorker, JobController, StopReason, ToWorker, WorkerLink, WorkerOutcome,
+};
+use crate::{
+    job::{FailureReason, Job, JobId, JobSpec, JobState, ProcessExit, WorkerId},
+    logs::{LogHub, OutputChunk, OutputStream},
+    provider::{
+        Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProviderRegistry,
+        ProvisionedWorker, WorkerEvent, WorkerLaunch,
+    },
+    store::{JobStore, StoreError},
+};
+
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
+const KILL_GRACE: Duration = Duration::from_secs(10);
+const RESULT_GRACE: Duration = Duration::from_secs(10);
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Jobs in memory, so no store I/O runs outside the paused clock.
+#[derive(Debug, Default)]
+struct MemoryStore {
+    jobs: Mutex<HashMap<JobId, Job>>,
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn insert(&self, job: &Job) -> Result<(), StoreError> {
+        self.jobs.lock().unwrap().insert(job.id, job.clone());
+        Ok(())
+    }
+    async fn update(&self, job: &Job) -> Result<(), StoreError> {
+        self.insert(job).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self.jobs.lock().unwrap().get(&id).cloned())
+    }
+    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs.values().take(limit as usize).cloned().collect())
+    }
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .cloned()
+            .collect())
+    }
+}
+
+/// What the fake platform does with one provision call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provision {
+    /// Create the worker and hand it to the test.
+    Create,
+    /// Refuse for good.
+    Refuse,
+    /// Refuse for now (a full quota).
+    RefuseForNow,
+    /// Never answer.
+    Hang,
+}
+
+/// A worker the fake platform created; the test plays both the platform and the worker.
+#[derive(Debug)]
+struct CreatedWorker {
+    launch: WorkerLaunch,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+}
+
+#[derive(Debug)]
+struct FakeProvider {
+    plan: Mutex<VecDeque<Provision>>,
+    max_workers: Option<usize>,
+    provisions: Mutex<usize>,
+    created: mpsc::UnboundedSender<CreatedWorker>,
+    destroyed: watch::Sender<Vec<WorkerId>>,
+}
+
+#[async_trait]
+impl Provider for FakeProvider {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            containers: false,
+            max_workers: self.max_workers,
+            registration_timeout: REGISTRATION_TIMEOUT,
+        }
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth::Healthy
+    }
+
+    async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
+        *self.provisions.lock().unwrap() += 1;
+        let next = self
+            .plan
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Provision::Create);
+        match next {
+            Provision::Create => {
+                let (events, receiver) = mpsc::unbounded_channel();
+                self.created.send(CreatedWorker { launch, events }).unwrap();
+                Ok(ProvisionedWorker {
+                    description: "fake worker".into(),
+                    events: receiver,
+                })
+            }
+            Provision::Refuse => Err(ProviderError::fatal("NoCapacity", "never")),
+            Provision::RefuseForNow => Err(ProviderError::retryable("QuotaExceeded", "full")),
+            Provision::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError> {
+        self.destroyed.send_modify(|d| d.push(worker_id));
+        Ok(())
+    }
+
+    async fn cleanup_orphans(&self, _: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        Ok(0)
+    }
+}
+
+/// The worker's end of a hand-made link.
+struct WorkerEnd {
+    to_worker: mpsc::Receiver<ToWorker>,
+    from_worker: mpsc::Sender<FromWorker>,
+}
+
+impl WorkerEnd {
+    async fn next(&mut self) -> ToWorker {
+        self.to_worker.recv().await.expect("the controller hung up")
+    }
+
+    async fn send(&self, message: FromWorker) {
+        self.from_worker.send(message).await.unwrap();
+    }
+
+    async fn report(&self, exit: ProcessExit) {
+        self.send(FromWorker::Result {
+            outcome: WorkerOutcome::Exit(exit),
+            last_seq: 0,
+        })
+        .await;
+    }
+}
+
+struct Harness {
+    controller: JobController,
+    provider: Arc<FakeProvider>,
+    created: mpsc::UnboundedReceiver<CreatedWorker>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(plan: &[Provision]) -> Self {
+        Self::with_max_workers(plan, None).await
+    }
+
+    async fn with_max_workers(plan: &[Provision], max_workers: Option<usize>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (created_tx, created) = mpsc::unbounded_channel();
+        let provider = Arc::new(FakeProvider {
+            plan: Mutex::new(plan.iter().copied().collect()),
+            max_workers,
+            provisions: Mutex::default(),
+            created: created_tx,
+            destroyed: watch::Sender::new(Vec::new()),
+        });
+        let mut providers = ProviderRegistry::new();
+        providers.register(Arc::clone(&provider) as Arc<dyn Provider>);
+        let config = ControllerConfig::builder("http://127.0.0.1:1")
+            .heartbeat_timeout(HEARTBEAT_TIMEOUT)
+            .provision_timeout(PROVISION_TIMEOUT)
+            .kill_grace(KILL_GRACE)
+            .result_grace(RESULT_GRACE)
+            .build();
+        let controller = JobController::start(
+            config,
+            Arc::new(MemoryStore::default()),
+            Arc::new(LogHub::open(dir.path()).unwrap()),
+            providers,
+        )
+        .await
+        .unwrap();
+        Self {
+            controller,
+            provider,
+            created,
+            _dir: dir,
+        }
+    }
+
+    async fn submit(&self) -> Job {
+        let spec = JobSpec::builder("true")
+            .timeout(JOB_TIMEOUT)
+            .build()
+            .unwrap();
+        self.controller.submit(spec).await.unwrap()
+    }
+
+    /// The next worker the provider created.
+    async fn created(&mut self) -> CreatedWorker {
+        self.created.recv().await.unwrap()
+    }
+
+    /// Registers `worker` as its server stream would, and returns the worker's end.
+    fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
+        let pending = self
+            .controller
+            .sessions()
+            .claim(worker.launch.worker_id)
+            .expect("the worker was expected");
+        let (to_worker_tx, to_worker) = mpsc::channel(16);
+        let (from_worker, from_worker_rx) = mpsc::channel(16);
+        pending
+            .attach
+            .send(WorkerLink {
+                to_worker: to_worker_tx,
+                from_worker: from_worker_rx,
+            })
+            .unwrap();
+        WorkerEnd {
+            to_worker,
+            from_worker,
+        }
+    }
+
+    /// Submits a job, creates its worker and registers it; returns it assigned.
+    async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
+        let job = self.submit().await;
+        let worker = self.created().await;
+        let mut end = self.register(&worker);
+        assert!(matches!(end.next().await, ToWorker::Assign(_)));
+        self.wait_for(job.id, |j| j.state == JobState::Running)
+            .await;
+        (job, worker, end)
+    }
+
+    /// Waits until the job satisfies `condition`, and returns it.
+    async fn wait_for(&self, id: JobId, condition: impl Fn(&Job) -> bool) -> Job {
+        if let Some(mut status) = self.controller.watch(id)
+            && let Ok(job) = status.wait_for(|j| condition(j)).await
+        {
+            return job.clone();
+        }
+        let job = self.controller.get(id).await.unwrap().unwrap();
+        assert!(condition(&job), "the job ended as {job:?}");
+        job
+    }
+
+    /// Waits for the job's terminal state.
+    async fn ended(&self, id: JobId) -> JobState {
+        self.wait_for(id, |j| j.state.is_terminal()).await.state
+    }
+
+    /// Waits until the provider was asked to remove `worker_id`.
+    async fn destroyed(&self, worker_id: WorkerId) {
+        let mut destroyed = self.provider.destroyed.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            destroyed.wait_for(|d| d.contains(&worker_id)),
+        )
+        .await
+        .expect("the worker was not removed")
+        .unwrap();
+    }
+
+    fn provisions(&self) -> usize {
+        *self.provider.provisions.lock().unwrap()
+    }
+}
+
+fn provider_failure(reason: &str) -> impl Fn(&JobState) -> bool + '_ {
+    move |state| {
+        matches!(state, JobState::Failed { reason: FailureReason::ProviderFailure { provider, reason: r, .. } }
+            if provider == "fake" && r == reason)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reported_exit_ends_the_job_and_removes_the_worker() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, worker, mut end) = harness.running().await;
+    end.send(FromWorker::Output).await;
+    end.report(ProcessExit::Code(3)).await;
+    assert!(matches!(end.next().await, ToWorker::ResultAccepted));
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::from_exit(ProcessExit::Code(3))
+    );
+    harness.destroyed(worker.launch.worker_id).await;
+    assert_eq!(harness.controller.active_jobs(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_does_not_create_the_worker_in_time_fails_the_job() {
+    let mut harness = Harness::start(&[Provision::Hang]).await;
+    let job = harness.submit().await;
+    let started = Instant::now();
+    let state = harness.ended(job.id).await;
+    assert!(provider_failure("ProvisionTimeout")(&state), "{state:?}");
+    assert_eq!(started.elapsed(), PROVISION_TIMEOUT);
+    let worker_id = harness
+        .controller
+        .get(job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .worker_id
+        .unwrap();
+    harness.destroyed(worker_id).await;
+    assert!(harness.created.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_stops_reporting_before_registration_fails_the_job() {
+    let mut harness = Harness::start(&[]).await;
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    drop(worker.events);
+    let state = harness.ended(job.id).await;
+    assert!(provider_failure("WorkerGone")(&state), "{state:?}");
+    harness.destroyed(worker.launch.worker_id).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_exits_before_registering_fails_the_job_with_its_exit() {
+    let mut harness = Harness::start(&[]).await;
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    worker
+        .events
+        .send(WorkerEvent::Exited {
+            exit: Some(ProcessExit::Code(127)),
+            message: String::new(),
+        })
+        .unwrap();
+    let state = harness.ended(job.id).await;
+    assert!(provider_failure("WorkerExited")(&state), "{state:?}");
+    assert!(state.to_string().contains("exit code 127"), "{state}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_platform_failure_before_registration_fails_the_job_with_its_reason() {
+    let mut harness = Harness::start(&[]).await;
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    worker
+        .events
+        .send(WorkerEvent::Progress {
+            detail: "pulling image".into(),
+        })
+        .unwrap();
+    harness
+        .wait_for(job.id, |j| j.detail.as_deref() == Some("pulling image"))
+        .await;
+    worker
+        .events
+        .send(WorkerEvent::Failed {
+            reason: "ImagePullBackOff".into(),
+            message: "no such image".into(),
+        })
+        .unwrap();
+    let state = harness.ended(job.id).await;
+    assert!(provider_failure("ImagePullBackOff")(&state), "{state:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_never_registers_times_out_and_is_removed() {
+    let mut harness = Harness::start(&[]).await;
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    let started = Instant::now();
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Failed {
+            reason: FailureReason::RegistrationTimeout {
+                waited: REGISTRATION_TIMEOUT
+            }
+        }
+    );
+    assert_eq!(started.elapsed(), REGISTRATION_TIMEOUT);
+    harness.destroyed(worker.launch.worker_id).await;
+    assert!(
+        harness
+            .controller
+            .sessions()
+            .claim(worker.launch.worker_id)
+            .is_none(),
+        "a late registration finds nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_worker_is_lost_after_the_heartbeat_timeout() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, worker, end) = harness.running().await;
+    tokio::time::sleep(HEARTBEAT_TIMEOUT / 2).await;
+    end.send(FromWorker::Alive).await;
+    let alive_at = Instant::now();
+    let state = harness.ended(job.id).await;
+    assert_eq!(
+        state,
+        JobState::Failed {
+            reason: FailureReason::WorkerLost {
+                message: "no heartbeat for 30s".into()
+            }
+        }
+    );
+    assert_eq!(
+        alive_at.elapsed(),
+        HEARTBEAT_TIMEOUT,
+        "a heartbeat renews the deadline"
+    );
+    harness.destroyed(worker.launch.worker_id).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_stream_closes_without_a_result_is_lost() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    drop(end);
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Failed {
+            reason: FailureReason::WorkerLost {
+                message: "the worker's stream closed without a result".into()
+            }
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_exits_while_running_is_lost() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, worker, _end) = harness.running().await;
+    worker
+        .events
+        .send(WorkerEvent::Exited {
+            exit: Some(ProcessExit::Signal(9)),
+            message: String::new(),
+        })
+        .unwrap();
+    let state = harness.ended(job.id).await;
+    assert!(
+        matches!(&state, JobState::Failed { reason: FailureReason::WorkerLost { message } } if message.contains("killed by signal 9")),
+        "{state:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_job_whose_worker_stays_silent_ends_at_the_stop_deadline() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, worker, mut end) = harness.running().await;
+    let outcome = harness.controller.cancel(job.id).await.unwrap().unwrap();
+    assert!(outcome.requested);
+    assert!(matches!(
+        end.next().await,
+        ToWorker::Stop(StopReason::Cancelled)
+    ));
+    let stopped_at = Instant::now();
+    // Heartbeats keep coming, but no result does.
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if end.from_worker.send(FromWorker::Alive).await.is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Cancelled { exit: None }
+    );
+    assert_eq!(stopped_at.elapsed(), KILL_GRACE + RESULT_GRACE);
+    harness.destroyed(worker.launch.worker_id).await;
+    heartbeats.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_job_keeps_the_exit_its_worker_reports() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, mut end) = harness.running().await;
+    harness.controller.cancel(job.id).await.unwrap();
+    assert!(matches!(
+        end.next().await,
+        ToWorker::Stop(StopReason::Cancelled)
+    ));
+    end.report(ProcessExit::Signal(15)).await;
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Cancelled {
+            exit: Some(ProcessExit::Signal(15))
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_past_its_timeout_is_stopped_and_ends_at_the_stop_deadline() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, mut end) = harness.running().await;
+    let started = Instant::now();
+    let heartbeat = end.from_worker.clone();
+    let heartbeats = tokio::spawn(async move {
+        while heartbeat.send(FromWorker::Alive).await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    assert!(matches!(
+        end.next().await,
+        ToWorker::Stop(StopReason::TimedOut)
+    ));
+    assert_eq!(started.elapsed(), JOB_TIMEOUT);
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::TimedOut {
+            timeout: JOB_TIMEOUT,
+            exit: None
+        }
+    );
+    assert_eq!(started.elapsed(), JOB_TIMEOUT + KILL_GRACE + RESULT_GRACE);
+    heartbeats.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_job_keeps_the_signal_that_ended_it() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, mut end) = harness.running().await;
+    let heartbeat = end.from_worker.clone();
+    let heartbeats = tokio::spawn(async move {
+        while heartbeat.send(FromWorker::Alive).await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    assert!(matches!(
+        end.next().await,
+        ToWorker::Stop(StopReason::TimedOut)
+    ));
+    end.report(ProcessExit::Signal(9)).await;
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::TimedOut {
+            timeout: JOB_TIMEOUT,
+            exit: Some(ProcessExit::Signal(9))
+        }
+    );
+    heartbeats.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_while_its_worker_is_created_is_cancelled_and_the_worker_removed() {
+    let harness = Harness::start(&[Provision::Hang]).await;
+    let job = harness.submit().await;
+    let provisioning = harness
+        .wait_for(job.id, |j| j.state == JobState::Provisioning)
+        .await;
+    harness.controller.cancel(job.id).await.unwrap();
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Cancelled { exit: None }
+    );
+    harness.destroyed(provisioning.worker_id.unwrap()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_before_its_worker_registers_is_cancelled() {
+    let mut harness = Harness::start(&[]).await;
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    harness.controller.cancel(job.id).await.unwrap();
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Cancelled { exit: None }
+    );
+    harness.destroyed(worker.launch.worker_id).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_in_the_queue_never_gets_a_worker() {
+    let mut harness = Harness::with_max_workers(&[], Some(1)).await;
+    let (_first, _worker, _end) = harness.running().await;
+    let second = harness.submit().await;
+    let waiting = harness.wait_for(second.id, |j| j.detail.is_some()).await;
+    assert_eq!(waiting.state, JobState::Queued);
+    assert_eq!(
+        waiting.detail.as_deref(),
+        Some("waiting for a free fake worker slot")
+    );
+    harness.controller.cancel(second.id).await.unwrap();
+    assert_eq!(
+        harness.ended(second.id).await,
+        JobState::Cancelled { exit: None }
+    );
+    assert_eq!(harness.provisions(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_starts_when_a_worker_slot_frees() {
+    let mut harness = Harness::with_max_workers(&[], Some(1)).await;
+    let (first, _worker, first_end) = harness.running().await;
+    let second = harness.submit().await;
+    tokio::time::sleep(HEARTBEAT_TIMEOUT / 2).await;
+    assert_eq!(
+        harness
+            .controller
+            .get(second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Queued
+    );
+    assert_eq!(harness.provisions(), 1, "one worker at a time");
+    first_end.report(ProcessExit::Code(0)).await;
+    assert_eq!(harness.ended(first.id).await, JobState::Succeeded);
+    let worker = harness.created().await;
+    assert_eq!(worker.launch.job_id, second.id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_refusal_fails_the_job_with_the_providers_reason() {
+    let harness = Harness::start(&[Provision::Refuse]).await;
+    let job = harness.submit().await;
+    let state = harness.ended(job.id).await;
+    assert!(provider_failure("NoCapacity")(&state), "{state:?}");
+    assert_eq!(harness.provisions(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_for_now_keeps_the_job_queued_with_the_reason_then_retries() {
+    let mut harness = Harness::start(&[Provision::RefuseForNow, Provision::RefuseForNow]).await;
+    let job = harness.submit().await;
+    let refused_at = Instant::now();
+    let waiting = harness
+        .wait_for(job.id, |j| {
+            j.state == JobState::Queued && j.detail.is_some()
+        })
+        .await;
+    assert_eq!(
+        waiting.detail.as_deref(),
+        Some("waiting: QuotaExceeded: full")
+    );
+    assert_eq!(waiting.worker_id, None);
+    let worker = harness.created().await;
+    assert_eq!(harness.provisions(), 3);
+    assert_eq!(
+        refused_at.elapsed(),
+        Duration::from_secs(2 + 4),
+        "the wait doubles after each refusal"
+    );
+    let mut end = harness.register(&worker);
+    assert!(matches!(end.next().await, ToWorker::Assign(_)));
+    end.report(ProcessExit::Code(0)).await;
+    assert_eq!(harness.ended(job.id).await, JobState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_while_it_waits_after_a_refusal_is_cancelled() {
+    let harness = Harness::start(&[Provision::RefuseForNow]).await;
+    let job = harness.submit().await;
+    harness
+        .wait_for(job.id, |j| {
+            j.state == JobState::Queued && j.detail.is_some()
+        })
+        .await;
+    harness.controller.cancel(job.id).await.unwrap();
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Cancelled { exit: None }
+    );
+    assert_eq!(harness.provisions(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_stops_running_jobs_and_records_why() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, worker, mut end) = harness.running().await;
+    let controller = harness.controller.clone();
+    let shutdown = tokio::spawn(async move { controller.shutdown(Duration::from_secs(60)).await });
+    assert!(matches!(
+        end.next().await,
+        ToWorker::Stop(StopReason::Shutdown)
+    ));
+    end.report(ProcessExit::Signal(15)).await;
+    shutdown.await.unwrap();
+    assert_eq!(
+        harness.ended(job.id).await,
+        JobState::Failed {
+            reason: FailureReason::ServerRestarted
+        }
+    );
+    harness.destroyed(worker.launch.worker_id).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_with_output_missing_from_the_log_says_so() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    let log = harness.controller.logs().live(job.id).unwrap();
+    log.append(&[OutputChunk {
+        seq: 1,
+        stream: OutputStream::Stdout,
+        data: "one\n".into(),
+        emitted_at_us: 0,
+    }])
+    .unwrap();
+    end.send(FromWorker::Result {
+        outcome: WorkerOutcome::Exit(ProcessExit::Code(0)),
+        last_seq: 2,
+    })
+    .await;
+    let ended = harness.wait_for(job.id, |j| j.state.is_terminal()).await;
+    assert_eq!(ended.state, JobState::Succeeded);
+    assert_eq!(
+        ended.detail.as_deref(),
+        Some("output incomplete: 1 of 2 chunks stored")
+    );
+}
