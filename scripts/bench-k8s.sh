@@ -10,23 +10,14 @@
 # (hodei-bench emit, sh, sleep) are this machine's programs; see docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=scripts/cluster/lib.sh
+# shellcheck source=cluster/lib.sh
 source scripts/cluster/lib.sh
 
 cargo build --release --locked -p hodei-bench -p hodei-bins
 release="$PWD/target/release"
 
-started=0
-pid_alive kube-apiserver || started=1
-cleanup() {
-  if [[ "$started" == 1 && -z "${HODEI_BENCH_KEEP_CLUSTER:-}" ]]; then
-    scripts/cluster/down.sh >&2 || true
-  fi
-}
-trap cleanup EXIT
-eval "$(HODEI_CLUSTER_NO_NODE=1 scripts/cluster/up.sh)"
 # The worker image runs the release worker; the baseline image is a plain shell.
-scripts/cluster/node-up.sh "hodei-worker:latest=$release/hodei-worker-bin" \
+start_local_cluster HODEI_BENCH_KEEP_CLUSTER "hodei-worker:latest=$release/hodei-worker-bin" \
   "hodei-bench-shell:latest=/bin/sh"
 
 # 200 concurrent jobs (100m/64Mi requests, 1/256Mi limits each) need more than the

@@ -6,6 +6,8 @@
 #   scripts/e2e.sh --existing-cluster  the cluster in $KUBECONFIG; needs HODEI_E2E_WORKER_IMAGE
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=cluster/lib.sh
+source scripts/cluster/lib.sh
 
 existing=0
 if [[ "${1:-}" == "--existing-cluster" ]]; then
@@ -13,25 +15,12 @@ if [[ "${1:-}" == "--existing-cluster" ]]; then
 fi
 
 cargo build --bins --locked
-started=0
 if [[ "$existing" == 0 ]]; then
-  state="${HODEI_CLUSTER_STATE:-${HODEI_CLUSTER_CACHE:-$HOME/.cache/hodei-cluster}/state}"
-  if [[ ! -f "$state/pids/kube-apiserver.pid" ]] || ! kill -0 "$(cat "$state/pids/kube-apiserver.pid")" 2>/dev/null; then
-    started=1
-  fi
-  eval "$(HODEI_CLUSTER_NO_NODE=1 scripts/cluster/up.sh)"
-  scripts/cluster/node-up.sh "hodei-worker:latest=$PWD/target/debug/hodei-worker-bin"
+  start_local_cluster HODEI_E2E_KEEP_CLUSTER "hodei-worker:latest=$PWD/target/debug/hodei-worker-bin"
   export HODEI_E2E_WORKER_IMAGE="hodei-worker:latest"
 fi
 : "${KUBECONFIG:?KUBECONFIG must point at the cluster}"
 : "${HODEI_E2E_WORKER_IMAGE:?set HODEI_E2E_WORKER_IMAGE to a worker image the cluster can pull}"
-
-cleanup() {
-  if [[ "$started" == 1 && -z "${HODEI_E2E_KEEP_CLUSTER:-}" ]]; then
-    scripts/cluster/down.sh >&2 || true
-  fi
-}
-trap cleanup EXIT
 
 echo "== setup (twice: the second run must change nothing)" >&2
 scripts/setup-k8s-production.sh --kubeconfig "$KUBECONFIG"

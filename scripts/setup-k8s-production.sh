@@ -14,12 +14,10 @@
 set -euo pipefail
 
 readonly SCRIPT_NAME="setup-k8s-production.sh"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-readonly REPO_ROOT
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 readonly K8S_DIR="$REPO_ROOT/k8s"
 readonly FIELD_MANAGER="hodei-jobs-setup"
-readonly WORKER_SA="hodei-jobs-worker"
-readonly SERVER_SA="hodei-jobs-server"
 readonly SERVER_ROLE="hodei-jobs-server"
 
 # ---------------------------------------------------------------- options ----
@@ -116,29 +114,10 @@ fail() {
   exit 1
 }
 
-usage_error() {
-  printf '%s: %s\n' "$SCRIPT_NAME" "$1" >&2
-  printf 'Run %s --help for the options.\n' "$SCRIPT_NAME" >&2
-  exit 2
-}
-
 # ---------------------------------------------------------------- parsing ----
 
-# Accept --flag=value as well as --flag value.
-normalized=()
-for arg in "$@"; do
-  case "$arg" in
-    --*=*) normalized+=("${arg%%=*}" "${arg#*=}") ;;
-    *) normalized+=("$arg") ;;
-  esac
-done
+normalize_args "$@"
 set -- ${normalized[@]+"${normalized[@]}"}
-
-need_value() {
-  if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
-    usage_error "$1 needs a value"
-  fi
-}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -169,7 +148,6 @@ done
 
 # ---------------------------------------------------------------- checks -----
 
-readonly DNS_LABEL_RE='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
 readonly QUANTITY_RE='^([0-9]+([.][0-9]+)?|[.][0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$'
 readonly COUNT_RE='^[1-9][0-9]{0,8}$'
 readonly TAG_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'
@@ -213,9 +191,7 @@ fi
 if [[ -n "$credentials_file" && -z "$pull_secret" && -z "$registry_url" ]]; then
   usage_error "--registry-credentials-file is used with --image-pull-secret or --registry-url"
 fi
-if [[ -n "$kubeconfig" && ! -r "$kubeconfig" ]]; then
-  usage_error "--kubeconfig $kubeconfig: file not found or not readable"
-fi
+check_kubeconfig "$kubeconfig"
 if ((verify_only && dry_run)); then
   usage_error "--verify and --dry-run do not go together: --verify changes nothing already"
 fi
@@ -240,16 +216,10 @@ trap 'rm -rf "$tmp"' EXIT
 
 # ---------------------------------------------------------------- kubectl ----
 
-# kubeconfig_args: the kubeconfig only; kubectl_args: kubeconfig and context.
-kubeconfig_args=(kubectl)
-[[ -z "$kubeconfig" ]] || kubeconfig_args+=(--kubeconfig "$kubeconfig")
-kubectl_args=("${kubeconfig_args[@]}")
-[[ -z "$context" ]] || kubectl_args+=(--context "$context")
-
-k() { "${kubectl_args[@]}" "$@"; }
+kubectl_target "$kubeconfig" "$context"
 
 require_kubectl() {
-  command -v kubectl >/dev/null 2>&1 ||
+  has_kubectl ||
     fail "kubectl is not installed" "install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/) and put it on PATH"
 }
 
@@ -288,16 +258,25 @@ explain_kubectl_error() { # STDERR_FILE
   esac
 }
 
-cluster_reachable() {
-  k --request-timeout=15s get --raw /version >/dev/null 2>"$tmp/reach.err"
-}
-
 describe_target() {
   local ctx server
   ctx="$(k config current-context 2>/dev/null || true)"
   [[ -z "$context" ]] || ctx="$context"
   server="$(k config view --minify -o 'jsonpath={.clusters[0].cluster.server}' 2>/dev/null || true)"
   info "target: context ${ctx:-<none>} (API server ${server:-unknown})"
+}
+
+# connect FIX: checks that kubectl is there and the context exists, names the
+# target and stops with FIX unless its API server answers.
+connect() {
+  require_kubectl
+  check_context
+  describe_target
+  api_reachable "$tmp/reach.err" || {
+    info "error: the cluster is not reachable:"
+    explain_kubectl_error "$tmp/reach.err"
+    fail "cannot reach the Kubernetes API server" "$1"
+  }
 }
 
 # ---------------------------------------------------------------- render -----
@@ -462,15 +441,22 @@ build_images() {
 
 server_side=(--server-side "--field-manager=$FIELD_MANAGER" --force-conflicts)
 
+# kubectl_server_side VERB FILE ('-' reads stdin from $stdin_doc): kubectl VERB
+# --server-side on FILE, its output in $tmp/VERB.out and $tmp/VERB.err.
+kubectl_server_side() {
+  local verb="$1" file="$2"
+  if [[ "$file" == - ]]; then
+    printf '%s\n' "$stdin_doc" | k "$verb" "${server_side[@]}" -f - >"$tmp/$verb.out" 2>"$tmp/$verb.err"
+  else
+    k "$verb" "${server_side[@]}" -f "$file" >"$tmp/$verb.out" 2>"$tmp/$verb.err"
+  fi
+}
+
 # diff_and_apply WHAT FILE ('-' reads stdin from $stdin_doc): returns 0 when
 # nothing changed, 10 when it applied changes; exits on errors.
 diff_and_apply() {
   local what="$1" file="$2" rc=0
-  if [[ "$file" == - ]]; then
-    printf '%s\n' "$stdin_doc" | k diff "${server_side[@]}" -f - >"$tmp/diff.out" 2>"$tmp/diff.err" || rc=$?
-  else
-    k diff "${server_side[@]}" -f "$file" >"$tmp/diff.out" 2>"$tmp/diff.err" || rc=$?
-  fi
+  kubectl_server_side diff "$file" || rc=$?
   case "$rc" in
     0)
       info "$what: no changes"
@@ -487,11 +473,7 @@ diff_and_apply() {
       ;;
   esac
   rc=0
-  if [[ "$file" == - ]]; then
-    printf '%s\n' "$stdin_doc" | k apply "${server_side[@]}" -f - >"$tmp/apply.out" 2>"$tmp/apply.err" || rc=$?
-  else
-    k apply "${server_side[@]}" -f "$file" >"$tmp/apply.out" 2>"$tmp/apply.err" || rc=$?
-  fi
+  kubectl_server_side apply "$file" || rc=$?
   if ((rc != 0)); then
     info "error: applying $what failed:"
     explain_kubectl_error "$tmp/apply.err"
@@ -564,6 +546,14 @@ jp() { # KIND NAME NAMESPACE(- for none) JSONPATH -> value, or exit 1 when absen
   k get "$1" "$2" ${nsarg[@]+"${nsarg[@]}"} -o "jsonpath=$4" 2>"$tmp/get.err"
 }
 
+expect_exists() { # KIND NAME NAMESPACE(- for none) WHAT
+  if jp "$1" "$2" "$3" '{.metadata.name}' >/dev/null; then
+    pass "$4 exists"
+  else
+    absent "$4"
+  fi
+}
+
 # can_i AS VERB RESOURCE [--subresource=X]: prints yes, no, or error:<reason>.
 can_i() {
   local sa="$1" sa_ns="$2" out
@@ -628,11 +618,7 @@ verify() {
   else
     absent "namespace $worker_ns"
   fi
-  if jp namespace "$server_ns" - '{.metadata.name}' >/dev/null; then
-    pass "namespace $server_ns exists"
-  else
-    absent "namespace $server_ns"
-  fi
+  expect_exists namespace "$server_ns" - "namespace $server_ns"
 
   # Accounts.
   if v="$(jp serviceaccount "$WORKER_SA" "$worker_ns" '{.automountServiceAccountToken}')"; then
@@ -645,16 +631,8 @@ verify() {
   else
     absent "ServiceAccount $worker_ns/$WORKER_SA" "worker pods would be refused"
   fi
-  if jp serviceaccount "$SERVER_SA" "$server_ns" '{.metadata.name}' >/dev/null; then
-    pass "ServiceAccount $server_ns/$SERVER_SA exists"
-  else
-    absent "ServiceAccount $server_ns/$SERVER_SA"
-  fi
-  if jp role "$SERVER_ROLE" "$worker_ns" '{.metadata.name}' >/dev/null; then
-    pass "Role $worker_ns/$SERVER_ROLE exists"
-  else
-    absent "Role $worker_ns/$SERVER_ROLE"
-  fi
+  expect_exists serviceaccount "$SERVER_SA" "$server_ns" "ServiceAccount $server_ns/$SERVER_SA"
+  expect_exists role "$SERVER_ROLE" "$worker_ns" "Role $worker_ns/$SERVER_ROLE"
   if v="$(jp rolebinding "$SERVER_ROLE" "$worker_ns" '{range .subjects[*]}{.kind}/{.namespace}/{.name} {end}')"; then
     if [[ " $v " == *" ServiceAccount/$server_ns/$SERVER_SA "* ]]; then
       pass "RoleBinding $worker_ns/$SERVER_ROLE binds $server_ns/$SERVER_SA"
@@ -742,14 +720,7 @@ EOF
 
 main() {
   if ((verify_only)); then
-    require_kubectl
-    check_context
-    describe_target
-    cluster_reachable || {
-      info "error: the cluster is not reachable:"
-      explain_kubectl_error "$tmp/reach.err"
-      fail "cannot reach the Kubernetes API server" "check --cluster-context/--kubeconfig and your network, then re-run"
-    }
+    connect "check --cluster-context/--kubeconfig and your network, then re-run"
     verify
     return
   fi
@@ -766,12 +737,12 @@ main() {
     printf -- '---\n'
     cat "$tmp/resources.yaml"
     [[ -z "$pull_secret" ]] || { printf -- '---\n'; pull_secret_manifest "<redacted>"; }
-    if ! command -v kubectl >/dev/null 2>&1; then
+    if ! has_kubectl; then
       info "dry run: kubectl not found; printed the manifests only (not validated)"
       return 0
     fi
     check_context
-    if ! cluster_reachable; then
+    if ! api_reachable "$tmp/reach.err"; then
       info "dry run: cluster not reachable ($(head -n 1 "$tmp/reach.err")); printed the manifests only (client-side, not validated)"
       return 0
     fi
@@ -803,14 +774,7 @@ main() {
     return 0
   fi
 
-  require_kubectl
-  check_context
-  describe_target
-  cluster_reachable || {
-    info "error: the cluster is not reachable:"
-    explain_kubectl_error "$tmp/reach.err"
-    fail "cannot reach the Kubernetes API server" "check --cluster-context/--kubeconfig and your network ('kubectl cluster-info'), then re-run"
-  }
+  connect "check --cluster-context/--kubeconfig and your network ('kubectl cluster-info'), then re-run"
   check_operator_rights
 
   local changed=0 rc

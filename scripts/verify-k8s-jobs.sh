@@ -8,10 +8,8 @@
 set -euo pipefail
 
 readonly SCRIPT_NAME="verify-k8s-jobs.sh"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-readonly REPO_ROOT
-readonly WORKER_SA="hodei-jobs-worker"
-readonly SERVER_SA="hodei-jobs-server"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 context=""
 kubeconfig=""
@@ -53,12 +51,6 @@ Exit status: 0 when every step passed, 1 when a step failed, 2 on a bad command 
 EOF
 }
 
-usage_error() {
-  printf '%s: %s\n' "$SCRIPT_NAME" "$1" >&2
-  printf 'Run %s --help for the options.\n' "$SCRIPT_NAME" >&2
-  exit 2
-}
-
 # seconds DURATION: "90", "90s", "5m" or "1h" as whole seconds.
 seconds() {
   local v="$1"
@@ -71,20 +63,8 @@ seconds() {
   esac
 }
 
-normalized=()
-for arg in "$@"; do
-  case "$arg" in
-    --*=*) normalized+=("${arg%%=*}" "${arg#*=}") ;;
-    *) normalized+=("$arg") ;;
-  esac
-done
+normalize_args "$@"
 set -- ${normalized[@]+"${normalized[@]}"}
-
-need_value() {
-  if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
-    usage_error "$1 needs a value"
-  fi
-}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -102,7 +82,6 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-readonly DNS_LABEL_RE='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
 [[ "$namespace" =~ $DNS_LABEL_RE ]] || usage_error "--namespace \"$namespace\" is not a valid Kubernetes name"
 [[ "$server_namespace" =~ $DNS_LABEL_RE ]] || usage_error "--server-namespace \"$server_namespace\" is not a valid Kubernetes name"
 if ! timeout_s="$(seconds "$timeout")" || ((timeout_s == 0)); then
@@ -111,7 +90,7 @@ fi
 if ! gone_s="$(seconds "$pod_gone_timeout")" || ((gone_s == 0)); then
   usage_error "--pod-gone-timeout \"$pod_gone_timeout\" is not a duration such as 60s"
 fi
-[[ -z "$kubeconfig" || -r "$kubeconfig" ]] || usage_error "--kubeconfig $kubeconfig: file not found or not readable"
+check_kubeconfig "$kubeconfig"
 case "$server_url" in
   http://* | https://*) ;;
   *) usage_error "--server \"$server_url\" must be a URL such as http://localhost:50051" ;;
@@ -146,10 +125,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-kubectl_args=(kubectl)
-[[ -z "$kubeconfig" ]] || kubectl_args+=(--kubeconfig "$kubeconfig")
-[[ -z "$context" ]] || kubectl_args+=(--context "$context")
-k() { "${kubectl_args[@]}" "$@"; }
+kubectl_target "$kubeconfig" "$context"
 hodei() { "$hodei_cli" --server "$server_url" "$@"; }
 
 # ---------------------------------------------------------------- report ----
@@ -224,11 +200,11 @@ diagnose_pod() { # POD
 printf 'Hodei Jobs on Kubernetes: namespace %s, server %s\n\n' "$namespace" "$server_url"
 
 # 1. Cluster.
-if ! command -v kubectl >/dev/null 2>&1; then
+if ! has_kubectl; then
   fail "kubectl is installed" "kubectl was not found on PATH" "install kubectl 1.27 or newer"
   finish
 fi
-if k --request-timeout=15s get --raw /version >/dev/null 2>"$tmp/err"; then
+if api_reachable "$tmp/err"; then
   pass "cluster reachable (context $(k config current-context 2>/dev/null || echo "${context:-?}"))"
 else
   fail "cluster reachable" "$(first_line "$tmp/err")" "check --kubeconfig/--cluster-context and 'kubectl cluster-info'"

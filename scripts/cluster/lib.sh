@@ -105,3 +105,26 @@ reap_orphaned_containers() {
   done
   shopt -u nullglob
 }
+
+# start_local_cluster KEEP_VAR IMAGE=PATH...: for a script that runs against
+# the local cluster (e2e.sh, bench-k8s.sh). Starts the control plane unless it
+# is running, (re)starts the test node with that image map and exports
+# KUBECONFIG. Sets the EXIT trap, before starting anything: when this call
+# started the control plane, the script's exit stops it again, unless the
+# variable named KEEP_VAR is set (to look at the cluster afterwards).
+start_local_cluster() {
+  local_cluster_keep_var="$1"
+  shift
+  local_cluster_started=0
+  pid_alive kube-apiserver || local_cluster_started=1
+  trap stop_local_cluster_if_started EXIT
+  eval "$(HODEI_CLUSTER_NO_NODE=1 "$REPO_ROOT/scripts/cluster/up.sh")"
+  "$REPO_ROOT/scripts/cluster/node-up.sh" "$@"
+}
+
+# stop_local_cluster_if_started: the EXIT trap of start_local_cluster.
+stop_local_cluster_if_started() {
+  if ((local_cluster_started)) && [[ -z "${!local_cluster_keep_var:-}" ]]; then
+    "$REPO_ROOT/scripts/cluster/down.sh" >&2 || true
+  fi
+}
