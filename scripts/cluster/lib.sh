@@ -118,7 +118,10 @@ start_local_cluster() {
   local_cluster_started=0
   pid_alive kube-apiserver || local_cluster_started=1
   trap stop_local_cluster_if_started EXIT
-  eval "$(HODEI_CLUSTER_NO_NODE=1 "$REPO_ROOT/scripts/cluster/up.sh")"
+  local exports
+  # A failing up.sh must stop the caller: `eval "$(...)"` alone would succeed.
+  exports="$(HODEI_CLUSTER_NO_NODE=1 "$REPO_ROOT/scripts/cluster/up.sh")" || die "starting the local control plane failed"
+  eval "$exports"
   "$REPO_ROOT/scripts/cluster/node-up.sh" "$@"
 }
 
