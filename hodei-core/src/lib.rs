@@ -13,7 +13,7 @@ pub mod observe;
 pub mod provider;
 pub mod server;
 pub mod store;
-pub mod token;
+pub(crate) mod token;
 pub mod wire;
 pub mod worker;
 

@@ -19,7 +19,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
-pub use worker_link::{Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome};
+pub(crate) use worker_link::{
+    Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
+};
 pub(crate) use worker_link::{PendingWorker, WorkerSessions};
 
 use crate::{
@@ -71,6 +73,9 @@ pub enum SubmitError {
     /// The job's log could not be created.
     #[error("creating the job log failed")]
     Log(#[source] std::io::Error),
+    /// The server is shutting down and takes no new jobs.
+    #[error("the server is shutting down and takes no new jobs")]
+    ShuttingDown,
 }
 
 /// Result of a cancel request.
@@ -150,6 +155,9 @@ impl JobController {
 
     /// Validates a spec, picks its provider, stores the job and starts it.
     pub async fn submit(&self, spec: JobSpec) -> Result<Job, SubmitError> {
+        if self.is_shutting_down() {
+            return Err(SubmitError::ShuttingDown);
+        }
         spec.validate()?;
         let provider = self.inner.providers.select(&spec).await?;
         let job = Job::new(spec, provider.name());
@@ -254,6 +262,12 @@ impl JobController {
 
     pub(crate) fn sessions(&self) -> &WorkerSessions {
         &self.inner.sessions
+    }
+
+    /// True once [`JobController::shutdown`] has started: new jobs are refused.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
     }
 
     /// Number of jobs not yet in a terminal state.

@@ -743,3 +743,16 @@ async fn a_result_with_output_missing_from_the_log_says_so() {
         Some("output incomplete: 1 of 2 chunks stored")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_submitted_during_shutdown_is_refused() {
+    let harness = Harness::start(&[]).await;
+    harness.controller.shutdown(Duration::from_secs(1)).await;
+    assert!(harness.controller.is_shutting_down());
+    let spec = JobSpec::builder("true").build().unwrap();
+    assert!(matches!(
+        harness.controller.submit(spec).await,
+        Err(super::SubmitError::ShuttingDown)
+    ));
+    assert_eq!(harness.provisions(), 0);
+}

@@ -10,6 +10,7 @@ use hodei_proto::v1::{
 };
 pub use job_service::JobApi;
 use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
 use tracing::info;
 pub use worker_service::WorkerApi;
 
@@ -192,6 +193,14 @@ impl HodeiServer {
                 async move {
                     shutdown.await;
                     info!("shutting down: stopping active jobs");
+                    // Health tells load balancers the truth from the first moment of the drain.
+                    health
+                        .set_service_status("", ServingStatus::NotServing)
+                        .await;
+                    health.set_not_serving::<JobServiceServer<JobApi>>().await;
+                    health
+                        .set_not_serving::<WorkerServiceServer<WorkerApi>>()
+                        .await;
                     controller.shutdown(Duration::from_secs(30)).await;
                 },
             )

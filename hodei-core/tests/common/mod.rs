@@ -242,3 +242,19 @@ pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after 10 s.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
