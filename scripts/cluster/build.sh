@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from Go modules into a
-# cache outside the repo, keyed by version. A warm cache does nothing.
+# Builds the local cluster's Go components from Go modules into a cache outside
+# the repo, keyed by version: kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubelet, etcd, and crictl. A warm cache does nothing.
 #
 # Env: HODEI_K8S_VERSION (v1.34.4), HODEI_ETCD_VERSION (v3.6.4),
+#      HODEI_CRICTL_VERSION (v1.34.0),
 #      HODEI_CLUSTER_CACHE (~/.cache/hodei-cluster),
 #      HODEI_CLUSTER_BUILD_JOBS (1: go build -p; others share the machine).
-# Output: $HODEI_CLUSTER_CACHE/kubernetes-<version>/bin/{kube-apiserver,kube-controller-manager}
+# Output: $HODEI_CLUSTER_CACHE/kubernetes-<version>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet}
 #         $HODEI_CLUSTER_CACHE/etcd-<version>/bin/etcd
+#         $HODEI_CLUSTER_CACHE/crictl-<version>/bin/crictl
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -46,11 +49,15 @@ go_build() {
 build_kubernetes() {
   local v="$HODEI_K8S_VERSION" staging="v0.${HODEI_K8S_VERSION#v1.}"
   local dir="$HODEI_CLUSTER_CACHE/src/kubernetes-$v" gomod major minor ldflags
-  if [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kube-controller-manager" ]]; then
+  local cmd packages=()
+  for cmd in "${K8S_COMPONENTS[@]}"; do
+    [[ -x "$K8S_BIN/$cmd" ]] || packages+=("k8s.io/kubernetes/cmd/$cmd")
+  done
+  if ((${#packages[@]} == 0)); then
     log "kubernetes $v: cached in $K8S_BIN"
     return
   fi
-  log "kubernetes $v: building (cold builds take a long time on 2 cores)"
+  log "kubernetes $v: building ${packages[*]##*/} (cold builds take a long time on 2 cores)"
   new_wrapper "$dir"
   gomod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -nE 's/^\s*"GoMod": "(.*)",?$/\1/p')"
   [[ -f "$gomod" ]] || die "could not download k8s.io/kubernetes@$v"
@@ -62,7 +69,7 @@ build_kubernetes() {
       while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
     printf ')\n'
   } >>"$dir/go.mod"
-  (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v")
+  (cd "$dir" && go get "${packages[@]/%/@$v}")
   major="${v#v}" && major="${major%%.*}"
   minor="${v#v*.}" && minor="${minor%%.*}"
   ldflags=""
@@ -70,8 +77,7 @@ build_kubernetes() {
     ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  go_build "$dir" "$K8S_BIN" "$ldflags" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  go_build "$dir" "$K8S_BIN" "$ldflags" "${packages[@]}"
   log "kubernetes $v: built into $K8S_BIN"
 }
 
@@ -95,5 +101,19 @@ build_etcd() {
   log "etcd $v: built into $ETCD_BIN"
 }
 
+build_crictl() {
+  local v="$HODEI_CRICTL_VERSION" dir="$HODEI_CLUSTER_CACHE/src/crictl-$HODEI_CRICTL_VERSION"
+  if [[ -x "$CRICTL_BIN/crictl" ]]; then
+    log "crictl $v: cached in $CRICTL_BIN"
+    return
+  fi
+  log "crictl $v: building"
+  new_wrapper "$dir"
+  (cd "$dir" && go get "sigs.k8s.io/cri-tools/cmd/crictl@$v")
+  go_build "$dir" "$CRICTL_BIN" "-X sigs.k8s.io/cri-tools/pkg/version.Version=$v" sigs.k8s.io/cri-tools/cmd/crictl
+  log "crictl $v: built into $CRICTL_BIN"
+}
+
 build_etcd
 build_kubernetes
+build_crictl
