@@ -23,6 +23,16 @@ HODEI_CLUSTER_SERVICE_IP="${HODEI_CLUSTER_SERVICE_CIDR%.*/*}.1"
 
 HODEI_TEST_NODE_NAME="${HODEI_TEST_NODE_NAME:-hodei-test-node}"
 
+# The node and its pods live in this network namespace (see netns.sh). The pod
+# subnet exists only inside it; its first address is the node's IP.
+HODEI_CLUSTER_NETNS="${HODEI_CLUSTER_NETNS:-hodei-cluster}"
+HODEI_CLUSTER_POD_CIDR="${HODEI_CLUSTER_POD_CIDR:-10.244.0.0/24}"
+HODEI_CLUSTER_NODE_IP="${HODEI_CLUSTER_POD_CIDR%.*/*}.1"
+HODEI_NODE_NAME="${HODEI_NODE_NAME:-hodei-node}"
+HODEI_CLUSTER_SCHEDULER_PORT="${HODEI_CLUSTER_SCHEDULER_PORT:-10259}"
+# Images the node runs: built by scripts/build-worker-image.sh, imported into containerd.
+HODEI_PAUSE_IMAGE="${HODEI_PAUSE_IMAGE:-hodei.local/pause:3.10}"
+
 K8S_BIN="$HODEI_CLUSTER_CACHE/kubernetes-$HODEI_K8S_VERSION/bin"
 ETCD_BIN="$HODEI_CLUSTER_CACHE/etcd-$HODEI_ETCD_VERSION/bin"
 CRICTL_BIN="$HODEI_CLUSTER_CACHE/crictl-$HODEI_CRICTL_VERSION/bin"
@@ -126,7 +136,7 @@ start_local_cluster() {
   # A failing up.sh must stop the caller: `eval "$(...)"` alone would succeed.
   exports="$(HODEI_CLUSTER_NO_NODE=1 "$REPO_ROOT/scripts/cluster/up.sh")" || die "starting the local control plane failed"
   eval "$exports"
-  "$REPO_ROOT/scripts/cluster/node-up.sh" "$@"
+  "$REPO_ROOT/scripts/cluster/test-node-up.sh" "$@"
 }
 
 # stop_local_cluster_if_started: the EXIT trap of start_local_cluster.

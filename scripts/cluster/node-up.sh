@@ -1,58 +1,40 @@
 #!/usr/bin/env bash
-# (Re)starts the test node agent against the running local cluster and waits
-# until it is registered and watching pods. up.sh calls it; tests call it
-# again to restart the node with another image map.
+# (Re)starts the real node in the cluster's network namespace: containerd
+# (Debian's package, with runc and the CNI bridge plugins) and the kubelet.
+# Imports the pause image and any other image archives given, and waits until
+# the node is Ready and schedulable.
 #
-# Usage: node-up.sh [IMAGE=PATH ...]
-# Env:   HODEI_TEST_NODE_IMAGE_MAP  comma-separated IMAGE=PATH entries (used
-#                                   when no arguments are given)
-#        HODEI_TEST_NODE_BIN        prebuilt agent binary; otherwise it is
-#                                   built with cargo into $CARGO_TARGET_DIR
-#                                   (default <repo>/target)
-# Output: PID in $HODEI_CLUSTER_STATE/pids/node.pid, log in logs/node.log,
-#         per-pod dirs (scratch, output.log) in $HODEI_CLUSTER_STATE/node/pods.
+# Usage: node-up.sh [IMAGE_ARCHIVE ...]
+# Env:   HODEI_NODE_IMAGES   comma-separated image archives (used when no
+#                            arguments are given); the pause image
+#                            ($HODEI_PAUSE_IMAGE) must be among them or
+#                            already imported.
+# Output: logs in $HODEI_CLUSTER_STATE/logs/{containerd,kubelet}.log.
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/lib.sh"
 source "$here/pki.sh"
+source "$here/netns.sh"
+source "$here/node.sh"
 
-[[ -f "$PKI/test-node.crt" ]] || die "no cluster state in $HODEI_CLUSTER_STATE; run up.sh first"
-stop_pid node 20
-reap_orphaned_containers
+[[ -f "$PKI/kubelet.crt" ]] || die "no cluster state in $HODEI_CLUSTER_STATE; run up.sh first"
+netns_exists || die "network namespace $HODEI_CLUSTER_NETNS is missing; run up.sh first"
+[[ -x "$K8S_BIN/kubelet" && -x "$CRICTL_BIN/crictl" ]] || "$here/build.sh"
+ensure_node_packages
 
-bin="${HODEI_TEST_NODE_BIN:-}"
-if [[ -z "$bin" ]]; then
-  target="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-  log "building hodei-test-node (target dir $target)"
-  (cd "$REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --quiet -p hodei-test-node)
-  bin="$target/debug/hodei-test-node"
+images=("$@")
+if ((${#images[@]} == 0)) && [[ -n "${HODEI_NODE_IMAGES:-}" ]]; then
+  IFS=',' read -ra images <<<"$HODEI_NODE_IMAGES"
 fi
-[[ -x "$bin" ]] || die "test node binary $bin is missing"
 
-map=("$@")
-if ((${#map[@]} == 0)) && [[ -n "${HODEI_TEST_NODE_IMAGE_MAP:-}" ]]; then
-  IFS=',' read -ra map <<<"$HODEI_TEST_NODE_IMAGE_MAP"
-fi
-args=()
-for entry in "${map[@]}"; do args+=(--image-map "$entry"); done
-
-node_kubeconfig="$HODEI_CLUSTER_STATE/test-node.kubeconfig"
-work="$HODEI_CLUSTER_STATE/node"
-ready="$work/ready"
-mkdir -p "$work" "$LOGS" "$PIDS"
-[[ -f "$node_kubeconfig" ]] || write_kubeconfig "$node_kubeconfig" hodei-test-node default --cert test-node
-rm -f "$ready"
-
-log "starting test node $HODEI_TEST_NODE_NAME (log: $LOGS/node.log; images: ${map[*]:-none})"
-# The agent reads only its flags: keep a stray KUBECONFIG or image map in the
-# caller's environment from overriding them.
-env -u HODEI_TEST_NODE_IMAGE_MAP -u HODEI_TEST_NODE_KUBECONFIG \
-  RUST_LOG="${RUST_LOG:-info}" setsid "$bin" \
-  --node-name "$HODEI_TEST_NODE_NAME" \
-  --kubeconfig "$node_kubeconfig" \
-  --work-dir "$work" \
-  --ready-file "$ready" \
-  "${args[@]}" >"$LOGS/node.log" 2>&1 </dev/null &
-echo $! >"$PIDS/node.pid"
-wait_for "test node registration" 60 node test -f "$ready"
-log "test node ready"
+stop_node
+remember_host_state
+write_node_config
+mkdir -p "$LOGS" "$PIDS"
+start_containerd
+import_images "${images[@]}"
+ctr_images check "name==$HODEI_PAUSE_IMAGE" | grep -q . ||
+  die "the pause image $HODEI_PAUSE_IMAGE is not imported; build it with scripts/build-worker-image.sh"
+start_kubelet
+wait_for "node $HODEI_NODE_NAME Ready" 90 kubelet node_ready
+log "node $HODEI_NODE_NAME ready (node IP $HODEI_CLUSTER_NODE_IP)"

@@ -21,6 +21,15 @@ ensure_pki() {
     "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:$HODEI_CLUSTER_SERVICE_IP"
   issue_cert admin "/O=system:masters/CN=hodei-admin" clientAuth
   issue_cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  issue_cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
+  # The API server's identity towards kubelets (logs, exec); kubelets check it
+  # with a SubjectAccessReview.
+  issue_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+  # The kubelet: a node identity (Node authorizer, NodeRestriction) and a serving
+  # cert for its node IP, which the API server verifies.
+  issue_cert kubelet "/O=system:nodes/CN=system:node:$HODEI_NODE_NAME" clientAuth
+  issue_cert kubelet-serving "/CN=$HODEI_NODE_NAME" serverAuth \
+    "IP:$HODEI_CLUSTER_NODE_IP,IP:127.0.0.1,DNS:$HODEI_NODE_NAME"
   # The test node plays kubelet and scheduler, so it needs more than a node
   # identity (Node authorizer forbids bindings): it is a cluster admin.
   issue_cert test-node "/O=system:masters/CN=hodei-test-node" clientAuth

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# The cluster's network namespace and the loopback forwarders in and out of it.
+# Sourced by the other scripts after lib.sh; never run.
+#
+# Every cluster daemon (etcd, the control plane, containerd, kubelet) and every
+# pod address lives inside the namespace $HODEI_CLUSTER_NETNS, which only these
+# scripts create. Inside it: `lo`, and the bridge cni0 whose one address
+# ($HODEI_CLUSTER_NODE_IP) is the node IP, the pods' gateway and the address a
+# server under test is reached at. Pods get no default route, so they reach that
+# subnet only. The host reaches in through loopback forwarders:
+#   host 127.0.0.1:$HODEI_CLUSTER_API_PORT  -> the API server in the namespace
+#   node IP:PORT (in the namespace)         -> host 127.0.0.1:PORT  (expose-to-pods.sh)
+# so kubectl and a server on the host work as with any cluster, and no cluster
+# address ever sits on the host's own interfaces.
+
+NETNS_DIR=/run/netns
+NETNS_PATH="$NETNS_DIR/$HODEI_CLUSTER_NETNS"
+# A name for the host's own namespace, so a forwarder in the cluster namespace
+# can dial back to the host's loopback.
+HOST_NETNS_PATH="$NETNS_DIR/$HODEI_CLUSTER_NETNS-host"
+
+# in_netns COMMAND...: run COMMAND in the cluster namespace (network only: the
+# kubelet's mounts must stay visible to runc, so no private mount namespace).
+in_netns() {
+  nsenter --net="$NETNS_PATH" "$@"
+}
+
+netns_exists() {
+  [[ -e "$NETNS_PATH" ]] && nsenter --net="$NETNS_PATH" true 2>/dev/null
+}
+
+# ensure_netns: the cluster namespace with lo and the cni0 bridge up, and the
+# name of the host namespace. Idempotent.
+ensure_netns() {
+  command -v ip >/dev/null || die "ip (iproute2) is not installed"
+  command -v nsenter >/dev/null || die "nsenter (util-linux) is not installed"
+  if ! netns_exists; then
+    log "creating network namespace $HODEI_CLUSTER_NETNS (node IP $HODEI_CLUSTER_NODE_IP)"
+    ip netns del "$HODEI_CLUSTER_NETNS" 2>/dev/null || true
+    ip netns add "$HODEI_CLUSTER_NETNS" || die "cannot create network namespace $HODEI_CLUSTER_NETNS (needs root and CAP_SYS_ADMIN)"
+  fi
+  in_netns ip link set lo up
+  if ! in_netns ip link show cni0 >/dev/null 2>&1; then
+    in_netns ip link add cni0 type bridge
+  fi
+  if ! in_netns ip -4 addr show dev cni0 | grep -q "inet $HODEI_CLUSTER_NODE_IP/"; then
+    in_netns ip addr add "$HODEI_CLUSTER_NODE_IP/${HODEI_CLUSTER_POD_CIDR#*/}" dev cni0
+  fi
+  in_netns ip link set cni0 up
+  if [[ ! -e "$HOST_NETNS_PATH" ]]; then
+    ip netns attach "$HODEI_CLUSTER_NETNS-host" $$ || die "cannot name the host network namespace"
+  fi
+}
+
+# delete_netns: remove the cluster namespace and the host namespace's name.
+delete_netns() {
+  ip netns del "$HODEI_CLUSTER_NETNS" 2>/dev/null || true
+  ip netns del "$HODEI_CLUSTER_NETNS-host" 2>/dev/null || true
+}
+
+# start_forwarder NAME LISTEN_NETNS LISTEN_ADDR LISTEN_PORT TARGET_NETNS TARGET_PORT:
+# a socat in LISTEN_NETNS on LISTEN_ADDR:LISTEN_PORT that carries each
+# connection to 127.0.0.1:TARGET_PORT in TARGET_NETNS. Records its PID as NAME.
+start_forwarder() {
+  local name="$1" from_ns="$2" addr="$3" port="$4" to_ns="$5" to_port="$6"
+  command -v socat >/dev/null || die "socat is not installed"
+  mkdir -p "$LOGS" "$PIDS"
+  setsid nsenter --net="$from_ns" socat \
+    "TCP-LISTEN:$port,bind=$addr,reuseaddr,fork" \
+    "SYSTEM:exec nsenter --net=$to_ns socat STDIO TCP\\:127.0.0.1\\:$to_port" \
+    >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+# stop_forwarder NAME: the forwarder and the per-connection processes it forked.
+stop_forwarder() {
+  local f="$PIDS/$1.pid" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
