@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hodei_proto::v1::{self as pb, job_event, job_service_client::JobServiceClient};
+use hodei_proto::v1::{self as pb, job_service_client::JobServiceClient};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     job::{Job, JobId, JobSpec, JobState, ValidationError},
     logs::OutputChunk,
-    wire,
 };
 
 /// Why a client call failed.
@@ -106,7 +105,7 @@ impl HodeiClient {
             .inner
             .clone()
             .submit_job(pb::SubmitJobRequest {
-                spec: Some(wire::spec_to_pb(spec)),
+                spec: Some(spec.into()),
             })
             .await
             .map_err(status)?;
@@ -114,7 +113,7 @@ impl HodeiClient {
             .into_inner()
             .job
             .ok_or_else(|| ValidationError::new("job", "is missing"))?;
-        Ok(wire::job_from_pb(job)?)
+        Ok(job.try_into()?)
     }
 
     /// One job.
@@ -132,7 +131,7 @@ impl HodeiClient {
             })
             .await
             .map_err(status)?;
-        Ok(wire::job_from_pb(job.into_inner())?)
+        Ok(job.into_inner().try_into()?)
     }
 
     /// Up to `limit` jobs, newest first (0 means the server default).
@@ -147,7 +146,7 @@ impl HodeiClient {
             .into_inner()
             .jobs
             .into_iter()
-            .map(wire::job_from_pb)
+            .map(Job::try_from)
             .collect::<Result<_, _>>()?)
     }
 
@@ -165,7 +164,7 @@ impl HodeiClient {
         let job = response
             .job
             .ok_or_else(|| ValidationError::new("job", "is missing"))?;
-        Ok((wire::job_from_pb(job)?, response.cancel_requested))
+        Ok((job.try_into()?, response.cancel_requested))
     }
 
     /// Follows a job from output chunk `from_seq` (0 or 1: from the start). With `follow`
@@ -191,18 +190,6 @@ impl HodeiClient {
             .await
             .map_err(status)?
             .into_inner();
-        Ok(stream.map(|event| {
-            let event = event.map_err(status)?;
-            match event.event {
-                Some(job_event::Event::Output(chunk)) => {
-                    Ok(JobEvent::Output(wire::chunk_from_pb(chunk)?))
-                }
-                Some(job_event::Event::Status(status)) => Ok(JobEvent::State {
-                    state: wire::status_from_pb(&status, Duration::ZERO)?,
-                    detail: (!status.detail.is_empty()).then_some(status.detail),
-                }),
-                None => Err(ValidationError::new("event", "is empty").into()),
-            }
-        }))
+        Ok(stream.map(|event| Ok(JobEvent::try_from(event.map_err(status)?)?)))
     }
 }

@@ -14,7 +14,7 @@ pub mod provider;
 pub mod server;
 pub mod store;
 pub(crate) mod token;
-pub mod wire;
+pub(crate) mod wire;
 pub mod worker;
 
 pub use client::{ClientError, HodeiClient, JobEvent};

@@ -7,9 +7,10 @@ mod common;
 use std::collections::HashMap;
 
 use common::{Behaviour, TaskProvider, TestServer};
+use hodei_core::{FailureReason, JobSpec, JobState, ProcessExit};
 use hodei_proto::v1::{
-    self as pb, job_service_client::JobServiceClient, server_message, worker_message,
-    worker_service_client::WorkerServiceClient,
+    self as pb, job_result, job_service_client::JobServiceClient, process_exit, server_message,
+    worker_message, worker_service_client::WorkerServiceClient,
 };
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::Code;
@@ -295,5 +296,179 @@ async fn gaps_in_output_are_refused_and_the_job_fails() {
         "{:?}",
         followed.final_state()
     );
+    server.stop().await;
+}
+
+/// How the hand-driven worker below ends its job.
+enum Ending {
+    /// Wait for the job's timeout, then report this exit.
+    TimeOut(process_exit::Kind),
+    /// Cancel the job, then report this exit.
+    Cancel(process_exit::Kind),
+    /// Report that the command could not be started.
+    NotStarted,
+}
+
+/// Runs one job with a worker driven by hand over the raw protocol and returns the final
+/// state as `get` and `follow` show it: what the worker reported must survive both.
+async fn final_state_after(ending: Ending) -> JobState {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = TaskProvider::new(Behaviour::NeverStart);
+    let server = TestServer::start(provider.clone(), dir.path()).await;
+    let spec = JobSpec::builder("sleep")
+        .args(["30"])
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let job = server.client.submit(&spec).await.unwrap();
+    let launch = provider.next_launch().await;
+    let (tx, stream) = attach(
+        &server.url,
+        register(&launch.worker_id.to_string(), &launch.otp_token),
+    )
+    .await;
+    let mut stream = stream.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("the server went quiet")
+            .expect("the server closed the stream")
+            .unwrap()
+            .message
+            .expect("an empty message")
+    };
+    assert!(matches!(
+        next().await,
+        server_message::Message::Assignment(_)
+    ));
+
+    let (expected_stop, outcome) = match ending {
+        Ending::TimeOut(kind) => (
+            Some(pb::StopReason::TimedOut),
+            job_result::Outcome::Exit(pb::ProcessExit { kind: Some(kind) }),
+        ),
+        Ending::Cancel(kind) => {
+            server.client.cancel(&job.id.to_string()).await.unwrap();
+            (
+                Some(pb::StopReason::Cancelled),
+                job_result::Outcome::Exit(pb::ProcessExit { kind: Some(kind) }),
+            )
+        }
+        Ending::NotStarted => (
+            None,
+            job_result::Outcome::NotStarted(pb::CommandNotStarted {
+                message: "sleep: not found".into(),
+            }),
+        ),
+    };
+    if let Some(expected) = expected_stop {
+        let server_message::Message::Stop(stop) = next().await else {
+            panic!("expected a stop");
+        };
+        assert_eq!(stop.reason(), expected);
+    }
+    tx.send(pb::WorkerMessage {
+        message: Some(worker_message::Message::Result(pb::JobResult {
+            outcome: Some(outcome),
+            last_seq: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        next().await,
+        server_message::Message::ResultAccepted(_)
+    ));
+
+    let followed = common::follow(&server.client, &job, 0).await;
+    let got = server.client.get(job.id).await.unwrap();
+    assert_eq!(&got.state, followed.final_state());
+    server.stop().await;
+    got.state
+}
+
+#[tokio::test]
+async fn the_signal_that_ended_a_timed_out_job_reaches_the_client() {
+    for (kind, exit) in [
+        (process_exit::Kind::Signal(15), ProcessExit::Signal(15)),
+        (process_exit::Kind::Signal(9), ProcessExit::Signal(9)),
+    ] {
+        let state = final_state_after(Ending::TimeOut(kind)).await;
+        assert_eq!(
+            state,
+            JobState::TimedOut {
+                timeout: std::time::Duration::from_millis(300),
+                exit: Some(exit),
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn how_a_cancelled_job_ended_reaches_the_client() {
+    let state = final_state_after(Ending::Cancel(process_exit::Kind::Code(143))).await;
+    assert_eq!(
+        state,
+        JobState::Cancelled {
+            exit: Some(ProcessExit::Code(143))
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_command_that_did_not_start_reaches_the_client_as_such() {
+    let state = final_state_after(Ending::NotStarted).await;
+    assert_eq!(
+        state,
+        JobState::Failed {
+            reason: FailureReason::CommandNotStarted {
+                message: "sleep: not found".into()
+            }
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_worker_message_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = TaskProvider::new(Behaviour::NeverStart);
+    let server = TestServer::start(provider.clone(), dir.path()).await;
+    let job = server
+        .client
+        .submit(&JobSpec::builder("true").build().unwrap())
+        .await
+        .unwrap();
+    let launch = provider.next_launch().await;
+    let (tx, stream) = attach(
+        &server.url,
+        register(&launch.worker_id.to_string(), &launch.otp_token),
+    )
+    .await;
+    let mut stream = stream.unwrap();
+    stream.next().await.unwrap().unwrap();
+    tx.send(pb::WorkerMessage {
+        message: Some(worker_message::Message::Result(pb::JobResult {
+            outcome: Some(job_result::Outcome::Exit(pb::ProcessExit { kind: None })),
+            last_seq: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    let status = loop {
+        match stream.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(status)) => break status,
+            None => panic!("stream ended without an error"),
+        }
+    };
+    assert_names(&status, Code::InvalidArgument, "result.exit.kind");
+    let followed = common::follow(&server.client, &job, 0).await;
+    let JobState::Failed {
+        reason: FailureReason::WorkerLost { message },
+    } = followed.final_state()
+    else {
+        panic!("{:?}", followed.final_state());
+    };
+    assert!(message.contains("result.exit.kind"), "{message}");
     server.stop().await;
 }

@@ -5,7 +5,6 @@ use futures::StreamExt;
 use hodei_core::{HodeiClient, JobEvent};
 
 use super::{CliError, render};
-use crate::exit_code;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(super) enum Format {
@@ -47,11 +46,6 @@ pub(super) struct CancelArgs {
     job: String,
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::new(exit_code::HODEI_ERROR, e.to_string()))
-}
-
 pub(super) async fn logs(client: &HodeiClient, args: LogsArgs) -> Result<u8, CliError> {
     let mut events = client.follow(&args.job, 0, true, args.follow).await?;
     let mut output = render::OutputWriter::new();
@@ -68,7 +62,7 @@ pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliEr
     let job = client.get_raw(&args.job).await?;
     match args.output {
         Format::Text => println!("{}", render::job_text(&job)),
-        Format::Json => println!("{}", json(&job)?),
+        Format::Json => println!("{}", render::json(&job)?),
     }
     Ok(0)
 }
@@ -76,7 +70,7 @@ pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliEr
 pub(super) async fn list(client: &HodeiClient, args: ListArgs) -> Result<u8, CliError> {
     let jobs = client.list(args.limit).await?;
     match args.output {
-        Format::Json => println!("{}", json(&jobs)?),
+        Format::Json => println!("{}", render::json(&jobs)?),
         Format::Text => {
             println!(
                 "{:<36}  {:<12}  {:<10}  {:<20}  COMMAND",

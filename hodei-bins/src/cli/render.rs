@@ -100,6 +100,12 @@ fn time(at: Option<time::OffsetDateTime>) -> String {
     .unwrap_or_else(|| "-".to_owned())
 }
 
+/// Pretty JSON of jobs, as `get -o json` and `list -o json` print them.
+pub(super) fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(exit_code::HODEI_ERROR, e.to_string()))
+}
+
 /// A job as `key: value` lines.
 pub(super) fn job_text(job: &Job) -> String {
     let mut command = vec![job.spec.command.clone()];
@@ -150,4 +156,48 @@ pub(super) fn job_row(job: &Job) -> String {
         time(Some(job.created_at)),
         command
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hodei_core::{JobSpec, ProcessExit};
+
+    use super::*;
+
+    fn timed_out(exit: Option<ProcessExit>) -> Job {
+        let mut job = Job::new(JobSpec::builder("sleep").build().unwrap(), "local");
+        job.state = JobState::TimedOut {
+            timeout: Duration::from_secs(1),
+            exit,
+        };
+        job
+    }
+
+    #[test]
+    fn a_timed_out_job_shows_the_signal_that_ended_it() {
+        for signal in [15, 9] {
+            let job = timed_out(Some(ProcessExit::Signal(signal)));
+            let json: serde_json::Value = serde_json::from_str(&json(&job).unwrap()).unwrap();
+            assert_eq!(json["state"]["phase"], "timed_out");
+            assert_eq!(json["state"]["timeout"], "1s");
+            assert_eq!(json["state"]["exit"]["signal"], signal);
+            let text = job_text(&job);
+            assert!(
+                text.contains(&format!(
+                    "state:     timed out after 1s (killed by signal {signal})"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_timed_out_job_that_never_reported_shows_no_exit() {
+        let job = timed_out(None);
+        let json: serde_json::Value = serde_json::from_str(&json(&job).unwrap()).unwrap();
+        assert!(json["state"]["exit"].is_null(), "{json}");
+        assert!(job_text(&job).contains("state:     timed out after 1s\n"));
+    }
 }

@@ -152,11 +152,17 @@ impl fmt::Display for JobState {
         match self {
             Self::Failed { reason } => write!(f, "failed: {reason}"),
             Self::Cancelled { exit: Some(exit) } => write!(f, "cancelled ({exit})"),
-            Self::TimedOut { timeout, .. } => write!(
-                f,
-                "timed out after {}",
-                humantime::format_duration(*timeout)
-            ),
+            Self::TimedOut { timeout, exit } => {
+                write!(
+                    f,
+                    "timed out after {}",
+                    humantime::format_duration(*timeout)
+                )?;
+                match exit {
+                    Some(exit) => write!(f, " ({exit})"),
+                    None => Ok(()),
+                }
+            }
             other => f.write_str(other.phase_name()),
         }
     }
@@ -182,6 +188,27 @@ mod tests {
         );
         assert!(JobState::from_exit(ProcessExit::Code(3)).is_terminal());
         assert!(!JobState::Running.is_terminal());
+    }
+
+    #[test]
+    fn a_stopped_job_says_how_its_command_ended() {
+        let timed_out = JobState::TimedOut {
+            timeout: Duration::from_secs(1),
+            exit: Some(ProcessExit::Signal(15)),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "timed out after 1s (killed by signal 15)"
+        );
+        let never_reported = JobState::TimedOut {
+            timeout: Duration::from_secs(1),
+            exit: None,
+        };
+        assert_eq!(never_reported.to_string(), "timed out after 1s");
+        let cancelled = JobState::Cancelled {
+            exit: Some(ProcessExit::Signal(9)),
+        };
+        assert_eq!(cancelled.to_string(), "cancelled (killed by signal 9)");
     }
 
     #[test]

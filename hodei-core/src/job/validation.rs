@@ -30,4 +30,13 @@ impl ValidationError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The same error seen from the enclosing field: `memory` within `spec` is `spec.memory`.
+    #[must_use]
+    pub(crate) fn within(self, parent: &str) -> Self {
+        Self {
+            field: format!("{parent}.{}", self.field).into(),
+            message: self.message,
+        }
+    }
 }

@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use super::{OutputChunk, OutputStream};
 
 pub(crate) const HEADER_LEN: usize = 8 + 1 + 8 + 4;
-/// Largest chunk accepted in a log; bigger writes are split by the worker.
-pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+/// Largest chunk a job log stores or reads back; a longer record is refused as corrupt.
+/// The worker's chunks stay far below it (see the worker's `MAX_MERGED_CHUNK_BYTES`).
+pub const MAX_STORED_CHUNK_BYTES: usize = 4 << 20;
 
 pub(crate) fn encode_into(chunk: &OutputChunk, out: &mut Vec<u8>) {
     out.extend_from_slice(&chunk.seq.to_le_bytes());
@@ -41,7 +42,7 @@ pub(crate) fn read_record(reader: &mut impl Read) -> io::Result<Option<OutputChu
     })?;
     let emitted_at_us = i64::from_le_bytes(header[9..17].try_into().map_err(invalid)?);
     let len = u32::from_le_bytes(header[17..21].try_into().map_err(invalid)?) as usize;
-    if len > MAX_CHUNK_BYTES {
+    if len > MAX_STORED_CHUNK_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "log record is too large",

@@ -99,11 +99,11 @@ impl JobLog {
                     got: chunk.seq,
                 });
             }
-            if chunk.data.len() > file_format::MAX_CHUNK_BYTES {
+            if chunk.data.len() > file_format::MAX_STORED_CHUNK_BYTES {
                 return Err(AppendError::TooLarge {
                     seq: chunk.seq,
                     len: chunk.data.len(),
-                    max: file_format::MAX_CHUNK_BYTES,
+                    max: file_format::MAX_STORED_CHUNK_BYTES,
                 });
             }
             file_format::encode_into(chunk, buffer);

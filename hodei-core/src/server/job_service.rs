@@ -3,18 +3,18 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use hodei_proto::v1::{self as pb, job_event, job_service_server::JobService};
+use hodei_proto::v1::{self as pb, job_service_server::JobService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::{
+    client::JobEvent,
     controller::{JobController, SubmitError},
-    job::{Job, JobId, ValidationError},
-    logs::LogFollower,
+    job::{Job, JobId, JobSpec, ValidationError},
+    logs::{LogFollower, OutputChunk},
     provider::SelectionError,
-    wire,
 };
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
@@ -44,6 +44,11 @@ impl JobApi {
 
 fn invalid(error: &ValidationError) -> Status {
     Status::invalid_argument(error.to_string())
+}
+
+/// The job id field of a request.
+fn job_id(id: &str) -> Result<JobId, Status> {
+    id.parse().map_err(|e| invalid(&e))
 }
 
 fn internal(error: impl std::error::Error) -> Status {
@@ -78,10 +83,10 @@ impl JobService for JobApi {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("invalid spec: is missing"))?;
-        let spec = wire::spec_from_pb(spec).map_err(|e| invalid(&e))?;
+        let spec = JobSpec::try_from(spec).map_err(|e| invalid(&e))?;
         let job = self.controller.submit(spec).await.map_err(submit_status)?;
         Ok(Response::new(pb::SubmitJobResponse {
-            job: Some(wire::job_to_pb(&job)),
+            job: Some((&job).into()),
         }))
     }
 
@@ -89,8 +94,8 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let id = wire::job_id_from_pb(&request.into_inner().job_id).map_err(|e| invalid(&e))?;
-        Ok(Response::new(wire::job_to_pb(&self.existing(id).await?)))
+        let id = job_id(&request.into_inner().job_id)?;
+        Ok(Response::new((&self.existing(id).await?).into()))
     }
 
     async fn list_jobs(
@@ -108,7 +113,7 @@ impl JobService for JobApi {
         };
         let jobs = self.controller.list(limit).await.map_err(internal)?;
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(wire::job_to_pb).collect(),
+            jobs: jobs.iter().map(Into::into).collect(),
         }))
     }
 
@@ -116,7 +121,7 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let id = wire::job_id_from_pb(&request.into_inner().job_id).map_err(|e| invalid(&e))?;
+        let id = job_id(&request.into_inner().job_id)?;
         let outcome = self
             .controller
             .cancel(id)
@@ -124,7 +129,7 @@ impl JobService for JobApi {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("job {id} not found")))?;
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some(wire::job_to_pb(&outcome.job)),
+            job: Some((&outcome.job).into()),
             cancel_requested: outcome.requested,
         }))
     }
@@ -136,7 +141,7 @@ impl JobService for JobApi {
         request: Request<pb::FollowJobRequest>,
     ) -> Result<Response<Self::FollowJobStream>, Status> {
         let request = request.into_inner();
-        let id = wire::job_id_from_pb(&request.job_id).map_err(|e| invalid(&e))?;
+        let id = job_id(&request.job_id)?;
         let watch = if request.follow {
             self.controller.watch(id)
         } else {
@@ -174,18 +179,18 @@ impl JobService for JobApi {
 
 type EventSender = mpsc::Sender<Result<pb::JobEvent, Status>>;
 
-async fn send(tx: &EventSender, event: job_event::Event) -> Result<(), &'static str> {
-    tx.send(Ok(pb::JobEvent { event: Some(event) }))
+async fn send(tx: &EventSender, event: JobEvent) -> Result<(), &'static str> {
+    tx.send(Ok(event.into()))
         .await
         .map_err(|_| "client went away")
 }
 
 async fn send_status(tx: &EventSender, job: &Job) -> Result<(), &'static str> {
-    send(
-        tx,
-        job_event::Event::Status(wire::status_to_pb(&job.state, job.detail.as_deref())),
-    )
-    .await
+    let state = JobEvent::State {
+        state: job.state.clone(),
+        detail: job.detail.clone(),
+    };
+    send(tx, state).await
 }
 
 /// Sends the rest of the log; the log must be closed.
@@ -197,7 +202,7 @@ async fn drain(follower: Option<&mut LogFollower>, tx: &EventSender) -> Result<(
         match follower.next_batch().await {
             Ok(Some(batch)) => {
                 for chunk in batch {
-                    send(tx, job_event::Event::Output(wire::chunk_to_pb(chunk))).await?;
+                    send(tx, JobEvent::Output(chunk)).await?;
                 }
             }
             Ok(None) => return Ok(()),
@@ -228,7 +233,7 @@ async fn follow(
             next = next_output(&mut follower) => match next {
                 Ok(Some(batch)) => {
                     for chunk in batch {
-                        send(tx, job_event::Event::Output(wire::chunk_to_pb(chunk))).await?;
+                        send(tx, JobEvent::Output(chunk)).await?;
                     }
                 }
                 Ok(None) => follower = None,
@@ -263,7 +268,7 @@ async fn follow(
 /// The next output batch, or never when output is not followed or has ended.
 async fn next_output(
     follower: &mut Option<LogFollower>,
-) -> std::io::Result<Option<Vec<crate::logs::OutputChunk>>> {
+) -> std::io::Result<Option<Vec<OutputChunk>>> {
     match follower {
         Some(follower) => follower.next_batch().await,
         None => std::future::pending().await,

@@ -3,19 +3,16 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use hodei_proto::v1::{
-    self as pb, server_message, worker_message, worker_service_server::WorkerService,
-};
+use hodei_proto::v1::{self as pb, worker_service_server::WorkerService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    controller::{FromWorker, JobController, StopReason, ToWorker, WorkerLink, WorkerOutcome},
-    job::{ProcessExit, WorkerId},
-    logs::JobLog,
-    wire,
+    controller::{FromWorker, JobController, ToWorker, WorkerLink},
+    logs::{JobLog, OutputChunk},
+    wire::{Registration, ServerMessage, WorkerMessage},
 };
 
 /// How long a connected worker has to send its registration.
@@ -38,10 +35,8 @@ impl WorkerApi {
 type ServerStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
 type Outbound = mpsc::Sender<Result<pb::ServerMessage, Status>>;
 
-fn message(message: server_message::Message) -> Result<pb::ServerMessage, Status> {
-    Ok(pb::ServerMessage {
-        message: Some(message),
-    })
+fn invalid(error: &crate::job::ValidationError) -> Status {
+    Status::invalid_argument(error.to_string())
 }
 
 #[tonic::async_trait]
@@ -57,20 +52,19 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(|_| Status::deadline_exceeded("no registration within 10s"))??
             .ok_or_else(|| Status::invalid_argument("the stream closed before registration"))?;
-        let Some(worker_message::Message::Register(register)) = first.message else {
+        let WorkerMessage::Register(register) =
+            WorkerMessage::try_from(first).map_err(|e| invalid(&e))?
+        else {
             return Err(Status::invalid_argument(
                 "invalid message: the first message must be register",
             ));
         };
-        let worker_id: WorkerId = register
-            .worker_id
-            .parse()
-            .map_err(|e: crate::job::ValidationError| Status::invalid_argument(e.to_string()))?;
-        if let Err(error) = self
-            .controller
-            .tokens()
-            .redeem(worker_id, &register.otp_token)
-        {
+        let Registration {
+            worker_id,
+            otp_token,
+            worker_version,
+        } = register;
+        if let Err(error) = self.controller.tokens().redeem(worker_id, &otp_token) {
             warn!(worker.id = %worker_id, %error, "worker registration refused");
             return Err(Status::unauthenticated(format!(
                 "invalid otp_token: {error}"
@@ -90,7 +84,7 @@ impl WorkerService for WorkerApi {
             })
             .map_err(|_| Status::failed_precondition("the job stopped waiting for this worker"))?;
         let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %pending.job_id);
-        info!(parent: &span, version = %register.worker_version, "worker attached");
+        info!(parent: &span, version = %worker_version, "worker attached");
         tokio::spawn(forward_to_worker(to_worker_rx, outbound.clone()).instrument(span.clone()));
         tokio::spawn(
             read_from_worker(inbound, pending.log, from_worker_tx, outbound).instrument(span),
@@ -101,26 +95,8 @@ impl WorkerService for WorkerApi {
 
 async fn forward_to_worker(mut commands: mpsc::Receiver<ToWorker>, outbound: Outbound) {
     while let Some(command) = commands.recv().await {
-        let converted = match command {
-            ToWorker::Assign(a) => server_message::Message::Assignment(pb::Assignment {
-                job_id: a.job_id.to_string(),
-                spec: Some(wire::spec_to_pb(&a.spec)),
-                heartbeat_interval_ms: wire::millis(a.heartbeat_interval),
-                kill_grace_ms: wire::millis(a.kill_grace),
-            }),
-            ToWorker::Stop(reason) => server_message::Message::Cancel(pb::CancelJob {
-                reason: match reason {
-                    StopReason::Cancelled => pb::CancelReason::User,
-                    StopReason::TimedOut => pb::CancelReason::Timeout,
-                    StopReason::Shutdown => pb::CancelReason::Shutdown,
-                }
-                .into(),
-            }),
-            ToWorker::ResultAccepted => {
-                server_message::Message::ResultAccepted(pb::ResultAccepted {})
-            }
-        };
-        if outbound.send(message(converted)).await.is_err() {
+        let message = ServerMessage::from(command);
+        if outbound.send(Ok(message.into())).await.is_err() {
             return;
         }
     }
@@ -139,17 +115,22 @@ async fn read_from_worker(
             () = controller.closed() => return,
         };
         let next = match received {
-            Ok(Some(pb::WorkerMessage { message: Some(m) })) => m,
-            Ok(Some(_)) => break "the worker sent an empty message".to_owned(),
+            Ok(Some(message)) => match WorkerMessage::try_from(message) {
+                Ok(next) => next,
+                Err(error) => {
+                    let _ = outbound.send(Err(invalid(&error))).await;
+                    break format!("the worker sent an {error}");
+                }
+            },
             Ok(None) => break "the worker closed its stream".to_owned(),
             Err(status) => break format!("the worker's stream failed: {}", status.message()),
         };
         match next {
-            worker_message::Message::Output(batch) => match store_output(&log, batch) {
+            WorkerMessage::Output(chunks) => match store_output(&log, &chunks) {
                 Ok(seq) => {
                     let _ = controller.try_send(FromWorker::Output);
                     if outbound
-                        .send(message(server_message::Message::Ack(pb::OutputAck { seq })))
+                        .send(Ok(ServerMessage::Ack(seq).into()))
                         .await
                         .is_err()
                     {
@@ -162,37 +143,20 @@ async fn read_from_worker(
                     break reason;
                 }
             },
-            worker_message::Message::Heartbeat(_) => {
+            WorkerMessage::Heartbeat => {
                 let _ = controller.try_send(FromWorker::Alive);
             }
-            worker_message::Message::Result(result) => {
-                let outcome = match result.outcome {
-                    Some(pb::job_result::Outcome::ExitCode(c)) => {
-                        WorkerOutcome::Exit(ProcessExit::Code(c))
-                    }
-                    Some(pb::job_result::Outcome::Signal(s)) => {
-                        WorkerOutcome::Exit(ProcessExit::Signal(s))
-                    }
-                    Some(pb::job_result::Outcome::SpawnError(m)) => WorkerOutcome::SpawnFailed(m),
-                    None => {
-                        let _ = outbound
-                            .send(Err(Status::invalid_argument(
-                                "invalid result.outcome: is missing",
-                            )))
-                            .await;
-                        break "the worker sent a result without an outcome".to_owned();
-                    }
-                };
+            WorkerMessage::Result { outcome, last_seq } => {
                 debug!(?outcome, "worker reported the result");
-                let report = FromWorker::Result {
-                    outcome,
-                    last_seq: result.last_seq,
-                };
-                if controller.send(report).await.is_err() {
+                if controller
+                    .send(FromWorker::Result { outcome, last_seq })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            worker_message::Message::Register(_) => {
+            WorkerMessage::Register(_) => {
                 let _ = outbound
                     .send(Err(Status::invalid_argument(
                         "invalid message: already registered",
@@ -206,19 +170,13 @@ async fn read_from_worker(
     let _ = controller.send(FromWorker::Broken(broken)).await;
 }
 
-fn store_output(log: &JobLog, batch: pb::OutputBatch) -> Result<u64, Status> {
-    let chunks = batch
-        .chunks
-        .into_iter()
-        .map(wire::chunk_from_pb)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+fn store_output(log: &JobLog, chunks: &[OutputChunk]) -> Result<u64, Status> {
     let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
     let lines: usize = chunks
         .iter()
         .map(|c| memchr::memchr_iter(b'\n', &c.data).count())
         .sum();
-    let stored = log.append(&chunks).map_err(|e| match e {
+    let stored = log.append(chunks).map_err(|e| match e {
         crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
         e => Status::invalid_argument(format!("invalid output: {e}")),
     })?;

@@ -11,8 +11,8 @@ use crate::logs::{OutputChunk, OutputStream};
 
 /// Most bytes in one batch message.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Most bytes merged into one chunk.
-const MAX_CHUNK_BYTES: usize = 128 * 1024;
+/// Most bytes merged into one chunk from consecutive reads of one stream.
+const MAX_MERGED_CHUNK_BYTES: usize = 128 * 1024;
 
 /// Numbers output and tracks what the server has acknowledged.
 #[derive(Debug)]
@@ -68,7 +68,8 @@ impl OutputSequencer {
             total += data.len();
             match merged.last_mut() {
                 Some((last_stream, buf))
-                    if *last_stream == stream && buf.len() + data.len() <= MAX_CHUNK_BYTES =>
+                    if *last_stream == stream
+                        && buf.len() + data.len() <= MAX_MERGED_CHUNK_BYTES =>
                 {
                     buf.extend_from_slice(&data);
                 }

@@ -2,7 +2,7 @@
 
 use std::{future::Future, time::Duration};
 
-use hodei_proto::v1::{self as pb, server_message, worker_message};
+use hodei_proto::v1 as pb;
 use nix::sys::signal::Signal;
 use tokio::{
     sync::mpsc,
@@ -18,12 +18,15 @@ use super::{
     process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece},
 };
 use crate::{
+    controller::WorkerOutcome,
     job::{JobId, ProcessExit},
-    wire,
+    wire::{Registration, ServerMessage, WorkerMessage},
 };
 
 /// Pieces of output buffered between the pipes and the sender.
 const PIECE_QUEUE: usize = 64;
+/// Shortest heartbeat interval the worker accepts, so a bad assignment cannot flood the server.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Connection attempts before giving up; with the backoff below about 30 s in all, so a
 /// busy or restarting server does not lose a starting worker.
 const CONNECT_ATTEMPTS: u32 = 15;
@@ -45,21 +48,17 @@ struct Link {
 }
 
 impl Link {
-    async fn send(&self, message: worker_message::Message) -> Result<(), WorkerError> {
+    async fn send(&self, message: WorkerMessage) -> Result<(), WorkerError> {
         self.outbound
-            .send(pb::WorkerMessage {
-                message: Some(message),
-            })
+            .send(message.into())
             .await
             .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))
     }
 
-    async fn receive(&mut self) -> Result<server_message::Message, WorkerError> {
+    async fn receive(&mut self) -> Result<ServerMessage, WorkerError> {
         match self.inbound.message().await {
-            Ok(Some(pb::ServerMessage { message: Some(m) })) => Ok(m),
-            Ok(Some(_)) => Err(WorkerError::Protocol(
-                "empty message from the server".into(),
-            )),
+            Ok(Some(message)) => ServerMessage::try_from(message)
+                .map_err(|e| WorkerError::Protocol(format!("the server sent an {e}"))),
             Ok(None) => Err(WorkerError::ConnectionLost(
                 "the server closed the stream".into(),
             )),
@@ -76,7 +75,7 @@ pub(super) async fn run(
     async move {
         let mut link = connect(&agent).await?;
         let assignment = match link.receive().await {
-            Ok(server_message::Message::Assignment(a)) => a,
+            Ok(ServerMessage::Assign(a)) => a,
             Ok(other) => {
                 return Err(WorkerError::Protocol(format!(
                     "expected an assignment, got {other:?}"
@@ -89,14 +88,10 @@ pub(super) async fn run(
             }
             Err(e) => return Err(e),
         };
-        let job_id = wire::job_id_from_pb(&assignment.job_id)?;
-        let spec = wire::spec_from_pb(
-            assignment
-                .spec
-                .ok_or_else(|| WorkerError::Protocol("assignment without a spec".into()))?,
-        )?;
-        let heartbeat = Duration::from_millis(assignment.heartbeat_interval_ms.max(100));
-        let kill_grace = Duration::from_millis(assignment.kill_grace_ms);
+        let job_id = assignment.job_id;
+        let spec = assignment.spec;
+        let heartbeat = assignment.heartbeat_interval.max(MIN_HEARTBEAT);
+        let kill_grace = assignment.kill_grace;
         info!(job.id = %job_id, command = %spec.command, "job assigned");
 
         let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
@@ -113,22 +108,19 @@ pub(super) async fn run(
                 };
                 let exit = run.until_exit(shutdown).await?;
                 let last_seq = run.sequencer.last_seq();
-                link.send(worker_message::Message::Result(pb::JobResult {
-                    outcome: Some(match exit {
-                        ProcessExit::Code(c) => pb::job_result::Outcome::ExitCode(c),
-                        ProcessExit::Signal(s) => pb::job_result::Outcome::Signal(s),
-                    }),
+                link.send(WorkerMessage::Result {
+                    outcome: WorkerOutcome::Exit(exit),
                     last_seq,
-                }))
+                })
                 .await?;
                 (Some(exit), last_seq)
             }
             Err(message) => {
                 warn!(%message, "the command could not be started");
-                link.send(worker_message::Message::Result(pb::JobResult {
-                    outcome: Some(pb::job_result::Outcome::SpawnError(message)),
+                link.send(WorkerMessage::Result {
+                    outcome: WorkerOutcome::SpawnFailed(message),
                     last_seq: 0,
-                }))
+                })
                 .await?;
                 (None, 0)
             }
@@ -172,14 +164,13 @@ async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
         }
     };
     let (outbound, outbound_rx) = mpsc::channel(32);
+    let register = WorkerMessage::Register(Registration {
+        worker_id: agent.worker_id,
+        otp_token: agent.otp_token.clone(),
+        worker_version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
     outbound
-        .send(pb::WorkerMessage {
-            message: Some(worker_message::Message::Register(pb::Register {
-                worker_id: agent.worker_id.to_string(),
-                otp_token: agent.otp_token.clone(),
-                worker_version: env!("CARGO_PKG_VERSION").to_owned(),
-            })),
-        })
+        .send(register.into())
         .await
         .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))?;
     let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
@@ -196,9 +187,9 @@ async fn await_acceptance(link: &mut Link, limit: Duration) -> Result<(), Worker
     loop {
         tokio::select! {
             message = link.receive() => match message? {
-                server_message::Message::ResultAccepted(_) => return Ok(()),
-                server_message::Message::Ack(_) | server_message::Message::Cancel(_) => {}
-                server_message::Message::Assignment(_) => {
+                ServerMessage::ResultAccepted => return Ok(()),
+                ServerMessage::Ack(_) | ServerMessage::Stop(_) => {}
+                ServerMessage::Assign(_) => {
                     return Err(WorkerError::Protocol("a second assignment arrived".into()));
                 }
             },
@@ -247,10 +238,10 @@ impl Running<'_> {
                     None => pieces_open = false,
                 },
                 message = self.link.receive() => match message {
-                    Ok(server_message::Message::Ack(ack)) => self.sequencer.acked(ack.seq),
-                    Ok(server_message::Message::Cancel(cancel)) => {
+                    Ok(ServerMessage::Ack(seq)) => self.sequencer.acked(seq),
+                    Ok(ServerMessage::Stop(reason)) => {
                         if !stopping {
-                            info!(reason = cancel.reason, "the server asked to stop the job");
+                            info!(?reason, "the server asked to stop the job");
                             stopping = true;
                             kill_at = Some(self.terminate());
                         }
@@ -292,7 +283,7 @@ impl Running<'_> {
                     self.pieces.close();
                 }
                 _ = heartbeat.tick() => {
-                    self.send_or_abandon(worker_message::Message::Heartbeat(pb::Heartbeat {})).await?;
+                    self.send_or_abandon(WorkerMessage::Heartbeat).await?;
                 }
             }
         }
@@ -301,18 +292,11 @@ impl Running<'_> {
     /// Numbers `first` and whatever output waits behind it, and sends it as one batch.
     async fn send_output(&mut self, first: OutputPiece) -> Result<(), WorkerError> {
         let chunks = self.sequencer.batch(first, &mut self.pieces);
-        let batch = pb::OutputBatch {
-            chunks: chunks.into_iter().map(wire::chunk_to_pb).collect(),
-        };
-        self.send_or_abandon(worker_message::Message::Output(batch))
-            .await
+        self.send_or_abandon(WorkerMessage::Output(chunks)).await
     }
 
     /// Sends to the server; if the stream is gone, the job is killed before the error returns.
-    async fn send_or_abandon(
-        &mut self,
-        message: worker_message::Message,
-    ) -> Result<(), WorkerError> {
+    async fn send_or_abandon(&mut self, message: WorkerMessage) -> Result<(), WorkerError> {
         let sent = self.link.send(message).await;
         if sent.is_err() {
             self.abandon();
