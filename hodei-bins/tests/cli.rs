@@ -184,11 +184,16 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         "{stderr}"
     );
 
-    let bad_id = hodei(dir.path(), &["--embedded", "get", "not-an-id"]);
-    assert_eq!(bad_id.status.code(), Some(125));
-    let stderr = text(&bad_id.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("job_id"), "{stderr}");
+    for command in ["logs", "get", "cancel"] {
+        let bad_id = hodei(dir.path(), &["--embedded", command, "not-an-id"]);
+        assert_eq!(bad_id.status.code(), Some(2), "{command}");
+        let stderr = text(&bad_id.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("invalid JOB") && stderr.contains("not-an-id"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

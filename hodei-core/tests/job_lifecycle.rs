@@ -103,7 +103,7 @@ async fn cancel_kills_the_whole_process_group() {
         async move { follow(&client, &job, 0).await }
     });
     let pid = wait_for_pid(&pid_file).await;
-    let (_, requested) = server.client.cancel(&job.id.to_string()).await.unwrap();
+    let requested = server.client.cancel(job.id).await.unwrap().requested;
     assert!(requested);
     let followed = follower.await.unwrap();
     assert!(

@@ -26,8 +26,7 @@ pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let job = client
         .submit(&jobs::spec("sleep", &["60".to_owned()])?)
         .await?;
-    let id = job.id.to_string();
-    let mut events = std::pin::pin!(client.follow(&id, 0, false, true).await?);
+    let mut events = client.follow(job.id).live().states_only().await?;
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::State {
@@ -45,7 +44,7 @@ pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
         .context("no worker process found")?;
     let worker_memory = procfs::memory(worker)?;
     let with_job = server.memory()?;
-    client.cancel(&id).await?;
+    client.cancel(job.id).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(event) = events.next().await {
         if matches!(event?, JobEvent::State { state, .. } if state.is_terminal())

@@ -225,7 +225,9 @@ impl Followed {
 /// Follows a job to its end, collecting output and states.
 pub async fn follow(client: &HodeiClient, job: &Job, from_seq: u64) -> Followed {
     let mut events = client
-        .follow(&job.id.to_string(), from_seq, true, true)
+        .follow(job.id)
+        .from_seq(from_seq)
+        .live()
         .await
         .unwrap();
     let mut followed = Followed::default();
