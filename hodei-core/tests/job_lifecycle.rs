@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{future::ready, time::Duration};
 
-use common::{Behaviour, TaskProvider, TestServer, follow, wait_gone};
+use common::{Behaviour, TaskProvider, TestServer, follow, is_alive};
 use hodei_core::{FailureReason, JobSpec, JobState, ProcessExit};
+use hodei_test_fixtures::wait_until;
 
 fn sh(script: &str) -> JobSpec {
     JobSpec::builder("sh").args(["-c", script]).build().unwrap()
@@ -33,7 +34,11 @@ async fn stdout_stderr_and_exit_code_come_back() {
     let stored = server.client.get(job.id).await.unwrap();
     assert_eq!(stored.state, JobState::from_exit(ProcessExit::Code(3)));
     assert!(stored.finished_at.is_some());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(5), "the worker is destroyed", || {
+        ready(!provider.destroyed().is_empty())
+    })
+    .await
+    .unwrap();
     assert_eq!(
         provider.destroyed(),
         vec![stored.worker_id.unwrap()],
@@ -115,10 +120,13 @@ async fn cancel_kills_the_whole_process_group() {
         followed.final_state()
     );
     assert_eq!(followed.stdout, b"started\n");
-    assert!(
-        wait_gone(pid, Duration::from_secs(5)).await,
-        "grandchild sleep {pid} survived the cancel"
-    );
+    wait_until(
+        Duration::from_secs(5),
+        &format!("the grandchild sleep {pid} is gone after the cancel"),
+        || ready(!is_alive(pid)),
+    )
+    .await
+    .unwrap();
     server.stop().await;
 }
 
@@ -144,10 +152,13 @@ async fn a_timeout_ends_in_timed_out_with_no_process_left() {
         "{:?}",
         followed.final_state()
     );
-    assert!(
-        wait_gone(pid, Duration::from_secs(5)).await,
-        "process {pid} outlived the timeout"
-    );
+    wait_until(
+        Duration::from_secs(5),
+        &format!("process {pid} is gone after the timeout"),
+        || ready(!is_alive(pid)),
+    )
+    .await
+    .unwrap();
     server.stop().await;
 }
 
@@ -187,7 +198,11 @@ async fn a_worker_that_never_registers_times_out_and_is_destroyed() {
         "{:?}",
         followed.final_state()
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(5), "the worker is destroyed", || {
+        ready(!provider.destroyed().is_empty())
+    })
+    .await
+    .unwrap();
     assert_eq!(provider.destroyed().len(), 1);
     server.stop().await;
 }
@@ -253,15 +268,11 @@ async fn a_job_active_when_the_server_stops_ends_in_a_defined_state() {
         .submit(&sh("echo running; sleep 1000"))
         .await
         .unwrap();
-    let mut seen_running = false;
-    for _ in 0..100 {
-        if server.client.get(job.id).await.unwrap().state == JobState::Running {
-            seen_running = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen_running);
+    wait_until(Duration::from_secs(5), "the job runs", || async {
+        server.client.get(job.id).await.unwrap().state == JobState::Running
+    })
+    .await
+    .unwrap();
     server.stop().await;
     let server = TestServer::start(TaskProvider::new(Behaviour::RunWorker), dir.path()).await;
     let stored = server.client.get(job.id).await.unwrap();
@@ -275,15 +286,16 @@ async fn a_job_active_when_the_server_stops_ends_in_a_defined_state() {
 }
 
 async fn wait_for_pid(path: &std::path::Path) -> i32 {
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} never appeared", path.display());
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{} holds a pid", path.display()),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            ready(text.trim().parse().ok())
+        },
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -295,21 +307,20 @@ async fn a_quota_refusal_keeps_the_job_queued_with_the_reason_then_retries() {
         .store(1, std::sync::atomic::Ordering::SeqCst);
     let server = TestServer::start(provider.clone(), dir.path()).await;
     let job = server.client.submit(&sh("echo finally")).await.unwrap();
-    let mut saw_reason = false;
-    for _ in 0..40 {
-        let now = server.client.get(job.id).await.unwrap();
-        if now.state == JobState::Queued
-            && now
-                .detail
-                .as_deref()
-                .is_some_and(|d| d.contains("QuotaExceeded"))
-        {
-            saw_reason = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(saw_reason, "hodei get shows why the job waits");
+    wait_until(
+        Duration::from_secs(2),
+        "hodei get shows why the job waits",
+        || async {
+            let now = server.client.get(job.id).await.unwrap();
+            now.state == JobState::Queued
+                && now
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("QuotaExceeded"))
+        },
+    )
+    .await
+    .unwrap();
     let followed = follow(&server.client, &job, 0).await;
     assert_eq!(followed.final_state(), &JobState::Succeeded);
     assert_eq!(followed.stdout, b"finally\n");
