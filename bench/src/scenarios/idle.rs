@@ -1,7 +1,7 @@
 //! Idle footprint: the server's memory and CPU when idle, one worker's memory while its
 //! job waits, and the sizes of the release binaries.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -13,6 +13,8 @@ use crate::{
 
 const SETTLE: Duration = Duration::from_secs(2);
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// Longest wait for the cancelled job to end before the server is stopped anyway.
+const CANCEL_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let server = ServerProcess::start(bins, &Target::Local, 4).await?;
@@ -45,13 +47,16 @@ pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let worker_memory = procfs::memory(worker)?;
     let with_job = server.memory()?;
     client.cancel(job.id).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Some(event) = events.next().await {
-        if matches!(event?, JobEvent::State { state, .. } if state.is_terminal())
-            || Instant::now() > deadline
-        {
-            break;
+    let ended = async {
+        while let Some(event) = events.next().await {
+            if matches!(event?, JobEvent::State { state, .. } if state.is_terminal()) {
+                break;
+            }
         }
+        anyhow::Ok(())
+    };
+    if let Ok(ended) = tokio::time::timeout(CANCEL_PATIENCE, ended).await {
+        ended?;
     }
     server.stop().await?;
 
