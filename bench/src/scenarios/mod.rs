@@ -8,23 +8,30 @@ mod pod_start;
 mod start;
 mod throughput;
 
-use crate::{binaries::Binaries, cli::BenchArgs, cli::Scenario, report::Figure, target::Target};
+use crate::{
+    binaries::Binaries,
+    config::{BenchConfig, Scenario},
+    report::Figure,
+    target::Target,
+};
 
-/// Runs one scenario on `target` and returns its figures.
+/// Runs one scenario of `config` on `target` with its parameters and returns its figures.
 pub async fn run(
     scenario: Scenario,
-    args: &BenchArgs,
+    config: &BenchConfig,
     bins: &Binaries,
     target: &Target,
 ) -> anyhow::Result<Vec<Figure>> {
     match (scenario, target) {
         (Scenario::Idle, _) => idle::run(bins).await,
-        (Scenario::Latency, _) => latency::run(args, bins, target).await,
-        (Scenario::Throughput, _) => throughput::run(args, bins, target).await,
-        (Scenario::Start, Target::Local) => start::run(args, bins).await,
-        (Scenario::Start, Target::Kubernetes(_)) => pod_start::run(args, bins, target).await,
-        (Scenario::Concurrency, _) => concurrency::run(args, bins, target).await,
-        (Scenario::Dispatch, _) => dispatch::run(args, bins).await,
+        (Scenario::Latency, _) => latency::run(config.latency, bins, target).await,
+        (Scenario::Throughput, _) => throughput::run(config.throughput, bins, target).await,
+        (Scenario::Start, Target::Local) => start::run(config.start, bins).await,
+        (Scenario::Start, Target::Kubernetes(_)) => {
+            pod_start::run(config.start, bins, target).await
+        }
+        (Scenario::Concurrency, _) => concurrency::run(&config.concurrency, bins, target).await,
+        (Scenario::Dispatch, _) => dispatch::run(config.dispatch, bins).await,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Throughput,
     emit::bulk_size,
     jobs, procfs,
     report::Figure,
@@ -38,24 +38,24 @@ impl Count {
 }
 
 pub async fn run(
-    args: &BenchArgs,
+    params: Throughput,
     bins: &Binaries,
     target: &Target,
 ) -> anyhow::Result<Vec<Figure>> {
-    let requested = args.throughput_mib << 20;
-    let (lines, bytes) = bulk_size(requested, args.line_len);
+    let requested = params.mib << 20;
+    let (lines, bytes) = bulk_size(requested, params.line_len);
     let emit: Vec<String> = [
         "emit".to_owned(),
         "--bytes".to_owned(),
         requested.to_string(),
         "--line-len".to_owned(),
-        args.line_len.to_string(),
+        params.line_len.to_string(),
     ]
     .into();
     let command = format!(
         "`hodei-bench emit --bytes {requested} --line-len {}` ({lines} lines, {bytes} bytes, \
          64 KiB writes)",
-        args.line_len
+        params.line_len
     );
 
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
