@@ -6,7 +6,7 @@ mod common;
 
 use std::{future::ready, time::Duration};
 
-use common::{Behaviour, TaskProvider, TestServer, follow, is_alive};
+use common::{Behaviour, TaskProvider, TestServer, follow, wait_gone};
 use hodei_core::{FailureReason, JobSpec, JobState, ProcessExit};
 use hodei_test_fixtures::wait_until;
 
@@ -120,13 +120,7 @@ async fn cancel_kills_the_whole_process_group() {
         followed.final_state()
     );
     assert_eq!(followed.stdout, b"started\n");
-    wait_until(
-        Duration::from_secs(5),
-        &format!("the grandchild sleep {pid} is gone after the cancel"),
-        || ready(!is_alive(pid)),
-    )
-    .await
-    .unwrap();
+    wait_gone(pid, "after the cancel").await;
     server.stop().await;
 }
 
@@ -152,13 +146,7 @@ async fn a_timeout_ends_in_timed_out_with_no_process_left() {
         "{:?}",
         followed.final_state()
     );
-    wait_until(
-        Duration::from_secs(5),
-        &format!("process {pid} is gone after the timeout"),
-        || ready(!is_alive(pid)),
-    )
-    .await
-    .unwrap();
+    wait_gone(pid, "after the timeout").await;
     server.stop().await;
 }
 

@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::ensure;
 use hodei_core::JobState;
-use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
@@ -39,22 +38,7 @@ pub async fn run(params: Latency, bins: &Binaries, target: &Target) -> anyhow::R
     );
 
     let mut baseline = LineClock::default();
-    let mut child = tokio::process::Command::new(&bins.bench)
-        .args(&emit)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    if let Some(mut stdout) = child.stdout.take() {
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = stdout.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            baseline.feed(&buffer[..n], None);
-        }
-    }
-    child.wait().await?;
+    super::read_piped(&bins.bench, &emit, |data| baseline.feed(data, None)).await?;
 
     let server = ServerProcess::start(bins, target, 16).await?;
     let client = server.client().await?;

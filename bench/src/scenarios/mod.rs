@@ -8,6 +8,10 @@ mod pod_start;
 mod start;
 mod throughput;
 
+use std::{path::Path, process::Stdio};
+
+use tokio::io::AsyncReadExt;
+
 use crate::{
     binaries::Binaries,
     config::{BenchConfig, Scenario},
@@ -33,6 +37,32 @@ pub async fn run(
         (Scenario::Concurrency, _) => concurrency::run(&config.concurrency, bins, target).await,
         (Scenario::Dispatch, _) => dispatch::run(config.dispatch, bins).await,
     }
+}
+
+/// Runs `program args` as a direct child, hands its stdout to `on_data` as it arrives,
+/// and returns once it has exited: the pipe baseline of the output scenarios.
+async fn read_piped(
+    program: &Path,
+    args: &[String],
+    mut on_data: impl FnMut(&[u8]),
+) -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = stdout.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            on_data(&buffer[..n]);
+        }
+    }
+    child.wait().await?;
+    Ok(())
 }
 
 /// KiB to MiB.

@@ -9,7 +9,6 @@ use std::{
 
 use anyhow::ensure;
 use hodei_core::JobState;
-use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
@@ -69,23 +68,8 @@ pub async fn run(
     ensure!(status.success(), "baseline emit failed: {status}");
 
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&bins.bench)
-        .args(&emit)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
     let mut piped = Count::default();
-    if let Some(mut stdout) = child.stdout.take() {
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = stdout.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            piped.add(&buffer[..n]);
-        }
-    }
-    child.wait().await?;
+    super::read_piped(&bins.bench, &emit, |data| piped.add(data)).await?;
     let pipe_time = started.elapsed();
 
     let server = ServerProcess::start(bins, target, 16).await?;

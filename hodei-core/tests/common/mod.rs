@@ -249,8 +249,19 @@ pub async fn follow(client: &HodeiClient, job: &Job, from_seq: u64) -> Followed 
     followed
 }
 
-/// Whether `pid` exists and is not a zombie nobody reaps.
-pub fn is_alive(pid: i32) -> bool {
+/// Waits up to 5 s until `pid` no longer exists (or is a zombie nobody reaps); `after`
+/// says after what, e.g. "after the cancel".
+pub async fn wait_gone(pid: i32, after: &str) {
+    wait_until(
+        Duration::from_secs(5),
+        &format!("process {pid} is gone {after}"),
+        || ready(!is_alive(pid)),
+    )
+    .await
+    .unwrap();
+}
+
+fn is_alive(pid: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
