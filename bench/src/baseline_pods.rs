@@ -20,7 +20,7 @@ pub fn manifest(cluster: &Cluster, name: &str, script: &str) -> serde_json::Valu
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": cluster.namespace, "labels": {LABEL: "true"}},
+        "metadata": {"name": name, "namespace": cluster.settings.namespace, "labels": {LABEL: "true"}},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": false,
@@ -32,7 +32,7 @@ pub fn manifest(cluster: &Cluster, name: &str, script: &str) -> serde_json::Valu
             },
             "containers": [{
                 "name": "main",
-                "image": cluster.baseline_image,
+                "image": cluster.settings.baseline_image,
                 "command": ["/bin/sh", "-c", script],
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
@@ -71,5 +71,5 @@ pub async fn delete(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
 }
 
 fn api(cluster: &Cluster) -> Api<Pod> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+    Api::namespaced(cluster.client.clone(), &cluster.settings.namespace)
 }

@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::cli::BenchArgs;
-
 /// The programs a run uses.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -20,18 +18,12 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Flags first, then the directory of this program.
-    pub fn locate(args: &BenchArgs) -> anyhow::Result<Self> {
+    /// `server` and `worker` when given, else the programs next to this one.
+    pub fn locate(server: Option<&Path>, worker: Option<&Path>) -> anyhow::Result<Self> {
         let bench = std::env::current_exe().context("cannot find this program")?;
         let dir = bench.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let server = args
-            .server_bin
-            .clone()
-            .unwrap_or_else(|| dir.join("hodei-server-bin"));
-        let worker = args
-            .worker_bin
-            .clone()
-            .unwrap_or_else(|| dir.join("hodei-worker-bin"));
+        let server = server.map_or_else(|| dir.join("hodei-server-bin"), Path::to_path_buf);
+        let worker = worker.map_or_else(|| dir.join("hodei-worker-bin"), Path::to_path_buf);
         for path in [&server, &worker] {
             if !path.is_file() {
                 bail!(

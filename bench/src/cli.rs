@@ -1,15 +1,16 @@
-//! Flags, and the run of the selected scenarios into one report.
+//! Flags, turned into a [`BenchConfig`] in one place; everything after that sees only the
+//! config.
 
-use std::{path::PathBuf, process::ExitCode, time::Instant};
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
 use crate::{
-    binaries::Binaries,
+    config::{
+        BenchConfig, Concurrency, DEFAULT_REPORT, Dispatch, Kubernetes, Latency, Provider,
+        Scenario, Start, TargetConfig, Throughput,
+    },
     emit::EmitArgs,
-    report::{Report, ScenarioReport},
-    scenarios,
-    target::Target,
 };
 
 /// Measures a real hodei-server-bin: output latency, throughput, start latency,
@@ -36,145 +37,161 @@ enum Command {
     Emit(EmitArgs),
 }
 
-/// One benchmark scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// Server and worker memory at idle, and binary sizes.
-    Idle,
-    /// Write-to-client delay of output lines written at a steady rate.
-    Latency,
-    /// Bytes per second of one job writing as fast as it can.
-    Throughput,
-    /// Submit to provisioning, running, terminal and first output.
-    Start,
-    /// Many `sleep` jobs at once: wall time, server memory and CPU.
-    Concurrency,
-    /// Many `true` jobs a few at a time against direct spawns.
-    Dispatch,
+impl ValueEnum for Scenario {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.about()))
+    }
 }
 
-/// Where the benchmark jobs run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Provider {
-    /// Worker processes on this machine (the server's local provider).
-    Local,
-    /// Worker pods in a Kubernetes namespace (the server's Kubernetes provider).
-    Kubernetes,
+impl ValueEnum for Provider {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.about()))
+    }
 }
 
-/// What to run and how big.
+/// What to run and how big; the defaults are the config's.
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Scenarios to run (comma-separated or repeated) [default: all that the provider
     /// supports].
     #[arg(long = "scenario", value_enum, value_delimiter = ',')]
-    pub scenarios: Vec<Scenario>,
+    scenarios: Vec<Scenario>,
     /// Where jobs run. `kubernetes` needs KUBECONFIG (used to watch pods and run the
     /// kubectl baseline), a prepared worker namespace and a worker image the cluster runs;
     /// see docs/BENCHMARKS.md.
     #[arg(long, value_enum, default_value = "local")]
-    pub provider: Provider,
+    provider: Provider,
     /// Kubernetes: the worker namespace.
-    #[arg(long, default_value = "hodei-jobs-workers")]
-    pub k8s_namespace: String,
+    #[arg(long, default_value_t = Kubernetes::default().namespace)]
+    k8s_namespace: String,
     /// Kubernetes: the kubeconfig the server uses [default: KUBECONFIG].
     #[arg(long)]
-    pub k8s_server_kubeconfig: Option<PathBuf>,
+    k8s_server_kubeconfig: Option<PathBuf>,
     /// Kubernetes: the worker image of job pods.
-    #[arg(long, default_value = "hodei-worker:latest")]
-    pub k8s_worker_image: String,
+    #[arg(long, default_value_t = Kubernetes::default().worker_image)]
+    k8s_worker_image: String,
     /// Kubernetes: an image whose entrypoint is a POSIX shell, for the `kubectl run`
     /// baseline pods.
-    #[arg(long, default_value = "hodei-bench-shell:latest")]
-    pub k8s_baseline_image: String,
+    #[arg(long, default_value_t = Kubernetes::default().baseline_image)]
+    k8s_baseline_image: String,
     /// Kubernetes: the server's HODEI_K8S_API_WRITES_PER_SECOND [default: the server's].
     #[arg(long)]
-    pub k8s_api_writes_per_second: Option<u32>,
+    k8s_api_writes_per_second: Option<u32>,
     /// The hodei-server-bin to measure [default: next to this program].
     #[arg(long)]
-    pub server_bin: Option<PathBuf>,
+    server_bin: Option<PathBuf>,
     /// The hodei-worker-bin the server runs [default: next to this program].
     #[arg(long)]
-    pub worker_bin: Option<PathBuf>,
+    worker_bin: Option<PathBuf>,
     /// Where to write the JSON report.
-    #[arg(long, default_value = "target/bench-report.json")]
-    pub out: PathBuf,
+    #[arg(long, default_value = DEFAULT_REPORT)]
+    out: PathBuf,
     /// Latency: lines per second.
-    #[arg(long, default_value_t = 200)]
-    pub latency_rate: u32,
+    #[arg(long, default_value_t = Latency::default().rate)]
+    latency_rate: u32,
     /// Latency: number of lines.
-    #[arg(long, default_value_t = 1000)]
-    pub latency_count: u32,
+    #[arg(long, default_value_t = Latency::default().count)]
+    latency_count: u32,
     /// Throughput: MiB the job writes.
-    #[arg(long, default_value_t = 256)]
-    pub throughput_mib: u64,
+    #[arg(long, default_value_t = Throughput::default().mib)]
+    throughput_mib: u64,
     /// Throughput: bytes per line, newline included.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=65536))]
-    pub line_len: u64,
+    #[arg(
+        long,
+        default_value_t = Throughput::default().line_len,
+        value_parser = clap::value_parser!(u64).range(2..=65536)
+    )]
+    line_len: u64,
     /// Start: number of sequential jobs (each of `true`, then each of `echo`).
-    #[arg(long, default_value_t = 50)]
-    pub start_jobs: usize,
+    #[arg(long, default_value_t = Start::default().jobs)]
+    start_jobs: usize,
     /// Concurrency: job counts to run at once, one round each [default: 100,500 locally,
     /// 50,200 on Kubernetes].
     #[arg(long, value_delimiter = ',')]
-    pub concurrency: Vec<usize>,
+    concurrency: Vec<usize>,
     /// Concurrency: seconds each job sleeps.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency_sleep: u32,
+    #[arg(long, default_value_t = Concurrency::DEFAULT_SLEEP_SECS)]
+    concurrency_sleep: u32,
     /// Dispatch: number of `true` jobs.
-    #[arg(long, default_value_t = 200)]
-    pub dispatch_jobs: usize,
+    #[arg(long, default_value_t = Dispatch::default().jobs)]
+    dispatch_jobs: usize,
     /// Dispatch: jobs in flight at once.
-    #[arg(long, default_value_t = 8)]
-    pub dispatch_parallel: usize,
+    #[arg(long, default_value_t = Dispatch::default().parallel)]
+    dispatch_parallel: usize,
 }
 
 impl BenchArgs {
-    fn selected(&self) -> anyhow::Result<Vec<Scenario>> {
-        let supported = |s: &Scenario| self.provider == Provider::Local || s.runs_on_kubernetes();
-        if self.scenarios.is_empty() {
-            return Ok(Scenario::value_variants()
-                .iter()
-                .copied()
-                .filter(supported)
-                .collect());
+    /// The run these flags ask for; `command_line` goes into the report.
+    fn into_config(self, command_line: Vec<String>) -> anyhow::Result<BenchConfig> {
+        let scenarios = self.selected()?;
+        let target = match self.provider {
+            Provider::Local => TargetConfig::Local,
+            Provider::Kubernetes => TargetConfig::Kubernetes(Kubernetes {
+                namespace: self.k8s_namespace,
+                server_kubeconfig: self.k8s_server_kubeconfig,
+                worker_image: self.k8s_worker_image,
+                baseline_image: self.k8s_baseline_image,
+                api_writes_per_second: self.k8s_api_writes_per_second,
+            }),
+        };
+        let mut concurrency = Concurrency::for_provider(self.provider);
+        if !self.concurrency.is_empty() {
+            concurrency.rounds = self.concurrency;
         }
-        if let Some(local_only) = self.scenarios.iter().find(|s| !supported(s)) {
+        concurrency.sleep_secs = self.concurrency_sleep;
+        Ok(BenchConfig {
+            scenarios,
+            target,
+            server_bin: self.server_bin,
+            worker_bin: self.worker_bin,
+            report: self.out,
+            command_line,
+            latency: Latency {
+                rate: self.latency_rate,
+                count: self.latency_count,
+            },
+            throughput: Throughput {
+                mib: self.throughput_mib,
+                line_len: self.line_len,
+            },
+            start: Start {
+                jobs: self.start_jobs,
+            },
+            concurrency,
+            dispatch: Dispatch {
+                jobs: self.dispatch_jobs,
+                parallel: self.dispatch_parallel,
+            },
+        })
+    }
+
+    /// The scenarios asked for, in run order; by default all that the provider supports.
+    fn selected(&self) -> anyhow::Result<Vec<Scenario>> {
+        if let Some(unsupported) = self.scenarios.iter().find(|s| !s.runs_on(self.provider)) {
             anyhow::bail!(
                 "--scenario {}: runs on the local provider only",
-                scenario_name(*local_only)
+                unsupported.name()
             );
         }
-        Ok(Scenario::value_variants()
-            .iter()
-            .copied()
-            .filter(|s| self.scenarios.contains(s))
+        Ok(Scenario::ALL
+            .into_iter()
+            .filter(|s| {
+                if self.scenarios.is_empty() {
+                    s.runs_on(self.provider)
+                } else {
+                    self.scenarios.contains(s)
+                }
+            })
             .collect())
     }
-
-    /// The concurrency rounds to run.
-    #[must_use]
-    pub fn concurrency_rounds(&self) -> Vec<usize> {
-        match (self.concurrency.is_empty(), self.provider) {
-            (false, _) => self.concurrency.clone(),
-            (true, Provider::Local) => vec![100, 500],
-            (true, Provider::Kubernetes) => vec![50, 200],
-        }
-    }
-}
-
-impl Scenario {
-    /// Idle footprint and dispatch overhead measure worker processes of the server itself.
-    fn runs_on_kubernetes(self) -> bool {
-        !matches!(self, Self::Idle | Self::Dispatch)
-    }
-}
-
-fn scenario_name(scenario: Scenario) -> String {
-    scenario
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 /// Parses the command line and runs it.
@@ -183,7 +200,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Emit(args)) => crate::emit::run(&args),
-        None => bench(cli.bench),
+        None => cli
+            .bench
+            .into_config(std::env::args().collect())
+            .and_then(|config| crate::runner::run(&config)),
     };
     match result {
         Ok(code) => code,
@@ -194,48 +214,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let selected = args.selected()?;
-    let bins = Binaries::locate(&args)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let target = runtime.block_on(Target::from_args(&args))?;
-    let mut report = Report::new(std::env::args().collect());
-    for scenario in selected {
-        let name = scenario_name(scenario);
-        eprintln!("hodei-bench: running {name} ...");
-        let load = crate::procfs::load_average();
-        let started = Instant::now();
-        let result = runtime.block_on(scenarios::run(scenario, &args, &bins, &target));
-        let scenario_report = ScenarioReport::new(name, load, started.elapsed(), result);
-        if let Some(error) = &scenario_report.error {
-            eprintln!("hodei-bench: {} failed: {error}", scenario_report.name);
-        }
-        report.scenarios.push(scenario_report);
-    }
-    report.write(&args.out)?;
-    print!("{}", report.summary());
-    println!("report: {}", args.out.display());
-    Ok(if report.scenarios.iter().any(|s| s.error.is_some()) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(flags: &[&str]) -> BenchArgs {
+    fn config(flags: &[&str]) -> anyhow::Result<BenchConfig> {
         let argv = std::iter::once("hodei-bench").chain(flags.iter().copied());
-        Cli::try_parse_from(argv).expect("flags parse").bench
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        cli.bench.into_config(Vec::new())
     }
 
     #[test]
     fn kubernetes_runs_the_pod_scenarios_with_cluster_sized_rounds() {
-        let k8s = args(&["--provider", "kubernetes"]);
+        let k8s = config(&["--provider", "kubernetes"]).expect("defaults are supported");
         assert_eq!(
-            k8s.selected().expect("defaults are supported"),
+            k8s.scenarios,
             [
                 Scenario::Latency,
                 Scenario::Throughput,
@@ -243,18 +236,85 @@ mod tests {
                 Scenario::Concurrency
             ]
         );
-        assert_eq!(k8s.concurrency_rounds(), [50, 200]);
-        let local = args(&[]);
-        assert_eq!(local.selected().expect("all").len(), 6);
-        assert_eq!(local.concurrency_rounds(), [100, 500]);
-        assert_eq!(args(&["--concurrency", "7"]).concurrency_rounds(), [7]);
+        assert_eq!(k8s.concurrency.rounds, [50, 200]);
+        assert_eq!(k8s.target, TargetConfig::Kubernetes(Kubernetes::default()));
+        let local = config(&[]).expect("all");
+        assert_eq!(local.scenarios.len(), 6);
+        assert_eq!(local.concurrency.rounds, [100, 500]);
+        assert_eq!(
+            config(&["--concurrency", "7"]).expect("local").concurrency,
+            Concurrency {
+                rounds: vec![7],
+                sleep_secs: 1
+            }
+        );
     }
 
     #[test]
     fn a_local_only_scenario_on_kubernetes_is_refused_by_name() {
-        let error = args(&["--provider", "kubernetes", "--scenario", "latency,dispatch"])
-            .selected()
+        let error = config(&["--provider", "kubernetes", "--scenario", "latency,dispatch"])
             .expect_err("dispatch needs worker processes");
         assert!(error.to_string().contains("--scenario dispatch"), "{error}");
+    }
+
+    #[test]
+    fn every_flag_lands_in_its_scenario() {
+        let config = config(&[
+            "--scenario",
+            "dispatch,latency",
+            "--latency-rate",
+            "5",
+            "--latency-count",
+            "6",
+            "--throughput-mib",
+            "7",
+            "--line-len",
+            "8",
+            "--start-jobs",
+            "9",
+            "--concurrency-sleep",
+            "10",
+            "--dispatch-jobs",
+            "11",
+            "--dispatch-parallel",
+            "12",
+            "--out",
+            "r.json",
+        ])
+        .expect("valid");
+        assert_eq!(config.scenarios, [Scenario::Latency, Scenario::Dispatch]);
+        assert_eq!(config.latency, Latency { rate: 5, count: 6 });
+        assert_eq!(
+            config.throughput,
+            Throughput {
+                mib: 7,
+                line_len: 8
+            }
+        );
+        assert_eq!(config.start, Start { jobs: 9 });
+        assert_eq!(config.concurrency.sleep_secs, 10);
+        assert_eq!(
+            config.dispatch,
+            Dispatch {
+                jobs: 11,
+                parallel: 12
+            }
+        );
+        assert_eq!(config.report, PathBuf::from("r.json"));
+        assert_eq!(config.target, TargetConfig::Local);
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_config_defaults() {
+        let config = config(&[]).expect("defaults");
+        assert_eq!(config.latency, Latency::default());
+        assert_eq!(config.throughput, Throughput::default());
+        assert_eq!(config.start, Start::default());
+        assert_eq!(config.dispatch, Dispatch::default());
+        assert_eq!(
+            config.concurrency,
+            Concurrency::for_provider(Provider::Local)
+        );
+        assert_eq!(config.report, PathBuf::from(DEFAULT_REPORT));
     }
 }

@@ -51,10 +51,13 @@ pub async fn run(
     let start = Instant::now();
     let job = client.submit(spec).await?;
     let submitted = start.elapsed();
-    let events = client
-        .follow(&job.id.to_string(), 0, include_output, true)
-        .await?;
-    let mut events = std::pin::pin!(events);
+    let follow = client.follow(job.id).live();
+    let mut events = if include_output {
+        follow
+    } else {
+        follow.states_only()
+    }
+    .await?;
     let (mut provisioning, mut running) = (None, None);
     let (mut first_output, mut last_output) = (None, None);
     while let Some(event) = events.next().await {

@@ -4,11 +4,13 @@
 pub mod baseline_pods;
 pub mod binaries;
 pub mod cli;
+pub mod config;
 pub mod emit;
 pub mod jobs;
 pub mod pod_clock;
 pub mod procfs;
 pub mod report;
+pub mod runner;
 pub mod scenarios;
 pub mod server;
 pub mod stats;

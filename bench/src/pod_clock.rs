@@ -5,13 +5,15 @@
 
 use std::{
     collections::HashMap,
+    future::ready,
     pin::pin,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use futures::StreamExt;
+use hodei_test_fixtures::wait_until;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
@@ -21,8 +23,6 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Longest wait for the watch's initial list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the waits look at the table.
-const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// When one pod was first seen in each state.
 #[derive(Debug, Clone, Default)]
@@ -90,52 +90,28 @@ impl PodClock {
 
     /// Waits up to `limit` until the pod called `name` has left the API.
     pub async fn wait_gone(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
-        self.wait_until(limit, || {
-            self.pod(name)
-                .is_some_and(|p| p.gone.is_none())
-                .then(|| format!("pod {name} still exists"))
+        wait_until(limit, &format!("pod {name} has left the API"), || {
+            ready(self.pod(name).is_none_or(|p| p.gone.is_some()))
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Waits up to `limit` until every pod seen has left the API.
     pub async fn wait_all_gone(&self, limit: Duration) -> anyhow::Result<()> {
-        self.wait_until(limit, || {
-            let left = self.all().iter().filter(|p| p.gone.is_none()).count();
-            (left > 0).then(|| format!("{left} pods still exist"))
-        })
-        .await
+        let left = || self.all().iter().filter(|p| p.gone.is_none()).count();
+        wait_until(limit, "every pod has left the API", || ready(left() == 0))
+            .await
+            .with_context(|| format!("{} pods still exist", left()))
     }
 
     /// Waits up to `limit` until the pod called `name` was seen Succeeded or Failed, and
     /// returns when that was.
     pub async fn wait_finished(&self, name: &str, limit: Duration) -> anyhow::Result<Instant> {
-        self.wait_until(limit, || {
-            self.pod(name)
-                .and_then(|p| p.finished)
-                .is_none()
-                .then(|| format!("pod {name} has not finished"))
+        Ok(wait_until(limit, &format!("pod {name} has finished"), || {
+            ready(self.pod(name).and_then(|p| p.finished))
         })
-        .await?;
-        self.pod(name)
-            .and_then(|p| p.finished)
-            .ok_or_else(|| anyhow::anyhow!("pod {name} was forgotten"))
-    }
-
-    /// Polls until `still_waiting` returns `None`; after `limit`, fails with what it said.
-    async fn wait_until(
-        &self,
-        limit: Duration,
-        still_waiting: impl Fn() -> Option<String>,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        while let Some(why) = still_waiting() {
-            if Instant::now() > deadline {
-                bail!("{why} after {limit:?}");
-            }
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-        Ok(())
+        .await?)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodTimes>> {

@@ -1,10 +1,8 @@
 //! Where benchmark jobs run: worker processes of the server, or worker pods.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 
-use crate::cli::{BenchArgs, Provider};
+use crate::config::{Kubernetes, Provider, TargetConfig};
 
 /// The provider the measured server runs jobs on.
 #[derive(Clone, Debug)]
@@ -15,19 +13,11 @@ pub enum Target {
     Kubernetes(Cluster),
 }
 
-/// A cluster prepared for Hodei Jobs (namespace, accounts, quota).
+/// A cluster prepared for Hodei Jobs, and a client of it.
 #[derive(Clone)]
 pub struct Cluster {
-    /// The worker namespace.
-    pub namespace: String,
-    /// The kubeconfig the server uses; `None` leaves it to KUBECONFIG.
-    pub server_kubeconfig: Option<PathBuf>,
-    /// The worker image of job pods.
-    pub worker_image: String,
-    /// An image whose entrypoint is a POSIX shell, for baseline pods.
-    pub baseline_image: String,
-    /// The server's API write rate; `None` keeps its default.
-    pub api_writes_per_second: Option<u32>,
+    /// Where and what the server runs there.
+    pub settings: Kubernetes,
     /// A client from KUBECONFIG, to watch pods and create baseline pods.
     pub client: kube::Client,
 }
@@ -35,30 +25,22 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("namespace", &self.namespace)
-            .field("server_kubeconfig", &self.server_kubeconfig)
-            .field("worker_image", &self.worker_image)
-            .field("baseline_image", &self.baseline_image)
-            .field("api_writes_per_second", &self.api_writes_per_second)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Target {
-    /// The target the flags ask for; connects to the cluster for `kubernetes`.
-    pub async fn from_args(args: &BenchArgs) -> anyhow::Result<Self> {
-        match args.provider {
-            Provider::Local => Ok(Self::Local),
-            Provider::Kubernetes => {
+    /// The target `config` names; connects to the cluster for Kubernetes.
+    pub async fn connect(config: &TargetConfig) -> anyhow::Result<Self> {
+        match config {
+            TargetConfig::Local => Ok(Self::Local),
+            TargetConfig::Kubernetes(settings) => {
                 let client = kube::Client::try_default()
                     .await
                     .context("--provider kubernetes: cannot build a client from KUBECONFIG")?;
                 Ok(Self::Kubernetes(Cluster {
-                    namespace: args.k8s_namespace.clone(),
-                    server_kubeconfig: args.k8s_server_kubeconfig.clone(),
-                    worker_image: args.k8s_worker_image.clone(),
-                    baseline_image: args.k8s_baseline_image.clone(),
-                    api_writes_per_second: args.k8s_api_writes_per_second,
+                    settings: settings.clone(),
                     client,
                 }))
             }
@@ -71,12 +53,12 @@ impl Target {
     pub fn server_env(&self, url: &str, max_workers: usize) -> Vec<(&'static str, String)> {
         match self {
             Self::Local => vec![("HODEI_LOCAL_MAX_WORKERS", max_workers.to_string())],
-            Self::Kubernetes(cluster) => {
+            Self::Kubernetes(Cluster { settings, .. }) => {
                 let mut env = vec![
                     ("HODEI_LOCAL_ENABLED", "false".to_owned()),
                     ("HODEI_KUBERNETES_ENABLED", "true".to_owned()),
-                    ("HODEI_K8S_NAMESPACE", cluster.namespace.clone()),
-                    ("HODEI_WORKER_IMAGE", cluster.worker_image.clone()),
+                    ("HODEI_K8S_NAMESPACE", settings.namespace.clone()),
+                    ("HODEI_WORKER_IMAGE", settings.worker_image.clone()),
                     ("HODEI_ADVERTISE_ADDRESS", url.to_owned()),
                     ("HODEI_K8S_MAX_PODS", max_workers.to_string()),
                     // Small pods, so 200 at once fit a namespace quota of modest size.
@@ -85,10 +67,10 @@ impl Target {
                     ("HODEI_K8S_DEFAULT_CPU_LIMIT", "1".to_owned()),
                     ("HODEI_K8S_DEFAULT_MEMORY_LIMIT", "256Mi".to_owned()),
                 ];
-                if let Some(rate) = cluster.api_writes_per_second {
+                if let Some(rate) = settings.api_writes_per_second {
                     env.push(("HODEI_K8S_API_WRITES_PER_SECOND", rate.to_string()));
                 }
-                if let Some(kubeconfig) = &cluster.server_kubeconfig {
+                if let Some(kubeconfig) = &settings.server_kubeconfig {
                     env.push((
                         "HODEI_K8S_KUBECONFIG",
                         kubeconfig.to_string_lossy().into_owned(),
@@ -103,8 +85,9 @@ impl Target {
     #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Local => "local",
-            Self::Kubernetes(_) => "kubernetes",
+            Self::Local => Provider::Local,
+            Self::Kubernetes(_) => Provider::Kubernetes,
         }
+        .name()
     }
 }

@@ -6,15 +6,12 @@ mod support;
 
 use std::{
     path::Path,
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
-use support::{free_port, metric, scrape};
-
-const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
-const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
-const WORKER: &str = env!("CARGO_BIN_EXE_hodei-worker-bin");
+use hodei_test_fixtures::blocking::wait_until;
+use support::{HODEI, Server, WORKER, metric, text};
 
 fn hodei(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(HODEI)
@@ -27,68 +24,14 @@ fn hodei(data_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A `hodei-server-bin` on a free loopback port, stopped with SIGTERM on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, &[], Stdio::null())
-    }
-
-    fn start_with(data_dir: &Path, env: &[(&str, String)], stderr: impl Into<Stdio>) -> Self {
-        let port = free_port();
-        let child = Command::new(SERVER)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("HODEI_DATA_DIR", data_dir)
-            .env("HODEI_WORKER_BIN", WORKER)
-            .env("HODEI_KILL_GRACE", "2s")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.run(&["list"]).status.code() != Some(0) {
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(HODEI)
-            .args(args)
-            .env("HODEI_SERVER_URL", &self.url)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "server exited with {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server with the local provider and a short kill grace, plus `env`.
+fn local_server(data_dir: &Path, env: &[(&str, String)]) -> Server {
+    let mut all = vec![
+        ("HODEI_WORKER_BIN", WORKER.to_owned()),
+        ("HODEI_KILL_GRACE", "2s".to_owned()),
+    ];
+    all.extend_from_slice(env);
+    Server::start(data_dir, &all)
 }
 
 #[test]
@@ -184,19 +127,24 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         "{stderr}"
     );
 
-    let bad_id = hodei(dir.path(), &["--embedded", "get", "not-an-id"]);
-    assert_eq!(bad_id.status.code(), Some(125));
-    let stderr = text(&bad_id.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("job_id"), "{stderr}");
+    for command in ["logs", "get", "cancel"] {
+        let bad_id = hodei(dir.path(), &["--embedded", command, "not-an-id"]);
+        assert_eq!(bad_id.status.code(), Some(2), "{command}");
+        let stderr = text(&bad_id.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("invalid JOB") && stderr.contains("not-an-id"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
 fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = local_server(dir.path(), &[]);
 
-    let done = server.run(&[
+    let done = server.hodei(&[
         "run",
         "--name",
         "greeting",
@@ -208,7 +156,7 @@ fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_resta
     assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
     assert_eq!(text(&done.stdout), "hello\n");
 
-    let detached = server.run(&[
+    let detached = server.hodei(&[
         "run",
         "--detach",
         "--",
@@ -225,36 +173,33 @@ fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_resta
     let id = text(&detached.stdout).trim().to_owned();
     assert_eq!(id.len(), 36, "--detach prints only the id: {id:?}");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while text(&server.run(&["logs", &id]).stdout) != "started\n" {
-        assert!(Instant::now() < deadline, "the detached job never printed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let cancel = server.run(&["cancel", &id]);
+    wait_until(Duration::from_secs(20), "the detached job printed", || {
+        text(&server.hodei(&["logs", &id]).stdout) == "started\n"
+    })
+    .unwrap();
+    let cancel = server.hodei(&["cancel", &id]);
     assert_eq!(cancel.status.code(), Some(0), "{}", text(&cancel.stderr));
-    let followed = server.run(&["logs", "-f", &id]);
+    let followed = server.hodei(&["logs", "-f", &id]);
     assert_eq!(text(&followed.stdout), "started\n");
 
-    let json = server.run(&["get", &id, "-o", "json"]);
-    let job: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let job = server.job(&id);
     assert_eq!(job["state"]["phase"], "cancelled", "{job}");
 
-    let listed = text(&server.run(&["list"]).stdout);
+    let listed = text(&server.hodei(&["list"]).stdout);
     assert!(
         listed.contains(&id) && listed.contains("cancelled"),
         "{listed}"
     );
 
     server.stop();
-    let server = Server::start(dir.path());
-    let json = server.run(&["get", &id, "-o", "json"]);
-    let job: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let server = local_server(dir.path(), &[]);
+    let job = server.job(&id);
     assert_eq!(
         job["state"]["phase"], "cancelled",
         "state survives a restart: {job}"
     );
     assert_eq!(
-        text(&server.run(&["logs", &id]).stdout),
+        text(&server.hodei(&["logs", &id]).stdout),
         "started\n",
         "logs survive a restart"
     );
@@ -264,22 +209,13 @@ fn a_standing_server_runs_detached_jobs_cancels_them_and_keeps_them_across_resta
 #[test]
 fn metrics_move_after_a_job_and_logs_can_be_json() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &[
-            ("HODEI_METRICS_ADDR", metrics_addr.clone()),
-            ("HODEI_LOG_FORMAT", "json".to_owned()),
-        ],
-        log,
-    );
-    let before = scrape(&metrics_addr);
+    let server = local_server(dir.path(), &[("HODEI_LOG_FORMAT", "json".to_owned())]);
+    let log_path = server.log_path();
+    let before = server.metrics();
     assert!(before.contains("200 OK"), "{before}");
-    let out = server.run(&["run", "--", "sh", "-c", "echo one; echo two"]);
+    let out = server.hodei(&["run", "--", "sh", "-c", "echo one; echo two"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let after = scrape(&metrics_addr);
+    let after = server.metrics();
     assert_eq!(
         metric(&after, "hodei_jobs_submitted_total"),
         metric(&before, "hodei_jobs_submitted_total") + 1.0

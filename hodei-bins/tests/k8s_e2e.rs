@@ -12,25 +12,20 @@
 mod support;
 
 use std::{
-    process::{Child, Command, Output, Stdio},
-    thread::sleep,
+    path::Path,
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
+use hodei_test_fixtures::blocking::wait_until;
 use serde_json::Value;
-use support::{free_port, metric, scrape};
+use support::{HODEI, Server, free_port, metric, text};
 
-const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
-const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
 const NAMESPACE: &str = "hodei-jobs-workers";
 const NEEDS_CLUSTER: &str = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set; {NEEDS_CLUSTER}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn kubectl(args: &[&str]) -> Output {
@@ -56,95 +51,27 @@ fn pods(job_id: Option<&str>) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        sleep(Duration::from_millis(200));
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    data_dir: std::path::PathBuf,
-    port: u16,
-    metrics_addr: String,
-}
-
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Self {
-        Self::start_on(data_dir, free_port())
-    }
-
-    fn start_on(data_dir: &std::path::Path, port: u16) -> Self {
-        let log = std::fs::File::create(data_dir.join(format!("server-{port}.log"))).unwrap();
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(SERVER)
-            .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env(
+/// A server with only the Kubernetes provider, on `port`.
+fn k8s_server(data_dir: &Path, port: u16) -> Server {
+    Server::start_on(
+        data_dir,
+        port,
+        &[
+            (
                 "HODEI_ADVERTISE_ADDRESS",
                 format!("http://127.0.0.1:{port}"),
-            )
-            .env("HODEI_DATA_DIR", data_dir)
-            .env("HODEI_LOCAL_ENABLED", "false")
-            .env("HODEI_KUBERNETES_ENABLED", "1")
-            .env("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG"))
-            .env("HODEI_K8S_NAMESPACE", NAMESPACE)
-            .env("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE"))
-            .env("HODEI_K8S_IMAGE_PULL_GRACE", "3s")
-            .env("HODEI_SWEEP_INTERVAL", "5s")
-            .env("HODEI_KILL_GRACE", "3s")
-            .env("HODEI_LOG", "info")
-            .env("HODEI_METRICS_ADDR", &metrics_addr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_owned(),
-            port,
-            metrics_addr,
-        };
-        wait_until("the server answers", Duration::from_secs(30), || {
-            server.hodei(&["list"]).status.success()
-        });
-        server
-    }
-
-    fn hodei(&self, args: &[&str]) -> Output {
-        Command::new(HODEI)
-            .args(args)
-            .env("HODEI_SERVER_URL", &self.url)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn job(&self, id: &str) -> Value {
-        let out = self.hodei(&["get", id, "-o", "json"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn metrics(&self) -> String {
-        scrape(&self.metrics_addr)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join(format!("server-{}.log", self.port)))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            ),
+            ("HODEI_LOCAL_ENABLED", "false".to_owned()),
+            ("HODEI_KUBERNETES_ENABLED", "1".to_owned()),
+            ("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG")),
+            ("HODEI_K8S_NAMESPACE", NAMESPACE.to_owned()),
+            ("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE")),
+            ("HODEI_K8S_IMAGE_PULL_GRACE", "3s".to_owned()),
+            ("HODEI_SWEEP_INTERVAL", "5s".to_owned()),
+            ("HODEI_KILL_GRACE", "3s".to_owned()),
+            ("HODEI_LOG", "info".to_owned()),
+        ],
+    )
 }
 
 fn detach(server: &Server, args: &[&str]) -> String {
@@ -159,7 +86,7 @@ fn detach(server: &Server, args: &[&str]) -> String {
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     assert!(
         server.log().contains("Kubernetes provider enabled"),
         "{}",
@@ -170,11 +97,10 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
         &["--", "sh", "-c", "echo hello; sleep 2; echo done"],
     );
 
-    let mut pod = Value::Null;
-    wait_until("the worker pod exists", Duration::from_secs(30), || {
-        pod = pods(Some(&id)).into_iter().next().unwrap_or(Value::Null);
-        !pod.is_null()
-    });
+    let pod = wait_until(Duration::from_secs(30), "the worker pod exists", || {
+        pods(Some(&id)).into_iter().next()
+    })
+    .unwrap();
     let labels = &pod["metadata"]["labels"];
     assert_eq!(labels["app"], "hodei-jobs-worker");
     assert_eq!(labels["hodei.io/managed"], "true");
@@ -192,9 +118,10 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     let logs = server.hodei(&["logs", "-f", &id]);
     assert_eq!(text(&logs.stdout), "hello\ndone\n");
     assert_eq!(server.job(&id)["state"]["phase"], "succeeded");
-    wait_until("the worker pod is gone", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "the worker pod is gone", || {
         pods(Some(&id)).is_empty()
-    });
+    })
+    .unwrap();
 
     let metrics = server.metrics();
     for phase in [
@@ -221,7 +148,7 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn the_cli_streams_a_pod_job_live_and_exits_with_its_code() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     let out = server.hodei(&["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!(text(&out.stdout), "out\n");
     assert!(
@@ -236,7 +163,7 @@ fn the_cli_streams_a_pod_job_live_and_exits_with_its_code() {
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn a_missing_image_fails_fast_with_the_pull_reason_and_its_pod_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     let started = Instant::now();
     let out = server.hodei(&[
         "run",
@@ -256,34 +183,38 @@ fn a_missing_image_fails_fast_with_the_pull_reason_and_its_pod_is_deleted() {
         "failed fast: {:?}",
         started.elapsed()
     );
-    wait_until("no worker pod is left", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "no worker pod is left", || {
         pods(None).is_empty()
-    });
+    })
+    .unwrap();
 }
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn cancelling_a_running_job_deletes_its_pod() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     let id = detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]);
-    wait_until("the job runs", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "the job runs", || {
         text(&server.hodei(&["logs", &id]).stdout) == "up\n"
-    });
+    })
+    .unwrap();
     assert!(server.hodei(&["cancel", &id]).status.success());
-    wait_until("the job is cancelled", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "the job is cancelled", || {
         server.job(&id)["state"]["phase"] == "cancelled"
-    });
-    wait_until("its pod is gone", Duration::from_secs(30), || {
+    })
+    .unwrap();
+    wait_until(Duration::from_secs(30), "its pod is gone", || {
         pods(Some(&id)).is_empty()
-    });
+    })
+    .unwrap();
 }
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn fifty_concurrent_jobs_all_succeed_and_leave_no_pod() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     let ids: Vec<String> = (0..50)
         .map(|i| {
             detach(
@@ -319,34 +250,37 @@ fn fifty_concurrent_jobs_all_succeed_and_leave_no_pod() {
             server.log()
         );
     }
-    wait_until("no worker pod is left", Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), "no worker pod is left", || {
         pods(None).is_empty()
-    });
+    })
+    .unwrap();
 }
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn after_a_server_crash_no_pod_outlives_one_sweep_and_jobs_end_defined() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let port = server.port;
+    let server = k8s_server(dir.path(), free_port());
+    let port = server.port();
     let ids: Vec<String> = (0..3)
         .map(|_| detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]))
         .collect();
     for id in &ids {
-        wait_until("the job runs", Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(30), "the job runs", || {
             text(&server.hodei(&["logs", id]).stdout) == "up\n"
-        });
+        })
+        .unwrap();
     }
-    drop(server); // SIGKILL: no cleanup runs
+    server.kill(); // SIGKILL: no cleanup runs
     assert_eq!(pods(None).len(), 3, "the pods outlive the killed server");
 
-    let server = Server::start_on(dir.path(), port);
+    let server = k8s_server(dir.path(), port);
     wait_until(
-        "the sweep removed the orphaned pods",
         Duration::from_secs(20),
+        "the sweep removed the orphaned pods",
         || pods(None).is_empty(),
-    );
+    )
+    .unwrap();
     for id in &ids {
         let job = server.job(id);
         assert_eq!(job["state"]["phase"], "failed", "{job}");
@@ -381,12 +315,12 @@ fn repo_root() -> std::path::PathBuf {
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = k8s_server(dir.path(), free_port());
     let just = |recipe: &str| {
         Command::new("just")
             .arg(recipe)
             .current_dir(repo_root())
-            .env("HODEI_SERVER_URL", &server.url)
+            .env("HODEI_SERVER_URL", server.url())
             .stdin(Stdio::null())
             .output()
             .expect("just is installed (.ci/run installs it)")
@@ -410,7 +344,7 @@ fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster
             "--kubeconfig",
             &env("HODEI_E2E_KUBECONFIG"),
             "--server",
-            &server.url,
+            &server.url(),
             "--timeout",
             "120s",
         ])
@@ -434,7 +368,8 @@ fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster
         "--dry-run=server",
     ]);
     assert!(dry_run.status.success(), "{}", text(&dry_run.stderr));
-    wait_until("no worker pod is left", Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), "no worker pod is left", || {
         pods(None).is_empty()
-    });
+    })
+    .unwrap();
 }

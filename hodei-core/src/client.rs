@@ -1,12 +1,17 @@
 //! A client of the job API: submit, inspect, cancel and follow jobs.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future::BoxFuture};
 use hodei_proto::v1::{self as pb, job_service_client::JobServiceClient};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
+    controller::CancelOutcome,
     job::{Job, JobId, JobSpec, JobState, ValidationError},
     logs::OutputChunk,
 };
@@ -118,16 +123,11 @@ impl HodeiClient {
 
     /// One job.
     pub async fn get(&self, id: JobId) -> Result<Job, ClientError> {
-        self.get_raw(&id.to_string()).await
-    }
-
-    /// One job by id text; the server checks the id, so bad input gets its answer.
-    pub async fn get_raw(&self, id: &str) -> Result<Job, ClientError> {
         let job = self
             .inner
             .clone()
             .get_job(pb::GetJobRequest {
-                job_id: id.to_owned(),
+                job_id: id.to_string(),
             })
             .await
             .map_err(status)?;
@@ -150,13 +150,13 @@ impl HodeiClient {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Asks a job to stop. Returns the job and whether it was still active.
-    pub async fn cancel(&self, id: &str) -> Result<(Job, bool), ClientError> {
+    /// Asks a job to stop; `requested` is false when it had already ended.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, ClientError> {
         let response = self
             .inner
             .clone()
             .cancel_job(pb::CancelJobRequest {
-                job_id: id.to_owned(),
+                job_id: id.to_string(),
             })
             .await
             .map_err(status)?
@@ -164,32 +164,115 @@ impl HodeiClient {
         let job = response
             .job
             .ok_or_else(|| ValidationError::new("job", "is missing"))?;
-        Ok((job.try_into()?, response.cancel_requested))
+        Ok(CancelOutcome {
+            job: job.try_into()?,
+            requested: response.cancel_requested,
+        })
     }
 
-    /// Follows a job from output chunk `from_seq` (0 or 1: from the start). With `follow`
-    /// the stream ends after the terminal state; without, after the output stored so far
-    /// and the current state.
-    pub async fn follow(
-        &self,
-        id: &str,
-        from_seq: u64,
-        include_output: bool,
-        follow: bool,
-    ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + Send + 'static, ClientError>
-    {
-        let stream = self
-            .inner
-            .clone()
+    /// Follows a job's output and state: history first, then, with
+    /// [`live`](FollowRequest::live), everything new until the job ends.
+    ///
+    /// ```no_run
+    /// # async fn run(client: hodei_core::HodeiClient, id: hodei_core::JobId) -> Result<(), hodei_core::ClientError> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut events = client.follow(id).from_seq(10).live().await?;
+    /// while let Some(event) = events.next().await {
+    ///     println!("{:?}", event?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn follow(&self, id: JobId) -> FollowRequest {
+        FollowRequest {
+            inner: self.inner.clone(),
+            id,
+            from_seq: 0,
+            include_output: true,
+            live: false,
+        }
+    }
+}
+
+/// A follow of one job, made by [`HodeiClient::follow`]; `.await` it (or [`send`](Self::send))
+/// for the [`JobEvents`].
+#[derive(Debug, Clone)]
+#[must_use = "a follow request does nothing until it is awaited"]
+pub struct FollowRequest {
+    inner: JobServiceClient<Channel>,
+    id: JobId,
+    from_seq: u64,
+    include_output: bool,
+    live: bool,
+}
+
+impl FollowRequest {
+    /// Starts at output chunk `seq`, e.g. one past the last chunk already printed
+    /// (default: from the first chunk).
+    pub fn from_seq(mut self, seq: u64) -> Self {
+        self.from_seq = seq;
+        self
+    }
+
+    /// Keeps following until the job ends; the terminal state is the last event. Without
+    /// it, the stream ends after the output stored so far and the current state.
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self
+    }
+
+    /// Only state changes, no output.
+    pub fn states_only(mut self) -> Self {
+        self.include_output = false;
+        self
+    }
+
+    /// Opens the stream.
+    pub async fn send(self) -> Result<JobEvents, ClientError> {
+        let Self {
+            mut inner,
+            id,
+            from_seq,
+            include_output,
+            live,
+        } = self;
+        let stream = inner
             .follow_job(pb::FollowJobRequest {
-                job_id: id.to_owned(),
+                job_id: id.to_string(),
                 from_seq,
                 include_output,
-                follow,
+                follow: live,
             })
             .await
             .map_err(status)?
             .into_inner();
-        Ok(stream.map(|event| Ok(JobEvent::try_from(event.map_err(status)?)?)))
+        Ok(JobEvents { stream })
+    }
+}
+
+impl IntoFuture for FollowRequest {
+    type Output = Result<JobEvents, ClientError>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// The events of a followed job, in order.
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct JobEvents {
+    stream: tonic::Streaming<pb::JobEvent>,
+}
+
+impl Stream for JobEvents {
+    type Item = Result<JobEvent, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.stream
+            .poll_next_unpin(cx)
+            .map(|event| event.map(|event| Ok(JobEvent::try_from(event.map_err(status)?)?)))
     }
 }

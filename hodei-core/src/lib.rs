@@ -17,8 +17,8 @@ pub(crate) mod token;
 pub(crate) mod wire;
 pub mod worker;
 
-pub use client::{ClientError, HodeiClient, JobEvent};
-pub use controller::JobController;
+pub use client::{ClientError, FollowRequest, HodeiClient, JobEvent, JobEvents};
+pub use controller::{CancelOutcome, JobController};
 pub use job::{
     Cpu, FailureReason, Job, JobId, JobSpec, JobState, Memory, ProcessExit, ValidationError,
     WorkerId,

@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{future::ready, time::Duration};
 
 use common::{Behaviour, TaskProvider, TestServer, follow, wait_gone};
 use hodei_core::{FailureReason, JobSpec, JobState, ProcessExit};
+use hodei_test_fixtures::wait_until;
 
 fn sh(script: &str) -> JobSpec {
     JobSpec::builder("sh").args(["-c", script]).build().unwrap()
@@ -33,7 +34,11 @@ async fn stdout_stderr_and_exit_code_come_back() {
     let stored = server.client.get(job.id).await.unwrap();
     assert_eq!(stored.state, JobState::from_exit(ProcessExit::Code(3)));
     assert!(stored.finished_at.is_some());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(5), "the worker is destroyed", || {
+        ready(!provider.destroyed().is_empty())
+    })
+    .await
+    .unwrap();
     assert_eq!(
         provider.destroyed(),
         vec![stored.worker_id.unwrap()],
@@ -103,7 +108,7 @@ async fn cancel_kills_the_whole_process_group() {
         async move { follow(&client, &job, 0).await }
     });
     let pid = wait_for_pid(&pid_file).await;
-    let (_, requested) = server.client.cancel(&job.id.to_string()).await.unwrap();
+    let requested = server.client.cancel(job.id).await.unwrap().requested;
     assert!(requested);
     let followed = follower.await.unwrap();
     assert!(
@@ -115,10 +120,7 @@ async fn cancel_kills_the_whole_process_group() {
         followed.final_state()
     );
     assert_eq!(followed.stdout, b"started\n");
-    assert!(
-        wait_gone(pid, Duration::from_secs(5)).await,
-        "grandchild sleep {pid} survived the cancel"
-    );
+    wait_gone(pid, "after the cancel").await;
     server.stop().await;
 }
 
@@ -144,10 +146,7 @@ async fn a_timeout_ends_in_timed_out_with_no_process_left() {
         "{:?}",
         followed.final_state()
     );
-    assert!(
-        wait_gone(pid, Duration::from_secs(5)).await,
-        "process {pid} outlived the timeout"
-    );
+    wait_gone(pid, "after the timeout").await;
     server.stop().await;
 }
 
@@ -230,15 +229,11 @@ async fn a_job_active_when_the_server_stops_ends_in_a_defined_state() {
         .submit(&sh("echo running; sleep 1000"))
         .await
         .unwrap();
-    let mut seen_running = false;
-    for _ in 0..100 {
-        if server.client.get(job.id).await.unwrap().state == JobState::Running {
-            seen_running = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen_running);
+    wait_until(Duration::from_secs(5), "the job runs", || async {
+        server.client.get(job.id).await.unwrap().state == JobState::Running
+    })
+    .await
+    .unwrap();
     server.stop().await;
     let server = TestServer::start(TaskProvider::new(Behaviour::RunWorker), dir.path()).await;
     let stored = server.client.get(job.id).await.unwrap();
@@ -252,13 +247,14 @@ async fn a_job_active_when_the_server_stops_ends_in_a_defined_state() {
 }
 
 async fn wait_for_pid(path: &std::path::Path) -> i32 {
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} never appeared", path.display());
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{} holds a pid", path.display()),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            ready(text.trim().parse().ok())
+        },
+    )
+    .await
+    .unwrap()
 }

@@ -348,7 +348,7 @@ async fn final_state_after(ending: Ending) -> JobState {
             job_result::Outcome::Exit(pb::ProcessExit { kind: Some(kind) }),
         ),
         Ending::Cancel(kind) => {
-            server.client.cancel(&job.id.to_string()).await.unwrap();
+            server.client.cancel(job.id).await.unwrap();
             (
                 Some(pb::StopReason::Cancelled),
                 job_result::Outcome::Exit(pb::ProcessExit { kind: Some(kind) }),

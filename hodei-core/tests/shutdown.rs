@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Behaviour, TaskProvider, TestServer};
 use hodei_core::JobSpec;
+use hodei_test_fixtures::wait_until;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -44,10 +45,11 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
         .submit(&sh("trap '' TERM; echo started; sleep 1000"))
         .await
         .unwrap();
-    common::wait_until("the job runs", || async {
+    wait_until(Duration::from_secs(10), "the job runs", || async {
         client.get(job.id).await.unwrap().state == hodei_core::JobState::Running
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(health(&url, "").await, ServingStatus::Serving);
     assert_eq!(
         health(&url, "hodei.v1.JobService").await,
@@ -55,10 +57,13 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
     );
 
     let stopping = tokio::spawn(server.stop());
-    common::wait_until("health turns NOT_SERVING", || async {
-        health(&url, "").await == ServingStatus::NotServing
-    })
-    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "health turns NOT_SERVING",
+        || async { health(&url, "").await == ServingStatus::NotServing },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         health(&url, "hodei.v1.JobService").await,
         ServingStatus::NotServing

@@ -16,7 +16,7 @@ use hodei_core::{HodeiClient, JobState};
 use crate::{
     baseline_pods,
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Concurrency,
     jobs::{self, ms},
     pod_clock::{PodClock, PodTimes, peak_running},
     procfs,
@@ -34,13 +34,13 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const PODS_PATIENCE: Duration = Duration::from_secs(300);
 
 pub async fn run(
-    args: &BenchArgs,
+    params: &Concurrency,
     bins: &Binaries,
     target: &Target,
 ) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    for n in args.concurrency_rounds() {
-        figures.extend(round(n, args.concurrency_sleep, bins, target).await?);
+    for &n in &params.rounds {
+        figures.extend(round(n, params.sleep_secs, bins, target).await?);
     }
     Ok(figures)
 }
@@ -62,9 +62,9 @@ impl Workers {
                 let sampler = sample_workers(server.pid(), stop.clone());
                 Self::Processes { stop, sampler }
             }
-            Target::Kubernetes(cluster) => {
-                Self::Pods(PodClock::start(cluster.client.clone(), &cluster.namespace).await?)
-            }
+            Target::Kubernetes(cluster) => Self::Pods(
+                PodClock::start(cluster.client.clone(), &cluster.settings.namespace).await?,
+            ),
         })
     }
 
@@ -194,7 +194,7 @@ async fn round(
     let p = |name: &str| format!("N={n}: {name}");
     let limit = match target {
         Target::Local => "HODEI_LOCAL_MAX_WORKERS".to_owned(),
-        Target::Kubernetes(cluster) => match cluster.api_writes_per_second {
+        Target::Kubernetes(cluster) => match cluster.settings.api_writes_per_second {
             Some(rate) => format!("HODEI_K8S_API_WRITES_PER_SECOND={rate} and HODEI_K8S_MAX_PODS"),
             None => "HODEI_K8S_MAX_PODS".to_owned(),
         },
@@ -342,7 +342,7 @@ async fn direct_sleeps(n: usize, sleep: u32) -> anyhow::Result<Baseline> {
 /// N plain pods running `sleep` created at once through the API, until the watch saw
 /// each finish; then deleted.
 async fn sleep_pods(cluster: &Cluster, n: usize, sleep: u32) -> anyhow::Result<Baseline> {
-    let clock = PodClock::start(cluster.client.clone(), &cluster.namespace).await?;
+    let clock = PodClock::start(cluster.client.clone(), &cluster.settings.namespace).await?;
     let names: Vec<String> = (0..n)
         .map(|i| format!("hodei-bench-sleep-{}-{i}", std::process::id()))
         .collect();

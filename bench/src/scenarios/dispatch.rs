@@ -8,15 +8,15 @@ use hodei_core::JobState;
 
 use crate::{
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Dispatch,
     jobs::{self, ms},
     report::{Figure, percentiles},
     server::{ServerProcess, WORKERS_GONE},
     target::Target,
 };
 
-pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
-    let (n, parallel) = (args.dispatch_jobs, args.dispatch_parallel.max(1));
+pub async fn run(params: Dispatch, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+    let (n, parallel) = (params.jobs, params.parallel.max(1));
     let server = ServerProcess::start(bins, &Target::Local, parallel * 2).await?;
     let client = server.client().await?;
     let spec = jobs::spec("true", &[])?;

@@ -1,7 +1,7 @@
 //! Idle footprint: the server's memory and CPU when idle, one worker's memory while its
 //! job waits, and the sizes of the release binaries.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -13,6 +13,8 @@ use crate::{
 
 const SETTLE: Duration = Duration::from_secs(2);
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// Longest wait for the cancelled job to end before the server is stopped anyway.
+const CANCEL_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let server = ServerProcess::start(bins, &Target::Local, 4).await?;
@@ -26,8 +28,7 @@ pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
     let job = client
         .submit(&jobs::spec("sleep", &["60".to_owned()])?)
         .await?;
-    let id = job.id.to_string();
-    let mut events = std::pin::pin!(client.follow(&id, 0, false, true).await?);
+    let mut events = client.follow(job.id).live().states_only().await?;
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::State {
@@ -45,14 +46,17 @@ pub async fn run(bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
         .context("no worker process found")?;
     let worker_memory = procfs::memory(worker)?;
     let with_job = server.memory()?;
-    client.cancel(&id).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Some(event) = events.next().await {
-        if matches!(event?, JobEvent::State { state, .. } if state.is_terminal())
-            || Instant::now() > deadline
-        {
-            break;
+    client.cancel(job.id).await?;
+    let ended = async {
+        while let Some(event) = events.next().await {
+            if matches!(event?, JobEvent::State { state, .. } if state.is_terminal()) {
+                break;
+            }
         }
+        anyhow::Ok(())
+    };
+    if let Ok(ended) = tokio::time::timeout(CANCEL_PATIENCE, ended).await {
+        ended?;
     }
     server.stop().await?;
 

@@ -5,11 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::ensure;
 use hodei_core::JobState;
-use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Latency,
     jobs,
     report::{Figure, percentiles},
     server::{ServerProcess, WORKERS_GONE},
@@ -20,45 +19,26 @@ use crate::{
 const START_DELAY_MS: u64 = 1000;
 const TARGET_P99_MS: f64 = 20.0;
 
-pub async fn run(
-    args: &BenchArgs,
-    bins: &Binaries,
-    target: &Target,
-) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(params: Latency, bins: &Binaries, target: &Target) -> anyhow::Result<Vec<Figure>> {
     let emit: Vec<String> = [
         "emit".to_owned(),
         "--rate".to_owned(),
-        args.latency_rate.to_string(),
+        params.rate.to_string(),
         "--count".to_owned(),
-        args.latency_count.to_string(),
+        params.count.to_string(),
         "--delay-ms".to_owned(),
         START_DELAY_MS.to_string(),
     ]
     .into();
-    let expected = u64::from(args.latency_count);
+    let expected = u64::from(params.count);
     let workload = format!(
         "`hodei-bench emit --rate {} --count {}` (one flushed `<ns since epoch>\\n` line per write, \
          after a {START_DELAY_MS} ms pause)",
-        args.latency_rate, args.latency_count
+        params.rate, params.count
     );
 
     let mut baseline = LineClock::default();
-    let mut child = tokio::process::Command::new(&bins.bench)
-        .args(&emit)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    if let Some(mut stdout) = child.stdout.take() {
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = stdout.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            baseline.feed(&buffer[..n], None);
-        }
-    }
-    child.wait().await?;
+    super::read_piped(&bins.bench, &emit, |data| baseline.feed(data, None)).await?;
 
     let server = ServerProcess::start(bins, target, 16).await?;
     let client = server.client().await?;

@@ -11,7 +11,7 @@ use hodei_core::JobState;
 use crate::{
     baseline_pods,
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Start,
     jobs::{self, ms},
     pod_clock::{PodClock, between},
     report::{Figure, percentiles},
@@ -36,16 +36,12 @@ struct Phases {
     terminal_to_pod_gone: Vec<f64>,
 }
 
-pub async fn run(
-    args: &BenchArgs,
-    bins: &Binaries,
-    target: &Target,
-) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(params: Start, bins: &Binaries, target: &Target) -> anyhow::Result<Vec<Figure>> {
     let Target::Kubernetes(cluster) = target else {
         anyhow::bail!("the pod start scenario needs --provider kubernetes");
     };
-    let n = args.start_jobs;
-    let clock = PodClock::start(cluster.client.clone(), &cluster.namespace).await?;
+    let n = params.jobs;
+    let clock = PodClock::start(cluster.client.clone(), &cluster.settings.namespace).await?;
     let server = ServerProcess::start(bins, target, 16).await?;
     let client = server.client().await?;
     let echo = jobs::spec("sh", &["-c".to_owned(), SCRIPT.to_owned()])?;
@@ -156,10 +152,10 @@ async fn kubectl_baseline(
             "run",
             &name,
             "-n",
-            &cluster.namespace,
+            &cluster.settings.namespace,
             "--restart=Never",
             "--image",
-            &cluster.baseline_image,
+            &cluster.settings.baseline_image,
             "--overrides",
             &overrides,
         ])
@@ -169,7 +165,7 @@ async fn kubectl_baseline(
         kubectl(&[
             "wait",
             "-n",
-            &cluster.namespace,
+            &cluster.settings.namespace,
             "--for=jsonpath={.status.phase}=Succeeded",
             "--timeout=60s",
             &pod,

@@ -9,15 +9,15 @@ use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Start,
     jobs::{self, ms},
     report::{Figure, percentiles},
     server::ServerProcess,
     target::Target,
 };
 
-pub async fn run(args: &BenchArgs, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
-    let n = args.start_jobs;
+pub async fn run(params: Start, bins: &Binaries) -> anyhow::Result<Vec<Figure>> {
+    let n = params.jobs;
     let server = ServerProcess::start(bins, &Target::Local, 16).await?;
     let client = server.client().await?;
     let truth = jobs::spec("true", &[])?;

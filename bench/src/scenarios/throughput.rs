@@ -9,11 +9,10 @@ use std::{
 
 use anyhow::ensure;
 use hodei_core::JobState;
-use tokio::io::AsyncReadExt;
 
 use crate::{
     binaries::Binaries,
-    cli::BenchArgs,
+    config::Throughput,
     emit::bulk_size,
     jobs, procfs,
     report::Figure,
@@ -38,24 +37,24 @@ impl Count {
 }
 
 pub async fn run(
-    args: &BenchArgs,
+    params: Throughput,
     bins: &Binaries,
     target: &Target,
 ) -> anyhow::Result<Vec<Figure>> {
-    let requested = args.throughput_mib << 20;
-    let (lines, bytes) = bulk_size(requested, args.line_len);
+    let requested = params.mib << 20;
+    let (lines, bytes) = bulk_size(requested, params.line_len);
     let emit: Vec<String> = [
         "emit".to_owned(),
         "--bytes".to_owned(),
         requested.to_string(),
         "--line-len".to_owned(),
-        args.line_len.to_string(),
+        params.line_len.to_string(),
     ]
     .into();
     let command = format!(
         "`hodei-bench emit --bytes {requested} --line-len {}` ({lines} lines, {bytes} bytes, \
          64 KiB writes)",
-        args.line_len
+        params.line_len
     );
 
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
@@ -69,23 +68,8 @@ pub async fn run(
     ensure!(status.success(), "baseline emit failed: {status}");
 
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&bins.bench)
-        .args(&emit)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
     let mut piped = Count::default();
-    if let Some(mut stdout) = child.stdout.take() {
-        let mut buffer = vec![0; 64 * 1024];
-        loop {
-            let n = stdout.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            piped.add(&buffer[..n]);
-        }
-    }
-    child.wait().await?;
+    super::read_piped(&bins.bench, &emit, |data| piped.add(data)).await?;
     let pipe_time = started.elapsed();
 
     let server = ServerProcess::start(bins, target, 16).await?;

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         .args(["-c", "echo hello from an embedded server"])
         .build()?;
     let job = client.submit(&spec).await?;
-    let mut events = client.follow(&job.id.to_string(), 0, true, true).await?;
+    let mut events = client.follow(job.id).live().await?;
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::Output(chunk) => print!("{}", String::from_utf8_lossy(&chunk.data)),

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let job = client.submit(&spec).await?;
     println!("submitted {}", job.id);
-    let mut events = client.follow(&job.id.to_string(), 0, true, true).await?;
+    let mut events = client.follow(job.id).live().await?;
     while let Some(event) = events.next().await {
         match event? {
             JobEvent::Output(chunk) => print!("{}", String::from_utf8_lossy(&chunk.data)),

@@ -2,9 +2,10 @@
 
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use hodei_core::{HodeiClient, JobEvent};
+use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId};
 
 use super::{CliError, render};
+use crate::exit_code;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(super) enum Format {
@@ -17,8 +18,8 @@ pub(super) struct LogsArgs {
     /// Keep following until the job ends.
     #[arg(short, long)]
     follow: bool,
-    /// The job id.
-    job: String,
+    #[command(flatten)]
+    job: JobArg,
 }
 
 #[derive(Debug, Args)]
@@ -26,8 +27,8 @@ pub(super) struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     output: Format,
-    /// The job id.
-    job: String,
+    #[command(flatten)]
+    job: JobArg,
 }
 
 #[derive(Debug, Args)]
@@ -42,12 +43,29 @@ pub(super) struct ListArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct CancelArgs {
+    #[command(flatten)]
+    job: JobArg,
+}
+
+/// The `JOB` argument, parsed by [`JobArg::id`] so a bad id is a one-line usage error.
+#[derive(Debug, Args)]
+struct JobArg {
     /// The job id.
+    #[arg(value_name = "JOB")]
     job: String,
 }
 
+impl JobArg {
+    fn id(&self) -> Result<JobId, CliError> {
+        self.job.parse().map_err(|e: hodei_core::ValidationError| {
+            CliError::new(exit_code::USAGE, format!("invalid JOB: {}", e.message()))
+        })
+    }
+}
+
 pub(super) async fn logs(client: &HodeiClient, args: LogsArgs) -> Result<u8, CliError> {
-    let mut events = client.follow(&args.job, 0, true, args.follow).await?;
+    let follow = client.follow(args.job.id()?);
+    let mut events = if args.follow { follow.live() } else { follow }.await?;
     let mut output = render::OutputWriter::new();
     while let Some(event) = events.next().await {
         if let JobEvent::Output(chunk) = event? {
@@ -59,7 +77,7 @@ pub(super) async fn logs(client: &HodeiClient, args: LogsArgs) -> Result<u8, Cli
 }
 
 pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliError> {
-    let job = client.get_raw(&args.job).await?;
+    let job = client.get(args.job.id()?).await?;
     match args.output {
         Format::Text => println!("{}", render::job_text(&job)),
         Format::Json => println!("{}", render::json(&job)?),
@@ -85,7 +103,7 @@ pub(super) async fn list(client: &HodeiClient, args: ListArgs) -> Result<u8, Cli
 }
 
 pub(super) async fn cancel(client: &HodeiClient, args: CancelArgs) -> Result<u8, CliError> {
-    let (job, requested) = client.cancel(&args.job).await?;
+    let CancelOutcome { job, requested } = client.cancel(args.job.id()?).await?;
     if requested {
         println!("cancel requested for job {}", job.id);
     } else {

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use hodei_core::{Job, JobState, OutputChunk, OutputStream};
+use hodei_core::{Job, JobId, JobState, OutputChunk, OutputStream};
 
 use super::CliError;
 use crate::exit_code;
@@ -64,10 +64,10 @@ pub(super) struct PhaseLine {
 }
 
 impl PhaseLine {
-    pub fn new(enabled: bool, job_id: &str) -> Self {
+    pub fn new(enabled: bool, job_id: JobId) -> Self {
         Self {
             enabled,
-            job_id: job_id.to_owned(),
+            job_id: job_id.to_string(),
             last: None,
         }
     }

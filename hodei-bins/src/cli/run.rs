@@ -115,11 +115,11 @@ pub(super) async fn run(
         println!("{}", job.id);
         return Ok(0);
     }
-    let id = job.id.to_string();
+    let id = job.id;
     let phases = std::io::stderr().is_terminal();
-    let mut events = client.follow(&id, 0, true, true).await?;
+    let mut events = client.follow(id).live().await?;
     let mut output = render::OutputWriter::new();
-    let mut shown = render::PhaseLine::new(phases, &id);
+    let mut shown = render::PhaseLine::new(phases, id);
     let mut cancelled = false;
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
@@ -143,7 +143,7 @@ pub(super) async fn run(
             _ = &mut interrupt, if !cancelled => {
                 cancelled = true;
                 eprintln!("hodei: cancelling job {id} (Ctrl-C again to stop waiting)");
-                client.cancel(&id).await?;
+                client.cancel(id).await?;
                 tokio::spawn(async {
                     let _ = tokio::signal::ctrl_c().await;
                     std::process::exit(i32::from(exit_code::CANCELLED));

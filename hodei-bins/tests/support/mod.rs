@@ -1,14 +1,123 @@
-//! Helpers shared by the binaries' integration tests.
+//! Helpers shared by the binaries' integration tests: a `hodei-server-bin` with the
+//! `hodei` CLI pointed at it, and metrics scraping.
 
-use std::net::TcpListener;
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use hodei_test_fixtures::{ServerCommand, ServerProcess, blocking::wait_until};
+
+pub const HODEI: &str = env!("CARGO_BIN_EXE_hodei");
+pub const SERVER: &str = env!("CARGO_BIN_EXE_hodei-server-bin");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_hodei-worker-bin");
+
+/// Longest wait for a started server to answer `hodei list`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a server to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    hodei_test_fixtures::free_port().unwrap()
+}
+
+/// Lossy UTF-8 of a program's output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `hodei-server-bin` on loopback with its data in `data_dir`, its log in
+/// `data_dir/server-<port>.log` and its metrics on another free port; killed (SIGKILL)
+/// when dropped.
+pub struct Server {
+    process: ServerProcess,
+    metrics_addr: String,
+}
+
+impl Server {
+    /// Starts a server on a free port with `env` and waits until it answers.
+    pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_on(data_dir, free_port(), env)
+    }
+
+    /// Starts a server on `port` with `env` and waits until it answers.
+    pub fn start_on(data_dir: &Path, port: u16, env: &[(&str, String)]) -> Self {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let process = ServerCommand::new(SERVER)
+            .port(port)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("HODEI_DATA_DIR", data_dir)
+            .env("HODEI_METRICS_ADDR", &metrics_addr)
+            .log_file(data_dir.join(format!("server-{port}.log")))
+            .spawn()
+            .unwrap();
+        let server = Self {
+            process,
+            metrics_addr,
+        };
+        wait_until(READY_TIMEOUT, "the server answers", || {
+            server.hodei(&["list"]).status.success()
+        })
+        .unwrap_or_else(|e| panic!("{e}; server log:\n{}", server.log()));
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.process.port()
+    }
+
+    /// Runs `hodei args` against it.
+    pub fn hodei(&self, args: &[&str]) -> Output {
+        Command::new(HODEI)
+            .args(args)
+            .env("HODEI_SERVER_URL", self.url())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `hodei get id -o json`.
+    pub fn job(&self, id: &str) -> serde_json::Value {
+        let out = self.hodei(&["get", id, "-o", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Its metrics now: the whole HTTP response.
+    pub fn metrics(&self) -> String {
+        scrape(&self.metrics_addr)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Where its log is.
+    pub fn log_path(&self) -> PathBuf {
+        self.process.log_path().unwrap().to_owned()
+    }
+
+    /// Stops it with SIGTERM and checks that it exited cleanly.
+    pub fn stop(self) {
+        let status = self.process.stop(STOP_GRACE).unwrap();
+        assert!(status.success(), "server exited with {status}");
+    }
+
+    /// Kills it with SIGKILL: no cleanup runs.
+    pub fn kill(self) {
+        self.process.kill();
+    }
 }
 
 /// The whole response to `GET /metrics` over plain HTTP/1.0.

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    future::ready,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,6 +19,7 @@ use hodei_core::{
         WorkerEvent, WorkerLaunch,
     },
 };
+use hodei_test_fixtures::wait_until;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 /// How the fake platform treats a launch.
@@ -59,13 +61,11 @@ impl TaskProvider {
 
     /// The latest launch, waiting up to 10 s for one.
     pub async fn next_launch(&self) -> WorkerLaunch {
-        for _ in 0..500 {
-            if let Some(launch) = self.launches.lock().unwrap().last().cloned() {
-                return launch;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no worker was launched");
+        wait_until(Duration::from_secs(10), "a worker is launched", || {
+            ready(self.launches().last().cloned())
+        })
+        .await
+        .unwrap()
     }
 }
 
@@ -203,7 +203,9 @@ impl Followed {
 /// Follows a job to its end, collecting output and states.
 pub async fn follow(client: &HodeiClient, job: &Job, from_seq: u64) -> Followed {
     let mut events = client
-        .follow(&job.id.to_string(), from_seq, true, true)
+        .follow(job.id)
+        .from_seq(from_seq)
+        .live()
         .await
         .unwrap();
     let mut followed = Followed::default();
@@ -225,36 +227,21 @@ pub async fn follow(client: &HodeiClient, job: &Job, from_seq: u64) -> Followed 
     followed
 }
 
-/// Waits until `pid` no longer exists (or is a zombie nobody reaps).
-pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let alive = status
-            .lines()
-            .any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"));
-        if !alive {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits up to 5 s until `pid` no longer exists (or is a zombie nobody reaps); `after`
+/// says after what, e.g. "after the cancel".
+pub async fn wait_gone(pid: i32, after: &str) {
+    wait_until(
+        Duration::from_secs(5),
+        &format!("process {pid} is gone {after}"),
+        || ready(!is_alive(pid)),
+    )
+    .await
+    .unwrap();
 }
 
-/// Polls `condition` every 20 ms until it holds; panics naming `what` after 10 s.
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn is_alive(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
 }
