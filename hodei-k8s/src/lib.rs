@@ -42,8 +42,8 @@ pub mod lifecycle;
 mod pod_spec;
 mod pods;
 mod rate_limit;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod tracker;
 mod watcher;
 
