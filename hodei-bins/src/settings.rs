@@ -1,11 +1,14 @@
 //! Settings shared by the binaries: server flags and env vars, paths, signals.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+mod kubernetes;
+mod parse;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Args;
-use std::sync::Arc;
+use hodei_core::{HodeiServer, LocalProvider, Provider, ServerError, ValidationError};
 
-use hodei_core::{HodeiServer, LocalProvider, Provider, ServerError};
+pub use self::{kubernetes::KubernetesArgs, parse::parse};
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
@@ -61,6 +64,19 @@ pub enum SettingsError {
     /// No provider is enabled.
     #[error("no provider is enabled; set HODEI_LOCAL_ENABLED=true or enable another provider")]
     NoProvider,
+    /// A setting is invalid; the error names its variable.
+    #[error(transparent)]
+    Invalid(ValidationError),
+    /// The Kubernetes provider could not start.
+    #[cfg(feature = "kubernetes")]
+    #[error("the Kubernetes provider cannot start")]
+    Kubernetes(#[source] hodei_core::provider::kubernetes::KubernetesError),
+    /// The Kubernetes provider is enabled in a build without it.
+    #[cfg(not(feature = "kubernetes"))]
+    #[error(
+        "HODEI_KUBERNETES_ENABLED is set but this build has no Kubernetes support (feature `kubernetes`)"
+    )]
+    NoKubernetesSupport,
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),

@@ -57,4 +57,6 @@ pub use pod_spec::{
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;
-pub use watcher::{PodWatcher, WatchHealth, WatcherConfig};
+pub use watcher::{
+    DEFAULT_IMAGE_PULL_GRACE, DEFAULT_SCHEDULING_TIMEOUT, PodWatcher, WatchHealth, WatcherConfig,
+};

@@ -74,12 +74,13 @@ impl FakeApi {
 async fn provider(api: &FakeApi) -> KubernetesProvider {
     let (client, handle) = mock_client();
     tokio::spawn(api.clone().serve(handle));
-    KubernetesProvider::builder()
-        .client(client)
-        .namespace("jobs")
-        .worker_image("registry.local/hodei-worker:1")
-        .advertise_address("http://hodei-server:50051")
-        .build()
+    let settings = KubernetesSettings {
+        namespace: "jobs".into(),
+        worker_image: "registry.local/hodei-worker:1".into(),
+        advertise_address: Some("http://hodei-server:50051".into()),
+        ..KubernetesSettings::default()
+    };
+    KubernetesProvider::with_client(client, settings)
         .await
         .unwrap()
 }
@@ -180,10 +181,11 @@ async fn the_orphan_sweep_deletes_only_pods_no_job_owns() {
 async fn an_unreachable_cluster_is_a_startup_error() {
     let (client, handle) = mock_client();
     drop(handle);
-    let error = KubernetesProvider::builder()
-        .client(client)
-        .namespace("jobs")
-        .build()
+    let settings = KubernetesSettings {
+        namespace: "jobs".into(),
+        ..KubernetesSettings::default()
+    };
+    let error = KubernetesProvider::with_client(client, settings)
         .await
         .unwrap_err();
     assert!(
@@ -191,6 +193,27 @@ async fn an_unreachable_cluster_is_a_startup_error() {
             .to_string()
             .contains("cannot list worker pods in namespace jobs"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused_before_any_request() {
+    let (client, mut handle) = mock_client();
+    let settings = KubernetesSettings {
+        namespace: "Not A Namespace".into(),
+        ..KubernetesSettings::default()
+    };
+    let error = KubernetesProvider::with_client(client, settings)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KubernetesError::Settings(e) if e.field() == "namespace"),
+        "{error}"
+    );
+    drop(error);
+    assert!(
+        futures::FutureExt::now_or_never(handle.next_request()).is_none(),
+        "no request was sent"
     );
 }
 
