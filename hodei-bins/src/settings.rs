@@ -3,10 +3,14 @@
 mod kubernetes;
 mod parse;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Args;
-use hodei_core::{HodeiServer, LocalProvider, Provider, ServerError, ValidationError};
+use hodei_core::{
+    HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
+    controller::{self, ControllerConfig},
+    server::DEFAULT_LISTEN_ADDR,
+};
 
 pub use self::{kubernetes::KubernetesArgs, parse::parse};
 
@@ -18,7 +22,7 @@ const WORKER_BIN_NAME: &str = "hodei-worker-bin";
 #[derive(Debug, Clone, Args)]
 pub struct ServerSettings {
     /// Address to listen on.
-    #[arg(long, env = "HODEI_LISTEN_ADDR", default_value = hodei_core::server::DEFAULT_LISTEN_ADDR)]
+    #[arg(long, env = "HODEI_LISTEN_ADDR", default_value_t = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// Where jobs and logs are kept [default: the user's data dir + /hodei].
     #[arg(long, env = "HODEI_DATA_DIR")]
@@ -36,20 +40,24 @@ pub struct ServerSettings {
     #[arg(long, env = ENV_WORKER_BIN)]
     pub worker_bin: Option<PathBuf>,
     /// How often workers send heartbeats.
-    #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
-    pub heartbeat_interval: Duration,
+    #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: humantime::Duration,
     /// Silence after which a worker counts as lost.
-    #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
-    pub heartbeat_timeout: Duration,
+    #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_HEARTBEAT_TIMEOUT.into())]
+    pub heartbeat_timeout: humantime::Duration,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
-    #[arg(long, env = "HODEI_KILL_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub kill_grace: Duration,
+    #[arg(long, env = "HODEI_KILL_GRACE", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_KILL_GRACE.into())]
+    pub kill_grace: humantime::Duration,
     /// Serve Prometheus metrics at http://<addr>/metrics; off unless set.
     #[arg(long, env = "HODEI_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// How often workers the server does not know are removed.
-    #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub sweep_interval: Duration,
+    #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_SWEEP_INTERVAL.into())]
+    pub sweep_interval: humantime::Duration,
 }
 
 /// Why the settings cannot be used.
@@ -100,10 +108,13 @@ impl ServerSettings {
         let mut builder = HodeiServer::builder(self.data_dir()?)
             .listen_addr(self.listen_addr)
             .maybe_advertise_address(self.advertise_address.clone())
-            .heartbeat_interval(self.heartbeat_interval)
-            .heartbeat_timeout(self.heartbeat_timeout)
-            .kill_grace(self.kill_grace)
-            .sweep_interval(self.sweep_interval);
+            .controller(ControllerConfig {
+                heartbeat_interval: self.heartbeat_interval.into(),
+                heartbeat_timeout: self.heartbeat_timeout.into(),
+                kill_grace: self.kill_grace.into(),
+                sweep_interval: self.sweep_interval.into(),
+                ..ControllerConfig::default()
+            });
         let has_preferred = !preferred.is_empty();
         for provider in preferred {
             builder = builder.shared_provider(provider);
