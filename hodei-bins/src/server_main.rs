@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::settings::ServerSettings;
+use crate::settings::{KubernetesArgs, ServerSettings};
 
 /// The Hodei Jobs server.
 #[derive(Debug, Parser)]
@@ -13,12 +13,14 @@ use crate::settings::ServerSettings;
 struct ServerArgs {
     #[command(flatten)]
     settings: ServerSettings,
+    #[command(flatten)]
+    kubernetes: KubernetesArgs,
 }
 
 /// Runs the server until it is told to stop.
 #[must_use]
 pub fn main() -> ExitCode {
-    let args = ServerArgs::parse();
+    let args: ServerArgs = crate::settings::parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     crate::telemetry::init("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -27,7 +29,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args.settings)) {
+    match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format_chain(error.as_ref()), "server failed");
@@ -37,7 +39,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let ServerArgs {
+        settings,
+        kubernetes,
+    } = args;
     if let Some(addr) = settings.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -45,59 +51,14 @@ async fn serve(settings: ServerSettings) -> Result<(), Box<dyn std::error::Error
             .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
-    let preferred = kubernetes_provider().await?;
-    let server = settings.start(preferred).await?;
+    // The Kubernetes provider comes first, so jobs go to pods unless they name another.
+    let preferred = kubernetes.start(settings.advertise_address.clone()).await?;
+    let server = settings.start(preferred.into_iter().collect()).await?;
     tracing::info!(addr = %server.local_addr(), data_dir = %settings.data_dir()?.display(), "hodei server ready");
     server
         .serve_with_shutdown(crate::settings::termination_signal())
         .await?;
     Ok(())
-}
-
-/// The Kubernetes provider when `HODEI_KUBERNETES_ENABLED` is set; it comes first, so
-/// jobs go to pods unless they name another provider.
-#[cfg(feature = "kubernetes")]
-async fn kubernetes_provider()
--> Result<Vec<std::sync::Arc<dyn hodei_core::Provider>>, Box<dyn std::error::Error>> {
-    let enabled = std::env::var("HODEI_KUBERNETES_ENABLED").unwrap_or_default();
-    let enabled = match enabled.trim().to_ascii_lowercase().as_str() {
-        "" | "0" | "false" | "no" | "off" => false,
-        "1" | "true" | "yes" | "on" => true,
-        other => {
-            return Err(format!(
-                "invalid HODEI_KUBERNETES_ENABLED: {other:?} (expected 1/0, true/false)"
-            )
-            .into());
-        }
-    };
-    if !enabled {
-        return Ok(Vec::new());
-    }
-    let builder = hodei_core::provider::KubernetesProviderBuilder::from_env()?;
-    let settings = builder.current_settings().clone();
-    let provider = builder
-        .build()
-        .await
-        .map_err(|e| format!("the Kubernetes provider cannot start: {}", format_chain(&e)))?;
-    tracing::info!(
-        namespace = %settings.namespace,
-        context = settings.context.as_deref().unwrap_or("(current)"),
-        kubeconfig = ?settings.kubeconfig,
-        image = %settings.worker_image,
-        "Kubernetes provider enabled"
-    );
-    Ok(vec![std::sync::Arc::new(provider)])
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn kubernetes_provider()
--> Result<Vec<std::sync::Arc<dyn hodei_core::Provider>>, Box<dyn std::error::Error>> {
-    if std::env::var("HODEI_KUBERNETES_ENABLED")
-        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-    {
-        return Err("HODEI_KUBERNETES_ENABLED is set but this build has no Kubernetes support (feature `kubernetes`)".into());
-    }
-    Ok(Vec::new())
 }
 
 /// An error and its causes on one line.

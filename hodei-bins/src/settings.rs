@@ -1,11 +1,18 @@
 //! Settings shared by the binaries: server flags and env vars, paths, signals.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+mod kubernetes;
+mod parse;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Args;
-use std::sync::Arc;
+use hodei_core::{
+    HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
+    controller::{self, ControllerConfig},
+    server::DEFAULT_LISTEN_ADDR,
+};
 
-use hodei_core::{HodeiServer, LocalProvider, Provider, ServerError};
+pub use self::{kubernetes::KubernetesArgs, parse::parse};
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
@@ -15,7 +22,7 @@ const WORKER_BIN_NAME: &str = "hodei-worker-bin";
 #[derive(Debug, Clone, Args)]
 pub struct ServerSettings {
     /// Address to listen on.
-    #[arg(long, env = "HODEI_LISTEN_ADDR", default_value = hodei_core::server::DEFAULT_LISTEN_ADDR)]
+    #[arg(long, env = "HODEI_LISTEN_ADDR", default_value_t = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// Where jobs and logs are kept [default: the user's data dir + /hodei].
     #[arg(long, env = "HODEI_DATA_DIR")]
@@ -33,20 +40,24 @@ pub struct ServerSettings {
     #[arg(long, env = ENV_WORKER_BIN)]
     pub worker_bin: Option<PathBuf>,
     /// How often workers send heartbeats.
-    #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
-    pub heartbeat_interval: Duration,
+    #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: humantime::Duration,
     /// Silence after which a worker counts as lost.
-    #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
-    pub heartbeat_timeout: Duration,
+    #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_HEARTBEAT_TIMEOUT.into())]
+    pub heartbeat_timeout: humantime::Duration,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
-    #[arg(long, env = "HODEI_KILL_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub kill_grace: Duration,
+    #[arg(long, env = "HODEI_KILL_GRACE", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_KILL_GRACE.into())]
+    pub kill_grace: humantime::Duration,
     /// Serve Prometheus metrics at http://<addr>/metrics; off unless set.
     #[arg(long, env = "HODEI_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// How often workers the server does not know are removed.
-    #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub sweep_interval: Duration,
+    #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_SWEEP_INTERVAL.into())]
+    pub sweep_interval: humantime::Duration,
 }
 
 /// Why the settings cannot be used.
@@ -61,6 +72,19 @@ pub enum SettingsError {
     /// No provider is enabled.
     #[error("no provider is enabled; set HODEI_LOCAL_ENABLED=true or enable another provider")]
     NoProvider,
+    /// A setting is invalid; the error names its variable.
+    #[error(transparent)]
+    Invalid(ValidationError),
+    /// The Kubernetes provider could not start.
+    #[cfg(feature = "kubernetes")]
+    #[error("the Kubernetes provider cannot start")]
+    Kubernetes(#[source] hodei_core::provider::kubernetes::KubernetesError),
+    /// The Kubernetes provider is enabled in a build without it.
+    #[cfg(not(feature = "kubernetes"))]
+    #[error(
+        "HODEI_KUBERNETES_ENABLED is set but this build has no Kubernetes support (feature `kubernetes`)"
+    )]
+    NoKubernetesSupport,
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -84,10 +108,13 @@ impl ServerSettings {
         let mut builder = HodeiServer::builder(self.data_dir()?)
             .listen_addr(self.listen_addr)
             .maybe_advertise_address(self.advertise_address.clone())
-            .heartbeat_interval(self.heartbeat_interval)
-            .heartbeat_timeout(self.heartbeat_timeout)
-            .kill_grace(self.kill_grace)
-            .sweep_interval(self.sweep_interval);
+            .controller(ControllerConfig {
+                heartbeat_interval: self.heartbeat_interval.into(),
+                heartbeat_timeout: self.heartbeat_timeout.into(),
+                kill_grace: self.kill_grace.into(),
+                sweep_interval: self.sweep_interval.into(),
+                ..ControllerConfig::default()
+            });
         let has_preferred = !preferred.is_empty();
         for provider in preferred {
             builder = builder.shared_provider(provider);

@@ -3,7 +3,7 @@
 //! A [`HodeiServer`] accepts jobs over gRPC, picks a [`Provider`] for each, has it start a
 //! worker, and streams the job's output back. [`HodeiClient`] talks to a server, and
 //! [`WorkerAgent`] is the worker side. [`LocalProvider`] runs workers as local processes;
-//! `KubernetesProviderBuilder` (feature `kubernetes`) runs each in its own pod.
+//! `KubernetesProvider` (feature `kubernetes`) runs each in its own pod.
 
 pub mod client;
 pub mod controller;

@@ -42,8 +42,8 @@ pub mod lifecycle;
 mod pod_spec;
 mod pods;
 mod rate_limit;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod tracker;
 mod watcher;
 
@@ -57,4 +57,6 @@ pub use pod_spec::{
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;
-pub use watcher::{PodWatcher, WatchHealth, WatcherConfig};
+pub use watcher::{
+    DEFAULT_IMAGE_PULL_GRACE, DEFAULT_SCHEDULING_TIMEOUT, PodWatcher, WatchHealth, WatcherConfig,
+};

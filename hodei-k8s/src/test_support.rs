@@ -1,4 +1,8 @@
-//! Mock API server plumbing shared by the tests that go through `kube::Client`.
+//! Mock API server plumbing for tests that go through `kube::Client`: a client whose
+//! requests land on a [`Handle`], and JSON responses to answer them with.
+//!
+//! Built for this crate's tests and, with the `test-support` feature, for the tests of
+//! crates that use it; not part of the stable API.
 
 use std::time::Duration;
 
@@ -9,21 +13,19 @@ use serde_json::Value;
 use tower_test::mock::{self, SendResponse};
 
 /// The test side of the mock API server.
-pub(crate) type Handle = mock::Handle<Request<Body>, Response<Body>>;
+pub type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
 /// Longest a test waits for the code under test to do something.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A client whose every request lands on the returned handle.
-pub(crate) fn mock_client() -> (Client, Handle) {
+pub fn mock_client() -> (Client, Handle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(service, "default-ns"), handle)
 }
 
 /// The next request, failing the test if none comes.
-pub(crate) async fn next_request(
-    handle: &mut Handle,
-) -> (Request<Body>, SendResponse<Response<Body>>) {
+pub async fn next_request(handle: &mut Handle) -> (Request<Body>, SendResponse<Response<Body>>) {
     tokio::time::timeout(PATIENCE, handle.next_request())
         .await
         .expect("a request within the patience")
@@ -31,12 +33,12 @@ pub(crate) async fn next_request(
 }
 
 /// A response with a JSON body.
-pub(crate) fn json(status: u16, body: &Value) -> Response<Body> {
+pub fn json(status: u16, body: &Value) -> Response<Body> {
     raw(status, serde_json::to_vec(body).expect("json serializes"))
 }
 
 /// A response with raw bytes, e.g. newline-delimited watch events.
-pub(crate) fn raw(status: u16, body: Vec<u8>) -> Response<Body> {
+pub fn raw(status: u16, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -45,7 +47,7 @@ pub(crate) fn raw(status: u16, body: Vec<u8>) -> Response<Body> {
 }
 
 /// A Kubernetes `Status` failure body.
-pub(crate) fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+pub fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
     json(
         code,
         &serde_json::json!({
@@ -56,7 +58,7 @@ pub(crate) fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
 }
 
 /// The request's body parsed as JSON.
-pub(crate) async fn body_json(request: Request<Body>) -> Value {
+pub async fn body_json(request: Request<Body>) -> Value {
     let bytes = request
         .into_body()
         .collect_bytes()
@@ -66,7 +68,7 @@ pub(crate) async fn body_json(request: Request<Body>) -> Value {
 }
 
 /// The query string's `key=value` pairs, still percent-encoded.
-pub(crate) fn query(request: &Request<Body>) -> Vec<String> {
+pub fn query(request: &Request<Body>) -> Vec<String> {
     request
         .uri()
         .query()

@@ -18,14 +18,21 @@ use crate::labels;
 use crate::lifecycle::Grace;
 use crate::tracker::Tracker;
 
+/// How long `ErrImagePull`/`ImagePullBackOff` may last before `FailFast` by default.
+pub const DEFAULT_IMAGE_PULL_GRACE: Duration = Duration::from_secs(30);
+/// How long a pod may stay `Unschedulable` before `FailFast` by default.
+pub const DEFAULT_SCHEDULING_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How the pod watcher selects pods and when it gives up on them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatcherConfig {
     /// Which pods to watch; defaults to `hodei.io/managed=true`.
     pub label_selector: String,
-    /// How long `ErrImagePull`/`ImagePullBackOff` may last before `FailFast` (default 30 s).
+    /// How long `ErrImagePull`/`ImagePullBackOff` may last before `FailFast`
+    /// (default [`DEFAULT_IMAGE_PULL_GRACE`]).
     pub image_pull_grace: Duration,
-    /// How long a pod may stay `Unschedulable` before `FailFast` (default 120 s).
+    /// How long a pod may stay `Unschedulable` before `FailFast`
+    /// (default [`DEFAULT_SCHEDULING_TIMEOUT`]).
     pub scheduling_timeout: Duration,
     /// How often running grace clocks are re-checked in memory (default 1 s); no API calls.
     pub recheck_interval: Duration,
@@ -37,8 +44,8 @@ impl Default for WatcherConfig {
     fn default() -> Self {
         Self {
             label_selector: labels::MANAGED_SELECTOR.to_owned(),
-            image_pull_grace: Duration::from_secs(30),
-            scheduling_timeout: Duration::from_secs(120),
+            image_pull_grace: DEFAULT_IMAGE_PULL_GRACE,
+            scheduling_timeout: DEFAULT_SCHEDULING_TIMEOUT,
             recheck_interval: Duration::from_secs(1),
             channel_capacity: 1024,
         }

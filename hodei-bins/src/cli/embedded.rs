@@ -25,7 +25,7 @@ struct EmbeddedArgs {
 impl EmbeddedServer {
     /// Starts it with the server's usual `HODEI_*` settings, on 127.0.0.1 and a free port.
     pub async fn start() -> Result<Self, CliError> {
-        let mut settings = EmbeddedArgs::try_parse_from(["hodei-embedded"])
+        let mut settings = crate::settings::parse::<EmbeddedArgs>(["hodei-embedded"])
             .map_err(|e| CliError::new(exit_code::USAGE, super::one_line(&e.to_string())))?
             .settings;
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));

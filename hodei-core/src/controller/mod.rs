@@ -32,30 +32,53 @@ use crate::{
     token::TokenIssuer,
 };
 
+/// How often workers send heartbeats, by default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Silence after which a worker counts as lost, by default.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a provider's create call may take, by default.
+pub const DEFAULT_PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time between SIGTERM and SIGKILL when a job is stopped, by default.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+/// Extra time after the kill grace to wait for a stopped job's result, by default.
+pub const DEFAULT_RESULT_GRACE: Duration = Duration::from_secs(10);
+/// How often workers the server does not know are removed, by default.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Address workers dial by default: a server on this host's default port.
+pub const DEFAULT_ADVERTISE_ADDRESS: &str = "http://127.0.0.1:50051";
+
 /// Timing of the job lifecycle. Every wait has a deadline.
 #[derive(Debug, Clone, bon::Builder)]
 pub struct ControllerConfig {
-    /// Address workers dial to reach this server, e.g. `http://127.0.0.1:50051`.
+    /// Address workers dial to reach this server, e.g. `http://127.0.0.1:50051`. A
+    /// [`HodeiServer`](crate::HodeiServer) sets it to its own advertise address.
     #[builder(start_fn, into)]
     pub advertise_address: String,
     /// How often workers send heartbeats.
-    #[builder(default = Duration::from_secs(5))]
+    #[builder(default = DEFAULT_HEARTBEAT_INTERVAL)]
     pub heartbeat_interval: Duration,
     /// Silence after which a worker counts as lost.
-    #[builder(default = Duration::from_secs(30))]
+    #[builder(default = DEFAULT_HEARTBEAT_TIMEOUT)]
     pub heartbeat_timeout: Duration,
     /// Longest a provider's create call may take.
-    #[builder(default = Duration::from_secs(60))]
+    #[builder(default = DEFAULT_PROVISION_TIMEOUT)]
     pub provision_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
-    #[builder(default = Duration::from_secs(10))]
+    #[builder(default = DEFAULT_KILL_GRACE)]
     pub kill_grace: Duration,
     /// Extra time after the kill grace to wait for a stopped job's result.
-    #[builder(default = Duration::from_secs(10))]
+    #[builder(default = DEFAULT_RESULT_GRACE)]
     pub result_grace: Duration,
     /// How often workers the server does not know are removed.
-    #[builder(default = Duration::from_secs(60))]
+    #[builder(default = DEFAULT_SWEEP_INTERVAL)]
     pub sweep_interval: Duration,
+}
+
+impl Default for ControllerConfig {
+    /// Every default, with workers dialing [`DEFAULT_ADVERTISE_ADDRESS`].
+    fn default() -> Self {
+        Self::builder(DEFAULT_ADVERTISE_ADDRESS).build()
+    }
 }
 
 /// Why a job was not accepted.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 #[cfg(feature = "kubernetes")]
-pub use kubernetes::{KubernetesProvider, KubernetesProviderBuilder};
+pub use kubernetes::{KubernetesProvider, KubernetesSettings};
 pub use local::{LocalProvider, LocalProviderBuilder};
 pub use registry::{ProviderRegistry, SelectionError};
 

@@ -3,7 +3,13 @@
 mod job_service;
 mod worker_service;
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
@@ -22,7 +28,8 @@ use crate::{
 };
 
 /// Default address the server listens on.
-pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 50051);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -79,31 +86,22 @@ impl HodeiServer {
         /// Providers in preference order.
         #[builder(field)]
         providers: Vec<Arc<dyn Provider>>,
-        /// Address to listen on; default `0.0.0.0:50051`. Port 0 picks a free port.
-        listen_addr: Option<SocketAddr>,
+        /// Address to listen on. Port 0 picks a free port.
+        #[builder(default = DEFAULT_LISTEN_ADDR)]
+        listen_addr: SocketAddr,
         /// Address workers dial; default `http://<listen ip>:<port>` with 127.0.0.1 for
-        /// an unspecified ip.
+        /// an unspecified ip. It replaces the `advertise_address` of `controller`.
         #[builder(into)]
         advertise_address: Option<String>,
+        /// Timing of the job lifecycle: heartbeats, deadlines, graces, sweeps.
+        #[builder(default)]
+        controller: ControllerConfig,
         /// A store other than the embedded SQLite one under `data_dir`.
         store: Option<Arc<dyn JobStore>>,
-        /// How often workers send heartbeats (default 5s).
-        heartbeat_interval: Option<Duration>,
-        /// Silence after which a worker is lost (default 30s).
-        heartbeat_timeout: Option<Duration>,
-        /// Time between SIGTERM and SIGKILL when a job is stopped (default 10s).
-        kill_grace: Option<Duration>,
-        /// How often unknown workers are removed (default 60s).
-        sweep_interval: Option<Duration>,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
         }
-        let listen_addr = listen_addr.unwrap_or_else(|| {
-            DEFAULT_LISTEN_ADDR
-                .parse()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)))
-        });
         let listener =
             TcpListener::bind(listen_addr)
                 .await
@@ -115,14 +113,7 @@ impl HodeiServer {
             addr: listen_addr,
             source,
         })?;
-        let advertise_address = advertise_address.unwrap_or_else(|| {
-            let ip = if local_addr.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                local_addr.ip().to_string()
-            };
-            format!("http://{ip}:{}", local_addr.port())
-        });
+        let advertise_address = advertise_address.unwrap_or_else(|| advertise_for(local_addr));
         let store: Arc<dyn JobStore> = match store {
             Some(store) => store,
             None => Arc::new(SqliteStore::open(&data_dir).await?),
@@ -138,12 +129,10 @@ impl HodeiServer {
         for provider in providers {
             registry.register(provider);
         }
-        let config = ControllerConfig::builder(advertise_address)
-            .maybe_heartbeat_interval(heartbeat_interval)
-            .maybe_heartbeat_timeout(heartbeat_timeout)
-            .maybe_kill_grace(kill_grace)
-            .maybe_sweep_interval(sweep_interval)
-            .build();
+        let config = ControllerConfig {
+            advertise_address,
+            ..controller
+        };
         let controller = JobController::start(config, store, logs, registry).await?;
         Ok(Self {
             controller,
@@ -209,6 +198,16 @@ impl HodeiServer {
     }
 }
 
+/// The address workers on this host dial to reach a server bound to `addr`.
+fn advertise_for(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
 impl<S: hodei_server_builder::State> HodeiServerBuilder<S> {
     /// Adds a provider; providers are preferred in the order added.
     pub fn provider(mut self, provider: impl Provider) -> Self {
@@ -220,5 +219,23 @@ impl<S: hodei_server_builder::State> HodeiServerBuilder<S> {
     pub fn shared_provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.providers.push(provider);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::DEFAULT_ADVERTISE_ADDRESS;
+
+    #[test]
+    fn the_default_advertise_address_is_that_of_the_default_listen_address() {
+        assert_eq!(
+            advertise_for(DEFAULT_LISTEN_ADDR),
+            DEFAULT_ADVERTISE_ADDRESS
+        );
+        assert_eq!(
+            advertise_for("10.0.0.7:7000".parse().unwrap()),
+            "http://10.0.0.7:7000"
+        );
     }
 }

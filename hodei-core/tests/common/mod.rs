@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use hodei_core::{
     HodeiClient, HodeiServer, Job, JobEvent, JobState, OutputStream, WorkerAgent, WorkerId,
+    controller::ControllerConfig,
     provider::{
         Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
         WorkerEvent, WorkerLaunch,
@@ -149,9 +150,12 @@ impl TestServer {
         let server = HodeiServer::builder(data_dir)
             .shared_provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
-            .heartbeat_interval(Duration::from_millis(200))
-            .heartbeat_timeout(Duration::from_secs(3))
-            .kill_grace(kill_grace)
+            .controller(ControllerConfig {
+                heartbeat_interval: Duration::from_millis(200),
+                heartbeat_timeout: Duration::from_secs(3),
+                kill_grace,
+                ..ControllerConfig::default()
+            })
             .start()
             .await
             .unwrap();

@@ -4,13 +4,17 @@
 mod events;
 mod settings;
 
-use std::{collections::HashSet, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use hodei_k8s::{PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 pub use settings::{
-    DEFAULT_NAMESPACE, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, KubernetesSettings,
+    DEFAULT_API_WRITES_PER_SECOND, DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST,
+    DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_REGISTRATION_TIMEOUT,
+    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, IMAGE_PULL_POLICIES,
+    KubernetesSettings,
 };
 use tracing::{info, warn};
 
@@ -51,215 +55,8 @@ pub enum KubernetesError {
     },
 }
 
-/// Builds a [`KubernetesProvider`]; every setting has a setter, and
-/// [`from_env`](Self::from_env) reads the documented `HODEI_*` variables.
-#[derive(Clone, Default)]
-#[must_use]
-pub struct KubernetesProviderBuilder {
-    settings: KubernetesSettings,
-    client: Option<kube::Client>,
-}
-
-impl std::fmt::Debug for KubernetesProviderBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesProviderBuilder")
-            .field("settings", &self.settings)
-            .field("client", &self.client.as_ref().map(|_| "<given>"))
-            .finish()
-    }
-}
-
-impl KubernetesProviderBuilder {
-    /// Default settings.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Settings from the documented `HODEI_*` variables; an invalid one is an error naming it.
-    pub fn from_env() -> Result<Self, ValidationError> {
-        Ok(Self {
-            settings: KubernetesSettings::from_env()?,
-            client: None,
-        })
-    }
-
-    /// All settings at once.
-    pub fn settings(mut self, settings: KubernetesSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-
-    /// A ready client (e.g. a mocked one in tests) instead of loading a kubeconfig.
-    pub fn client(mut self, client: kube::Client) -> Self {
-        self.client = Some(client);
-        self
-    }
-
-    /// Namespace of worker pods (default `hodei-jobs-workers`).
-    pub fn namespace(mut self, value: impl Into<String>) -> Self {
-        self.settings.namespace = value.into();
-        self
-    }
-
-    /// Kubeconfig file to use instead of inferring.
-    pub fn kubeconfig(mut self, value: impl Into<std::path::PathBuf>) -> Self {
-        self.settings.kubeconfig = Some(value.into());
-        self
-    }
-
-    /// Kubeconfig context to use.
-    pub fn context(mut self, value: impl Into<String>) -> Self {
-        self.settings.context = Some(value.into());
-        self
-    }
-
-    /// Worker image for jobs that name none.
-    pub fn worker_image(mut self, value: impl Into<String>) -> Self {
-        self.settings.worker_image = value.into();
-        self
-    }
-
-    /// Default CPU request.
-    pub fn default_cpu_request(mut self, value: crate::job::Cpu) -> Self {
-        self.settings.default_cpu_request = value;
-        self
-    }
-
-    /// Default memory request.
-    pub fn default_memory_request(mut self, value: crate::job::Memory) -> Self {
-        self.settings.default_memory_request = value;
-        self
-    }
-
-    /// Default CPU limit.
-    pub fn default_cpu_limit(mut self, value: crate::job::Cpu) -> Self {
-        self.settings.default_cpu_limit = value;
-        self
-    }
-
-    /// Default memory limit.
-    pub fn default_memory_limit(mut self, value: crate::job::Memory) -> Self {
-        self.settings.default_memory_limit = value;
-        self
-    }
-
-    /// ServiceAccount of worker pods (default `hodei-jobs-worker`).
-    pub fn service_account(mut self, value: impl Into<String>) -> Self {
-        self.settings.service_account = value.into();
-        self
-    }
-
-    /// Keep finished pods this long before deleting them.
-    pub fn ttl_after_finished(mut self, value: Duration) -> Self {
-        self.settings.ttl_after_finished = Some(value);
-        self
-    }
-
-    /// Adds an image pull secret.
-    pub fn image_pull_secret(mut self, value: impl Into<String>) -> Self {
-        self.settings.image_pull_secrets.push(value.into());
-        self
-    }
-
-    /// Image pull policy of worker pods (default `IfNotPresent`).
-    pub fn image_pull_policy(mut self, value: impl Into<String>) -> Self {
-        self.settings.image_pull_policy = value.into();
-        self
-    }
-
-    /// Adds a node selector label.
-    pub fn node_selector(mut self, value: (String, String)) -> Self {
-        self.settings.node_selector.insert(value.0, value.1);
-        self
-    }
-
-    /// Adds a taint toleration.
-    pub fn toleration(mut self, value: hodei_k8s::Toleration) -> Self {
-        self.settings.tolerations.push(value);
-        self
-    }
-
-    /// Most pods at once; further jobs stay queued.
-    pub fn max_pods(mut self, value: usize) -> Self {
-        self.settings.max_pods = Some(value);
-        self
-    }
-
-    /// How long image pull errors are tolerated (default 30s).
-    pub fn image_pull_grace(mut self, value: Duration) -> Self {
-        self.settings.image_pull_grace = value;
-        self
-    }
-
-    /// How long a pod may stay unschedulable (default 120s).
-    pub fn scheduling_timeout(mut self, value: Duration) -> Self {
-        self.settings.scheduling_timeout = value;
-        self
-    }
-
-    /// How long a pod may take to register (default 5m).
-    pub fn registration_timeout(mut self, value: Duration) -> Self {
-        self.settings.registration_timeout = value;
-        self
-    }
-
-    /// Server address workers in the cluster dial.
-    pub fn advertise_address(mut self, value: impl Into<String>) -> Self {
-        self.settings.advertise_address = Some(value.into());
-        self
-    }
-
-    /// Most creates and deletes per second (default 20).
-    pub fn api_writes_per_second(mut self, value: u32) -> Self {
-        self.settings.api_writes_per_second = value;
-        self
-    }
-
-    /// The settings as they stand.
-    #[must_use]
-    pub fn current_settings(&self) -> &KubernetesSettings {
-        &self.settings
-    }
-
-    /// Connects, checks that worker pods can be listed, and starts the pod watch.
-    pub async fn build(self) -> Result<KubernetesProvider, KubernetesError> {
-        let settings = self.settings;
-        let client = match self.client {
-            Some(client) => client,
-            None => connect(&settings).await?,
-        };
-        let writes = NonZeroU32::new(settings.api_writes_per_second)
-            .unwrap_or(hodei_k8s::DEFAULT_WRITES_PER_SECOND);
-        let pods = WorkerPods::new(client.clone(), settings.namespace.clone())
-            .with_writes_per_second(writes);
-        pods.list_managed()
-            .await
-            .map_err(|source| KubernetesError::Unreachable {
-                namespace: settings.namespace.clone(),
-                source,
-            })?;
-        let (watcher, events) = PodWatcher::spawn(
-            client,
-            &settings.namespace,
-            WatcherConfig {
-                image_pull_grace: settings.image_pull_grace,
-                scheduling_timeout: settings.scheduling_timeout,
-                ..WatcherConfig::default()
-            },
-        );
-        let routes = Routes::default();
-        tokio::spawn(routes.clone().run(events));
-        info!(namespace = %settings.namespace, context = ?settings.context, "kubernetes provider ready");
-        Ok(KubernetesProvider {
-            settings: Arc::new(settings),
-            pods,
-            routes,
-            watcher: Arc::new(watcher),
-        })
-    }
-}
-
-async fn connect(settings: &KubernetesSettings) -> Result<kube::Client, KubernetesError> {
+/// A client from the kubeconfig and context the settings name, else inferred.
+async fn client_for(settings: &KubernetesSettings) -> Result<kube::Client, KubernetesError> {
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..KubeConfigOptions::default()
@@ -289,9 +86,70 @@ pub struct KubernetesProvider {
 }
 
 impl KubernetesProvider {
-    /// Starts a builder with default settings.
-    pub fn builder() -> KubernetesProviderBuilder {
-        KubernetesProviderBuilder::new()
+    /// Connects with the credentials the settings name (`kubeconfig`, `context`;
+    /// in-cluster or the default kubeconfig otherwise), checks that worker pods can be
+    /// listed, and starts the pod watch.
+    ///
+    /// ```no_run
+    /// use hodei_core::provider::{KubernetesProvider, KubernetesSettings};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let provider = KubernetesProvider::connect(KubernetesSettings {
+    ///     namespace: "jobs".into(),
+    ///     worker_image: "registry.example/hodei-worker:1".into(),
+    ///     ..KubernetesSettings::default()
+    /// })
+    /// .await?;
+    /// # drop(provider);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(settings: KubernetesSettings) -> Result<Self, KubernetesError> {
+        settings.validate()?;
+        let client = client_for(&settings).await?;
+        Self::start(client, settings).await
+    }
+
+    /// Like [`connect`](Self::connect), with a ready client (e.g. a mocked one in tests);
+    /// the settings' `kubeconfig` and `context` are not used.
+    pub async fn with_client(
+        client: kube::Client,
+        settings: KubernetesSettings,
+    ) -> Result<Self, KubernetesError> {
+        settings.validate()?;
+        Self::start(client, settings).await
+    }
+
+    async fn start(
+        client: kube::Client,
+        settings: KubernetesSettings,
+    ) -> Result<Self, KubernetesError> {
+        let pods = WorkerPods::new(client.clone(), settings.namespace.clone())
+            .with_writes_per_second(settings.api_writes_per_second);
+        pods.list_managed()
+            .await
+            .map_err(|source| KubernetesError::Unreachable {
+                namespace: settings.namespace.clone(),
+                source,
+            })?;
+        let (watcher, events) = PodWatcher::spawn(
+            client,
+            &settings.namespace,
+            WatcherConfig {
+                image_pull_grace: settings.image_pull_grace,
+                scheduling_timeout: settings.scheduling_timeout,
+                ..WatcherConfig::default()
+            },
+        );
+        let routes = Routes::default();
+        tokio::spawn(routes.clone().run(events));
+        info!(namespace = %settings.namespace, context = ?settings.context, "kubernetes provider ready");
+        Ok(Self {
+            settings: Arc::new(settings),
+            pods,
+            routes,
+            watcher: Arc::new(watcher),
+        })
     }
 
     /// The settings in force.
@@ -402,7 +260,7 @@ impl Provider for KubernetesProvider {
     fn capabilities(&self) -> ProviderCapabilities {
         ProviderCapabilities {
             containers: true,
-            max_workers: self.settings.max_pods,
+            max_workers: self.settings.max_pods.map(std::num::NonZeroUsize::get),
             registration_timeout: self.settings.registration_timeout,
         }
     }

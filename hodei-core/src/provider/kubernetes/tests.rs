@@ -2,15 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{Method, Request, Response};
-use kube::client::Body;
+use hodei_k8s::test_support::{Handle, body_json, json, mock_client, status};
+use http::Method;
 use serde_json::{Value, json};
-use tower_test::mock;
 
 use super::*;
 use crate::job::{JobId, JobSpec};
-
-type Handle = mock::Handle<Request<Body>, Response<Body>>;
 
 #[derive(Debug, Default, Clone)]
 struct FakeApi {
@@ -18,14 +15,6 @@ struct FakeApi {
     created: Arc<Mutex<Vec<Value>>>,
     deleted: Arc<Mutex<Vec<String>>>,
     refuse_creates_with_quota: bool,
-}
-
-fn respond(status: u16, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
 }
 
 fn managed_pod(worker_id: &str, deleting: bool) -> Value {
@@ -53,45 +42,45 @@ impl FakeApi {
                 Method::GET if query.contains("watch=true") => hanging.push(reply),
                 Method::GET => {
                     let items = self.pods.lock().unwrap().clone();
-                    reply.send_response(respond(
+                    reply.send_response(json(
                         200,
                         &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
                     ));
                 }
-                Method::POST if self.refuse_creates_with_quota => reply.send_response(respond(
+                Method::POST if self.refuse_creates_with_quota => reply.send_response(status(
                     403,
-                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-                        "message": "pods \"x\" is forbidden: exceeded quota: hodei-quota, requested: pods=1, used: pods=100, limited: pods=100"}),
+                    "Forbidden",
+                    "pods \"x\" is forbidden: exceeded quota: hodei-quota, requested: pods=1, used: pods=100, limited: pods=100",
                 )),
                 Method::POST => {
-                    let bytes = request.into_body().collect_bytes().await.unwrap();
-                    let pod: Value = serde_json::from_slice(&bytes).unwrap();
+                    let pod = body_json(request).await;
                     self.created.lock().unwrap().push(pod.clone());
-                    reply.send_response(respond(201, &pod));
+                    reply.send_response(json(201, &pod));
                 }
                 Method::DELETE => {
                     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
                     self.deleted.lock().unwrap().push(name);
-                    reply.send_response(respond(
+                    reply.send_response(json(
                         200,
                         &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
                     ));
                 }
-                _ => reply.send_response(respond(405, &json!({}))),
+                _ => reply.send_response(json(405, &json!({}))),
             }
         }
     }
 }
 
 async fn provider(api: &FakeApi) -> KubernetesProvider {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let (client, handle) = mock_client();
     tokio::spawn(api.clone().serve(handle));
-    KubernetesProvider::builder()
-        .client(kube::Client::new(service, "jobs"))
-        .namespace("jobs")
-        .worker_image("registry.local/hodei-worker:1")
-        .advertise_address("http://hodei-server:50051")
-        .build()
+    let settings = KubernetesSettings {
+        namespace: "jobs".into(),
+        worker_image: "registry.local/hodei-worker:1".into(),
+        advertise_address: Some("http://hodei-server:50051".into()),
+        ..KubernetesSettings::default()
+    };
+    KubernetesProvider::with_client(client, settings)
         .await
         .unwrap()
 }
@@ -190,12 +179,13 @@ async fn the_orphan_sweep_deletes_only_pods_no_job_owns() {
 
 #[tokio::test]
 async fn an_unreachable_cluster_is_a_startup_error() {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let (client, handle) = mock_client();
     drop(handle);
-    let error = KubernetesProvider::builder()
-        .client(kube::Client::new(service, "jobs"))
-        .namespace("jobs")
-        .build()
+    let settings = KubernetesSettings {
+        namespace: "jobs".into(),
+        ..KubernetesSettings::default()
+    };
+    let error = KubernetesProvider::with_client(client, settings)
         .await
         .unwrap_err();
     assert!(
@@ -203,6 +193,27 @@ async fn an_unreachable_cluster_is_a_startup_error() {
             .to_string()
             .contains("cannot list worker pods in namespace jobs"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused_before_any_request() {
+    let (client, mut handle) = mock_client();
+    let settings = KubernetesSettings {
+        namespace: "Not A Namespace".into(),
+        ..KubernetesSettings::default()
+    };
+    let error = KubernetesProvider::with_client(client, settings)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, KubernetesError::Settings(e) if e.field() == "namespace"),
+        "{error}"
+    );
+    drop(error);
+    assert!(
+        futures::FutureExt::now_or_never(handle.next_request()).is_none(),
+        "no request was sent"
     );
 }
 
