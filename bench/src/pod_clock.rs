@@ -7,9 +7,11 @@ use std::{
     collections::HashMap,
     future::ready,
     pin::pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -114,8 +116,8 @@ impl PodClock {
         .await?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PodTimes>> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PodTimes>> {
+        self.table.lock()
     }
 }
 
@@ -155,7 +157,7 @@ async fn watch(api: Api<Pod>, table: Table, listed: oneshot::Sender<()>) {
     while let Some(event) = events.next().await {
         let now = Instant::now();
         let Ok(event) = event else { continue };
-        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = table.lock();
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                 record(&mut table, &pod, now);

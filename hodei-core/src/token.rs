@@ -5,9 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -87,11 +88,9 @@ impl TokenIssuer {
         self.lock().retain(|_, entry| entry.worker_id != worker_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries.lock()
     }
 }
 

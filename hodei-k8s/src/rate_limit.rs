@@ -1,7 +1,7 @@
 //! A token-bucket limiter that spaces out writes to the API server.
 
+use parking_lot::Mutex;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -51,10 +51,7 @@ impl RateLimiter {
     fn reserve(&self) -> Duration {
         // A poisoned lock only means another caller panicked mid-update of two floats;
         // the bucket is still usable.
-        let mut bucket = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bucket = self.state.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);

@@ -1,7 +1,9 @@
 //! One resilient watch per namespace that streams typed pod events to a channel.
 
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -100,10 +102,7 @@ impl PodWatcher {
     /// Whether the watch is getting answers from the API server.
     #[must_use]
     pub fn health(&self) -> WatchHealth {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.health.lock().clone()
     }
 
     /// True once the watch has ended (its receiver was dropped).
@@ -173,7 +172,7 @@ async fn run(
 
 /// Notes a success (`None`) or a failure of the watch's latest request.
 fn record(health: &Mutex<WatchHealth>, failure: Option<String>) {
-    let mut health = health.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut health = health.lock();
     *health = match (failure, &*health) {
         (None, _) => WatchHealth::Ok,
         (Some(error), WatchHealth::Failing { since, .. }) => WatchHealth::Failing {

@@ -11,9 +11,11 @@ mod worker_link;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -317,15 +319,11 @@ impl JobController {
 }
 
 impl Inner {
-    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, ActiveJob>> {
-        self.active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_active(&self) -> MutexGuard<'_, HashMap<JobId, ActiveJob>> {
+        self.active.lock()
     }
 
-    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashSet<WorkerId>> {
-        self.workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_workers(&self) -> MutexGuard<'_, HashSet<WorkerId>> {
+        self.workers.lock()
     }
 }

@@ -1,10 +1,8 @@
 //! The hand-off between a job's controller task and its worker's gRPC stream.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -112,9 +110,7 @@ impl WorkerSessions {
         self.lock().remove(&worker_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, PendingWorker>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, PendingWorker>> {
+        self.pending.lock()
     }
 }

@@ -4,8 +4,10 @@ use std::{
     collections::HashMap,
     io,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::{JobLog, LogFollower};
 use crate::job::JobId;
@@ -72,10 +74,8 @@ impl LogHub {
         Path::new(&self.dir).join(format!("{job}.log"))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<JobLog>>> {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Arc<JobLog>>> {
+        self.live.lock()
     }
 }
 

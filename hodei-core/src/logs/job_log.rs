@@ -4,8 +4,9 @@ use std::{
     fs::File,
     io::{self, Write},
     path::{Path, PathBuf},
-    sync::Mutex,
 };
+
+use parking_lot::Mutex;
 
 use tokio::sync::watch;
 
@@ -78,10 +79,7 @@ impl JobLog {
     /// Appends consecutive chunks. Chunks already in the log are skipped, so a
     /// resent batch is harmless. Returns the last sequence number stored.
     pub fn append(&self, chunks: &[OutputChunk]) -> Result<u64, AppendError> {
-        let mut writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.writer.lock();
         let before = *self.progress.borrow();
         if before.closed {
             return Err(AppendError::Closed);
@@ -129,10 +127,7 @@ impl JobLog {
 
     /// Takes no more output and lets followers finish once they have read it all.
     pub fn close(&self) {
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let writer = self.writer.lock();
         self.progress.send_modify(|p| p.closed = true);
         // Data is already in the OS; syncing makes it survive a machine crash. It can take
         // long after much output, so it runs off the async threads.

@@ -5,9 +5,11 @@ use std::{
     os::unix::process::ExitStatusExt,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use nix::{
@@ -79,10 +81,8 @@ impl LocalProvider {
         }
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, RunningWorker>> {
-        self.workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn workers(&self) -> MutexGuard<'_, HashMap<WorkerId, RunningWorker>> {
+        self.workers.lock()
     }
 
     /// The worker's stdout and stderr: one append-mode file for both, so their writes
@@ -203,10 +203,7 @@ impl Provider for LocalProvider {
                 };
                 info!(?exit, "worker process ended");
                 let _ = exited_tx.send(true);
-                workers
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&worker_id);
+                workers.lock().remove(&worker_id);
                 let message = match status {
                     Ok(s) => format!("worker process {s}"),
                     Err(e) => format!("waiting for the worker process failed: {e}"),

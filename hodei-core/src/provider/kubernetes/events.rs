@@ -1,9 +1,8 @@
 //! Routes the one namespace-wide pod watch to the job that owns each worker pod.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use hodei_k8s::{PodEvent, PodEventKind};
 use tokio::sync::mpsc;
@@ -39,12 +38,8 @@ impl Routes {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<WorkerEvent>>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<WorkerEvent>>> {
+        self.inner.lock()
     }
 
     /// Delivers pod events until the watch ends.
