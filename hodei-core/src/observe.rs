@@ -57,7 +57,7 @@ pub fn phase_changed(from: &JobState, to: &JobState) {
 /// A job ended in `state` after `duration`.
 pub fn job_finished(state: &JobState, duration: Duration) {
     let reason = match state {
-        JobState::Failed { reason } => failure_kind(reason),
+        JobState::Failed { reason } => reason.kind(),
         _ => "none",
     };
     counter!(JOBS_FINISHED, "state" => state.phase_name(), "reason" => reason).increment(1);
@@ -87,17 +87,6 @@ pub fn output_stored(bytes: usize, lines: usize) {
 /// A worker was provisioned (`+1`) or destroyed (`-1`).
 pub fn worker_count(provider: &str, delta: f64) {
     gauge!(WORKERS_ACTIVE, "provider" => provider.to_owned()).increment(delta);
-}
-
-fn failure_kind(reason: &FailureReason) -> &'static str {
-    match reason {
-        FailureReason::Exit { .. } => "exit",
-        FailureReason::CommandNotStarted { .. } => "command_not_started",
-        FailureReason::ProviderFailure { .. } => "provider_failure",
-        FailureReason::WorkerLost { .. } => "worker_lost",
-        FailureReason::RegistrationTimeout { .. } => "registration_timeout",
-        FailureReason::ServerRestarted => "server_restarted",
-    }
 }
 
 /// A Kubernetes API request ended; `outcome` is `ok` or an error kind such as `quota`.

@@ -14,6 +14,7 @@ use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     ControllerConfig, FromWorker, JobController, StopReason, ToWorker, WorkerLink, WorkerOutcome,
@@ -160,6 +161,16 @@ impl WorkerEnd {
 
     async fn send(&self, message: FromWorker) {
         self.from_worker.send(message).await.unwrap();
+    }
+
+    /// Sends a heartbeat every 5 s until the returned handle is dropped.
+    fn keep_alive(&self) -> AbortOnDropHandle<()> {
+        let heartbeat = self.from_worker.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            while heartbeat.send(FromWorker::Alive).await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }))
     }
 
     async fn report(&self, exit: ProcessExit) {
@@ -487,21 +498,13 @@ async fn a_cancelled_job_whose_worker_stays_silent_ends_at_the_stop_deadline() {
     ));
     let stopped_at = Instant::now();
     // Heartbeats keep coming, but no result does.
-    let heartbeats = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            if end.from_worker.send(FromWorker::Alive).await.is_err() {
-                return;
-            }
-        }
-    });
+    let _heartbeats = end.keep_alive();
     assert_eq!(
         harness.ended(job.id).await,
         JobState::Cancelled { exit: None }
     );
     assert_eq!(stopped_at.elapsed(), KILL_GRACE + RESULT_GRACE);
     harness.destroyed(worker.launch.worker_id).await;
-    heartbeats.abort();
 }
 
 #[tokio::test(start_paused = true)]
@@ -527,12 +530,7 @@ async fn a_job_past_its_timeout_is_stopped_and_ends_at_the_stop_deadline() {
     let mut harness = Harness::start(&[]).await;
     let (job, _worker, mut end) = harness.running().await;
     let started = Instant::now();
-    let heartbeat = end.from_worker.clone();
-    let heartbeats = tokio::spawn(async move {
-        while heartbeat.send(FromWorker::Alive).await.is_ok() {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    });
+    let _heartbeats = end.keep_alive();
     assert!(matches!(
         end.next().await,
         ToWorker::Stop(StopReason::TimedOut)
@@ -546,19 +544,13 @@ async fn a_job_past_its_timeout_is_stopped_and_ends_at_the_stop_deadline() {
         }
     );
     assert_eq!(started.elapsed(), JOB_TIMEOUT + KILL_GRACE + RESULT_GRACE);
-    heartbeats.abort();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_job_keeps_the_signal_that_ended_it() {
     let mut harness = Harness::start(&[]).await;
     let (job, _worker, mut end) = harness.running().await;
-    let heartbeat = end.from_worker.clone();
-    let heartbeats = tokio::spawn(async move {
-        while heartbeat.send(FromWorker::Alive).await.is_ok() {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    });
+    let _heartbeats = end.keep_alive();
     assert!(matches!(
         end.next().await,
         ToWorker::Stop(StopReason::TimedOut)
@@ -571,7 +563,6 @@ async fn a_timed_out_job_keeps_the_signal_that_ended_it() {
             exit: Some(ProcessExit::Signal(9))
         }
     );
-    heartbeats.abort();
 }
 
 #[tokio::test(start_paused = true)]

@@ -61,6 +61,22 @@ pub enum FailureReason {
     ServerRestarted,
 }
 
+impl FailureReason {
+    /// The reason's kind in snake case, e.g. `worker_lost`: a metric label, and the
+    /// field name of the reason on the wire.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Exit { .. } => "exit",
+            Self::CommandNotStarted { .. } => "command_not_started",
+            Self::ProviderFailure { .. } => "provider_failure",
+            Self::WorkerLost { .. } => "worker_lost",
+            Self::RegistrationTimeout { .. } => "registration_timeout",
+            Self::ServerRestarted => "server_restarted",
+        }
+    }
+}
+
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
