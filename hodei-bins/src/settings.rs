@@ -27,7 +27,7 @@ pub struct ServerSettings {
     /// Where jobs and logs are kept [default: the user's data dir + /hodei].
     #[arg(long, env = "HODEI_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address workers dial to reach this server [default: http://<listen ip>:<port>].
+    /// Address workers dial to reach this server [default: http://LISTEN_IP:PORT].
     #[arg(long, env = "HODEI_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
     /// Run jobs as local processes.
@@ -51,7 +51,7 @@ pub struct ServerSettings {
     #[arg(long, env = "HODEI_KILL_GRACE", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_KILL_GRACE.into())]
     pub kill_grace: humantime::Duration,
-    /// Serve Prometheus metrics at http://<addr>/metrics; off unless set.
+    /// Serve Prometheus metrics at http://ADDR/metrics; off unless set.
     #[arg(long, env = "HODEI_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// How often workers the server does not know are removed.

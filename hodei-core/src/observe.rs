@@ -36,13 +36,13 @@ pub const PROVIDER_HEALTHY: &str = "hodei_provider_healthy";
 pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
 
 /// A job was accepted.
-pub fn job_submitted() {
+pub(crate) fn job_submitted() {
     counter!(JOBS_SUBMITTED).increment(1);
     gauge!(JOBS_ACTIVE, "phase" => "queued").increment(1.0);
 }
 
 /// A job moved from `from` to `to`.
-pub fn phase_changed(from: &JobState, to: &JobState) {
+pub(crate) fn phase_changed(from: &JobState, to: &JobState) {
     if from.phase_name() == to.phase_name() {
         return;
     }
@@ -55,7 +55,7 @@ pub fn phase_changed(from: &JobState, to: &JobState) {
 }
 
 /// A job ended in `state` after `duration`.
-pub fn job_finished(state: &JobState, duration: Duration) {
+pub(crate) fn job_finished(state: &JobState, duration: Duration) {
     let reason = match state {
         JobState::Failed { reason } => reason.kind(),
         _ => "none",
@@ -74,28 +74,28 @@ pub fn job_finished(state: &JobState, duration: Duration) {
 }
 
 /// Time spent in one start phase.
-pub fn start_phase(phase: &'static str, duration: Duration) {
+pub(crate) fn start_phase(phase: &'static str, duration: Duration) {
     histogram!(JOB_START_PHASE, "phase" => phase).record(duration.as_secs_f64());
 }
 
 /// Output was stored.
-pub fn output_stored(bytes: usize, lines: usize) {
+pub(crate) fn output_stored(bytes: usize, lines: usize) {
     counter!(OUTPUT_BYTES).increment(bytes as u64);
     counter!(OUTPUT_LINES).increment(lines as u64);
 }
 
 /// A worker was provisioned (`+1`) or destroyed (`-1`).
-pub fn worker_count(provider: &str, delta: f64) {
+pub(crate) fn worker_count(provider: &str, delta: f64) {
     gauge!(WORKERS_ACTIVE, "provider" => provider.to_owned()).increment(delta);
 }
 
 /// A Kubernetes API request ended; `outcome` is `ok` or an error kind such as `quota`.
-pub fn kubernetes_api_request(verb: &'static str, outcome: &'static str) {
+pub(crate) fn kubernetes_api_request(verb: &'static str, outcome: &'static str) {
     counter!(KUBERNETES_API_REQUESTS, "verb" => verb, "outcome" => outcome).increment(1);
 }
 
 /// A provider's latest health check.
-pub fn provider_health(provider: &str, healthy: bool) {
+pub(crate) fn provider_health(provider: &str, healthy: bool) {
     gauge!(PROVIDER_HEALTHY, "provider" => provider.to_owned()).set(if healthy {
         1.0
     } else {
