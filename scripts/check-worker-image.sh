@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Checks that the worker image built without Docker (build-images.sh) and
-# Dockerfile.worker still describe the same image. Always reads the
-# Dockerfile's runtime stage, failing on anything build-images.sh does not
-# reproduce; then, if there is a worker archive, compares its user, working
-# dir, entrypoint, environment and files with the Dockerfile.
+# Dockerfile.worker still describe the same image. Reads the Dockerfile's
+# runtime stage, failing on anything build-images.sh does not reproduce; given
+# a worker archive, also compares its user, working dir, entrypoint,
+# environment and files with the Dockerfile (build-images.sh does that after
+# every build).
 #
 # Usage: scripts/check-worker-image.sh [ARCHIVE]
-#        ARCHIVE defaults to the one build-images.sh writes for
-#        HODEI_WORKER_IMAGE (see images-lib.sh), checked only if it exists.
 # Exit:  0 when they agree, 1 with every difference on stderr.
 set -euo pipefail
 # shellcheck source=images-lib.sh
@@ -16,13 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/images-lib.sh"
 archive="${1:-}"
 definition="$(worker_image_definition "$WORKER_DOCKERFILE" "$WORKER_STAGE")"
 images_log "Dockerfile.worker: every instruction of its $WORKER_STAGE stage is reproduced"
-if [[ -z "$archive" ]]; then
-  archive="$(archive_for "$HODEI_WORKER_IMAGE")"
-  if [[ ! -f "$archive" ]]; then
-    images_log "no worker archive at $archive (scripts/build-images.sh builds it); skipped comparing it"
-    exit 0
-  fi
-fi
+[[ -n "$archive" ]] || exit 0
 [[ -f "$archive" ]] || images_die "$archive: no such file"
 
 work="$(mktemp -d)"

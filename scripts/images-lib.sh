@@ -349,10 +349,13 @@ check_worker_image() {
   done < <(definition_values "$def" group)
   while IFS= read -r entry; do
     [[ -d "$root$entry" ]] || problems+=("directory $entry is missing")
-  done < <(definition_values "$def" dir)
+  done < <(definition_values "$def" dir | sort -u)
   while IFS=: read -r -a f; do
-    got="$(stat -c %u:%g "$root${f[2]}" 2>/dev/null)"
-    [[ "$got" == "${f[0]}:${f[1]}" ]] || problems+=("${f[2]} is owned by '${got:-nobody: missing}', not ${f[0]}:${f[1]}")
+    if ! got="$(stat -c %u:%g "$root${f[2]}" 2>/dev/null)"; then
+      problems+=("${f[2]} is missing, so not owned by ${f[0]}:${f[1]}")
+    elif [[ "$got" != "${f[0]}:${f[1]}" ]]; then
+      problems+=("${f[2]} is owned by $got, not ${f[0]}:${f[1]}")
+    fi
   done < <(definition_values "$def" chown)
   while IFS= read -r entry; do
     [[ -f "$root$entry" && -x "$root$entry" ]] || problems+=("the worker binary $entry is missing or not executable")

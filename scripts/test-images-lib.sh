@@ -110,12 +110,15 @@ differs "a missing variable" "environment is" config '.config.Env |= map(select(
 differs "an extra variable" "environment is" config '.config.Env += ["HODEI_LOG=debug"]'
 differs "the account" "/etc/passwd has no hodei" sed -i 's|^hodei:.*|hodei:x:1001:1000::/tmp:/bin/sh|' "$work/bad/rootfs/etc/passwd"
 differs "the group" "/etc/group has no hodei" sed -i '/^hodei:/d' "$work/bad/rootfs/etc/group"
-differs "the workspace owner" "/workspace is owned by '0:0'" chown 0:0 "$work/bad/rootfs/workspace"
+differs "the workspace owner" "/workspace is owned by 0:0" chown 0:0 "$work/bad/rootfs/workspace"
+differs "the workspace" "directory /workspace is missing" rm -r "$work/bad/rootfs/workspace"
 differs "the worker binary" "the worker binary" rm "$work/bad/rootfs/usr/local/bin/hodei-worker-bin"
 differs "the CA bundle" "package ca-certificates" rm "$work/bad/rootfs$CA_BUNDLE"
 differs "the shell" "shell /bin/sh is missing" rm "$work/bad/rootfs/bin/sh"
 differs "a tool" "job tool awk is missing" rm "$work/bad/rootfs/usr/bin/awk"
 differs "/tmp" "/tmp is not mode 1777" chmod 0755 "$work/bad/rootfs/tmp"
+# Another image altogether (an empty root): every difference is listed.
+differs "an empty image" "the worker binary" find "$work/bad/rootfs" -mindepth 1 -delete
 # A Dockerfile change that reads fine still shows against an older image.
 definition_new="${definition/$'\n'env=HOME=\/tmp$'\n'/$'\n'env=HOME=\/workspace$'\n'}"
 [[ "$definition_new" != "$definition" ]] || fail "the test did not change the definition"
