@@ -3,7 +3,8 @@
 # worker image and the pod-sandbox (pause) image. Their names, where their
 # archives go, and the worker image's definition, read from the runtime stage
 # of Dockerfile.worker so that the Dockerfile stays the one source of truth.
-# Sourced, never run (build-images.sh, check-worker-image.sh).
+# Sourced, never run (build-images.sh, check-worker-image.sh, smoke-images.sh,
+# test-images-lib.sh); a cluster script may source it for the names.
 
 IMAGES_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
