@@ -162,7 +162,7 @@ impl Default for Kubernetes {
         Self {
             namespace: "hodei-jobs-workers".to_owned(),
             server_kubeconfig: None,
-            worker_image: "hodei-worker:latest".to_owned(),
+            worker_image: hodei_core::provider::kubernetes::DEFAULT_WORKER_IMAGE.to_owned(),
             baseline_image: "hodei-bench-shell:latest".to_owned(),
             api_writes_per_second: None,
         }

@@ -17,7 +17,7 @@ use crate::job::{Cpu, Memory, ValidationError};
 /// Namespace worker pods run in by default.
 pub const DEFAULT_NAMESPACE: &str = "hodei-jobs-workers";
 /// Worker image by default.
-pub const DEFAULT_WORKER_IMAGE: &str = "hodei-worker:latest";
+pub const DEFAULT_WORKER_IMAGE: &str = concat!("hodei-worker:", env!("CARGO_PKG_VERSION"));
 /// CPU request of a job that gives none, by default.
 pub const DEFAULT_CPU_REQUEST: Cpu = Cpu::from_millicores(500);
 /// Memory request of a job that gives none, by default.
@@ -188,7 +188,7 @@ mod tests {
     fn defaults_match_the_documentation_and_are_valid() {
         let s = KubernetesSettings::default();
         assert_eq!(s.namespace, "hodei-jobs-workers");
-        assert_eq!(s.worker_image, "hodei-worker:latest");
+        assert_eq!(s.worker_image, "hodei-worker:0.1.0");
         assert_eq!(s.default_cpu_request.to_string(), "500m");
         assert_eq!(s.default_memory_request.to_string(), "1Gi");
         assert_eq!(s.default_cpu_limit.to_string(), "2");
