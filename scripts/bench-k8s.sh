@@ -17,7 +17,7 @@ cargo build --release --locked -p hodei-bench -p hodei-bins
 release="$PWD/target/release"
 
 # The worker image runs the release worker; the baseline image is a plain shell.
-start_local_cluster HODEI_BENCH_KEEP_CLUSTER "hodei-worker:latest=$release/hodei-worker-bin" \
+start_local_cluster HODEI_BENCH_KEEP_CLUSTER test-node-up.sh "hodei-worker:latest=$release/hodei-worker-bin" \
   "hodei-bench-shell:latest=/bin/sh"
 
 # 200 concurrent jobs (100m/64Mi requests, 1/256Mi limits each) need more than the

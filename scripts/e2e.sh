@@ -16,8 +16,12 @@ fi
 
 cargo build --bins --locked
 if [[ "$existing" == 0 ]]; then
-  start_local_cluster HODEI_E2E_KEEP_CLUSTER "hodei-worker:latest=$PWD/target/debug/hodei-worker-bin"
-  export HODEI_E2E_WORKER_IMAGE="hodei-worker:latest"
+  # The real node: the worker image (built without Docker) runs in containerd.
+  start_local_cluster HODEI_E2E_KEEP_CLUSTER node-up.sh
+  HODEI_E2E_WORKER_IMAGE="$(source scripts/images-lib.sh && echo "$HODEI_WORKER_IMAGE")"
+  export HODEI_E2E_WORKER_IMAGE
+  # Pods reach a server on the host's loopback through a forwarder at the node IP.
+  export HODEI_E2E_EXPOSE="$PWD/scripts/cluster/expose-to-pods.sh"
 fi
 : "${KUBECONFIG:?KUBECONFIG must point at the cluster}"
 : "${HODEI_E2E_WORKER_IMAGE:?set HODEI_E2E_WORKER_IMAGE to a worker image the cluster can pull}"

@@ -5,7 +5,9 @@
 //! control plane, applies `scripts/setup-k8s-production.sh`, mints the server's
 //! kubeconfig and runs them with `--ignored`. Against any other cluster, set
 //! `HODEI_E2E_KUBECONFIG` (admin), `HODEI_E2E_SERVER_KUBECONFIG` (the server account),
-//! and `HODEI_E2E_WORKER_IMAGE` (an image whose entrypoint is `hodei-worker-bin`).
+//! and `HODEI_E2E_WORKER_IMAGE` (an image whose entrypoint is `hodei-worker-bin`);
+//! `HODEI_E2E_EXPOSE` names a script that makes a loopback port reachable from pods
+//! and prints the URL they dial (the local cluster's `expose-to-pods.sh`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,16 +53,28 @@ fn pods(job_id: Option<&str>) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The address pods dial to reach a server on this host's loopback `port`: the local
+/// cluster's forwarder at the node IP when `HODEI_E2E_EXPOSE` names its script (pods
+/// live in a network namespace of their own), else loopback itself.
+fn advertise_address(port: u16) -> String {
+    let Ok(expose) = std::env::var("HODEI_E2E_EXPOSE") else {
+        return format!("http://127.0.0.1:{port}");
+    };
+    let out = Command::new(&expose)
+        .arg(port.to_string())
+        .output()
+        .expect("the expose script runs");
+    assert!(out.status.success(), "{expose}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
 /// A server with only the Kubernetes provider, on `port`.
 fn k8s_server(data_dir: &Path, port: u16) -> Server {
     Server::start_on(
         data_dir,
         port,
         &[
-            (
-                "HODEI_ADVERTISE_ADDRESS",
-                format!("http://127.0.0.1:{port}"),
-            ),
+            ("HODEI_ADVERTISE_ADDRESS", advertise_address(port)),
             ("HODEI_LOCAL_ENABLED", "false".to_owned()),
             ("HODEI_KUBERNETES_ENABLED", "1".to_owned()),
             ("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG")),
@@ -338,6 +352,8 @@ fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster
         "{stdout}"
     );
     assert!(stdout.contains("hodei exited 3 (expected 3)"), "{stdout}");
+    // 512Mi, as the container's cgroup (v1 or v2) enforces it.
+    assert!(stdout.contains("memory limit: 536870912"), "{stdout}");
 
     let verify = Command::new(repo_root().join("scripts/verify-k8s-jobs.sh"))
         .args([

@@ -30,8 +30,6 @@ HODEI_CLUSTER_POD_CIDR="${HODEI_CLUSTER_POD_CIDR:-10.244.0.0/24}"
 HODEI_CLUSTER_NODE_IP="${HODEI_CLUSTER_POD_CIDR%.*/*}.1"
 HODEI_NODE_NAME="${HODEI_NODE_NAME:-hodei-node}"
 HODEI_CLUSTER_SCHEDULER_PORT="${HODEI_CLUSTER_SCHEDULER_PORT:-10259}"
-# Images the node runs: built by scripts/build-worker-image.sh, imported into containerd.
-HODEI_PAUSE_IMAGE="${HODEI_PAUSE_IMAGE:-hodei.local/pause:3.10}"
 
 K8S_BIN="$HODEI_CLUSTER_CACHE/kubernetes-$HODEI_K8S_VERSION/bin"
 ETCD_BIN="$HODEI_CLUSTER_CACHE/etcd-$HODEI_ETCD_VERSION/bin"
@@ -120,15 +118,17 @@ reap_orphaned_containers() {
   shopt -u nullglob
 }
 
-# start_local_cluster KEEP_VAR IMAGE=PATH...: for a script that runs against
-# the local cluster (e2e.sh, bench-k8s.sh). Starts the control plane unless it
-# is running, (re)starts the test node with that image map and exports
-# KUBECONFIG. Sets the EXIT trap, before starting anything: when this call
-# started the control plane, the script's exit stops it again, unless the
-# variable named KEEP_VAR is set (to look at the cluster afterwards).
+# start_local_cluster KEEP_VAR NODE_SCRIPT [ARG...]: for a script that runs
+# against the local cluster (e2e.sh, bench-k8s.sh). Starts the control plane
+# unless it is running, (re)starts the node with NODE_SCRIPT (node-up.sh, the
+# real node, or test-node-up.sh) and its arguments, and exports KUBECONFIG.
+# Sets the EXIT trap, before starting anything: when this call started the
+# control plane, the script's exit stops it again, unless the variable named
+# KEEP_VAR is set (to look at the cluster afterwards).
 start_local_cluster() {
   local_cluster_keep_var="$1"
-  shift
+  local node_script="$2"
+  shift 2
   local_cluster_started=0
   pid_alive kube-apiserver || local_cluster_started=1
   trap stop_local_cluster_if_started EXIT
@@ -136,7 +136,7 @@ start_local_cluster() {
   # A failing up.sh must stop the caller: `eval "$(...)"` alone would succeed.
   exports="$(HODEI_CLUSTER_NO_NODE=1 "$REPO_ROOT/scripts/cluster/up.sh")" || die "starting the local control plane failed"
   eval "$exports"
-  "$REPO_ROOT/scripts/cluster/test-node-up.sh" "$@"
+  "$REPO_ROOT/scripts/cluster/$node_script" "$@"
 }
 
 # stop_local_cluster_if_started: the EXIT trap of start_local_cluster.

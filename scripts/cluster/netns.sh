@@ -58,27 +58,38 @@ delete_netns() {
   ip netns del "$HODEI_CLUSTER_NETNS-host" 2>/dev/null || true
 }
 
+# forwarder_bin: the hodei-netns-forward binary, built with cargo unless
+# HODEI_NETNS_FORWARD_BIN names one.
+forwarder_bin() {
+  local bin="${HODEI_NETNS_FORWARD_BIN:-}" target
+  if [[ -z "$bin" ]]; then
+    target="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+    bin="$target/debug/hodei-netns-forward"
+    if [[ ! -x "$bin" ]]; then
+      log "building hodei-netns-forward (target dir $target)"
+      (cd "$REPO_ROOT" && CARGO_TARGET_DIR="$target" nice -n 19 cargo build --quiet -p hodei-netns-forward) >&2 ||
+        die "building hodei-netns-forward failed"
+    fi
+  fi
+  [[ -x "$bin" ]] || die "forwarder binary $bin is missing"
+  echo "$bin"
+}
+
 # start_forwarder NAME LISTEN_NETNS LISTEN_ADDR LISTEN_PORT TARGET_NETNS TARGET_PORT:
-# a socat in LISTEN_NETNS on LISTEN_ADDR:LISTEN_PORT that carries each
-# connection to 127.0.0.1:TARGET_PORT in TARGET_NETNS. Records its PID as NAME.
+# a forwarder (hodei-netns-forward) listening on LISTEN_ADDR:LISTEN_PORT in
+# LISTEN_NETNS that carries each connection to 127.0.0.1:TARGET_PORT in
+# TARGET_NETNS. Records its PID as NAME.
 start_forwarder() {
-  local name="$1" from_ns="$2" addr="$3" port="$4" to_ns="$5" to_port="$6"
-  command -v socat >/dev/null || die "socat is not installed"
+  local name="$1" from_ns="$2" addr="$3" port="$4" to_ns="$5" to_port="$6" bin
+  bin="$(forwarder_bin)"
   mkdir -p "$LOGS" "$PIDS"
-  setsid nsenter --net="$from_ns" socat \
-    "TCP-LISTEN:$port,bind=$addr,reuseaddr,fork" \
-    "SYSTEM:exec nsenter --net=$to_ns socat STDIO TCP\\:127.0.0.1\\:$to_port" \
+  setsid "$bin" --listen "$addr:$port" --listen-netns "$from_ns" \
+    --connect "127.0.0.1:$to_port" --connect-netns "$to_ns" \
     >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
 }
 
-# stop_forwarder NAME: the forwarder and the per-connection processes it forked.
+# stop_forwarder NAME: stop a forwarder started by start_forwarder.
 stop_forwarder() {
-  local f="$PIDS/$1.pid" pid
-  [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
+  stop_pid "$1" 5
 }

@@ -6,7 +6,9 @@
 #
 # Usage: node-up.sh [IMAGE_ARCHIVE ...]
 # Env:   HODEI_NODE_IMAGES   comma-separated image archives (used when no
-#                            arguments are given); the pause image
+#                            arguments are given). With neither, the worker
+#                            and pause images are built (scripts/build-images.sh,
+#                            cached) and imported. The pause image
 #                            ($HODEI_PAUSE_IMAGE) must be among them or
 #                            already imported.
 # Output: logs in $HODEI_CLUSTER_STATE/logs/{containerd,kubelet}.log.
@@ -26,6 +28,11 @@ images=("$@")
 if ((${#images[@]} == 0)) && [[ -n "${HODEI_NODE_IMAGES:-}" ]]; then
   IFS=',' read -ra images <<<"$HODEI_NODE_IMAGES"
 fi
+if ((${#images[@]} == 0)); then
+  built="$("$REPO_ROOT/scripts/build-images.sh")" || die "building the worker and pause images failed"
+  eval "$built"
+  images=("$HODEI_WORKER_ARCHIVE" "$HODEI_PAUSE_ARCHIVE")
+fi
 
 stop_node
 remember_host_state
@@ -33,8 +40,9 @@ write_node_config
 mkdir -p "$LOGS" "$PIDS"
 start_containerd
 import_images "${images[@]}"
-ctr_images check "name==$HODEI_PAUSE_IMAGE" | grep -q . ||
-  die "the pause image $HODEI_PAUSE_IMAGE is not imported; build it with scripts/build-worker-image.sh"
+pause="$(ctr_images check "name==$HODEI_PAUSE_IMAGE")"
+[[ -n "$pause" ]] ||
+  die "the pause image $HODEI_PAUSE_IMAGE is not imported; build it with scripts/build-images.sh"
 start_kubelet
 wait_for "node $HODEI_NODE_NAME Ready" 90 kubelet node_ready
 log "node $HODEI_NODE_NAME ready (node IP $HODEI_CLUSTER_NODE_IP)"

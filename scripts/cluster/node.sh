@@ -3,6 +3,10 @@
 # inside the cluster's network namespace. Sourced by node-up.sh and down.sh
 # after lib.sh, pki.sh and netns.sh; never run.
 
+# The names of the images the node runs (HODEI_PAUSE_IMAGE, HODEI_WORKER_IMAGE).
+# shellcheck source=../images-lib.sh
+source "$REPO_ROOT/scripts/images-lib.sh"
+
 NODE_DIR="$HODEI_CLUSTER_STATE/node"
 CONTAINERD_DIR="$NODE_DIR/containerd"
 CONTAINERD_SOCK="$CONTAINERD_DIR/containerd.sock"
@@ -21,14 +25,13 @@ NODE_HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni
 crictl() { "$CRICTL_BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 30s "$@"; }
 ctr_images() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io images "$@"; }
 
-# ensure_node_packages: containerd, runc, the CNI plugins, socat and conntrack
+# ensure_node_packages: containerd, runc, the CNI plugins and conntrack
 # from Debian's packages.
 ensure_node_packages() {
   local missing=()
   command -v containerd >/dev/null || missing+=(containerd)
   command -v runc >/dev/null || missing+=(runc)
   [[ -x "$CNI_BIN_DIR/bridge" ]] || missing+=(containernetworking-plugins)
-  command -v socat >/dev/null || missing+=(socat)
   command -v conntrack >/dev/null || missing+=(conntrack)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"

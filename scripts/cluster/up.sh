@@ -27,7 +27,7 @@ for c in "${components[@]}"; do pid_alive "$c" && running=$((running + 1)); done
 if ((running == ${#components[@]})) && api_ready; then
   log "control plane already running (state: $HODEI_CLUSTER_STATE)"
   if [[ "${HODEI_CLUSTER_NO_NODE:-0}" != 1 ]] && ! pid_alive node; then
-    "$here/test-node-up.sh" >&2
+    "$here/node-up.sh" >&2
   fi
   echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
   exit 0
@@ -136,7 +136,7 @@ wait_for "kube-scheduler /healthz" 60 kube-scheduler \
   in_netns curl -sfk --max-time 2 "https://$HODEI_CLUSTER_HOST:$HODEI_CLUSTER_SCHEDULER_PORT/healthz"
 
 if [[ "${HODEI_CLUSTER_NO_NODE:-0}" != 1 ]]; then
-  "$here/test-node-up.sh" >&2
+  "$here/node-up.sh" >&2
 fi
 log "control plane ready at $API_URL"
 echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
