@@ -205,23 +205,104 @@ fn a_missing_image_fails_fast_with_the_pull_reason_and_its_pod_is_deleted() {
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
-fn cancelling_a_running_job_deletes_its_pod() {
+fn a_pod_job_runs_unprivileged_on_a_read_only_root_under_the_worker_as_pid_1() {
     let dir = tempfile::tempdir().unwrap();
     let server = k8s_server(dir.path(), free_port());
-    let id = detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]);
+    let script = r#"echo "ids $(id -u):$(id -g)"
+grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status | tr -s '\t ' ' '
+if touch /probe 2>/dev/null; then echo "root writable"; else echo "root read-only"; fi
+touch /tmp/probe && echo "tmp writable"
+touch ./probe && echo "work dir writable: $(pwd)"
+echo "pid 1: $(tr '\0' ' ' </proc/1/cmdline)""#;
+    let out = server.hodei(&["run", "--", "sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "ids 1000:1000",
+        "Seccomp: 2",
+        "CapEff: 0000000000000000",
+        "NoNewPrivs: 1",
+        "root read-only",
+        "tmp writable",
+        "work dir writable: /workspace",
+        "pid 1: /usr/local/bin/hodei-worker-bin",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_job_past_its_memory_limit_fails_oom_killed_and_its_pod_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = k8s_server(dir.path(), free_port());
+    let started = Instant::now();
+    let out = server.hodei(&[
+        "run",
+        "--memory",
+        "64Mi",
+        "--",
+        "sh",
+        "-c",
+        "echo allocating; dd if=/dev/zero of=/dev/null bs=256M count=1",
+    ]);
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("OOMKilled"), "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let id = only_job_id(&server);
+    assert_eq!(server.job(&id)["state"]["reason"]["kind"], "out_of_memory");
+    wait_until(Duration::from_secs(30), "its pod is gone", || {
+        pods(Some(&id)).is_empty()
+    })
+    .unwrap();
+}
+
+/// The id of the only job the server knows.
+fn only_job_id(server: &Server) -> String {
+    let out = server.hodei(&["list", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let jobs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    jobs[0]["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn cancelling_a_running_job_stops_its_tree_with_sigterm_and_deletes_its_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = k8s_server(dir.path(), free_port());
+    let id = detach(
+        &server,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 0' TERM; echo up; sleep 300 & wait",
+        ],
+    );
     wait_until(Duration::from_secs(30), "the job runs", || {
         text(&server.hodei(&["logs", &id]).stdout) == "up\n"
     })
     .unwrap();
+    let cancelled = Instant::now();
     assert!(server.hodei(&["cancel", &id]).status.success());
     wait_until(Duration::from_secs(30), "the job is cancelled", || {
         server.job(&id)["state"]["phase"] == "cancelled"
     })
     .unwrap();
+    assert_eq!(text(&server.hodei(&["logs", &id]).stdout), "up\ngot TERM\n");
+    assert_eq!(server.job(&id)["state"]["exit"]["code"], 0);
     wait_until(Duration::from_secs(30), "its pod is gone", || {
         pods(Some(&id)).is_empty()
     })
     .unwrap();
+    // The job obeyed SIGTERM, so nothing waited for the 3 s kill grace.
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        cancelled.elapsed()
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub(super) fn reported(
     limit: Duration,
 ) -> JobState {
     let exit = match outcome {
-        WorkerOutcome::Exit(exit) => Some(*exit),
+        WorkerOutcome::Exit(exit) | WorkerOutcome::OutOfMemory(exit) => Some(*exit),
         WorkerOutcome::SpawnFailed(_) => None,
     };
     match (stopped, outcome) {
@@ -31,6 +31,9 @@ pub(super) fn reported(
         (Some(StopReason::Cancelled), _) => JobState::Cancelled { exit },
         (Some(StopReason::Shutdown), _) => server_stopped(),
         (None, WorkerOutcome::Exit(exit)) => JobState::from_exit(*exit),
+        (None, WorkerOutcome::OutOfMemory(exit)) => JobState::Failed {
+            reason: FailureReason::OutOfMemory { exit: *exit },
+        },
         (None, WorkerOutcome::SpawnFailed(message)) => JobState::Failed {
             reason: FailureReason::CommandNotStarted {
                 message: message.clone(),
@@ -130,6 +133,25 @@ mod tests {
                 reason: FailureReason::CommandNotStarted {
                     message: "nope".into()
                 }
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_the_oom_killer_ended_fails_out_of_memory_unless_it_was_stopped() {
+        let killed = WorkerOutcome::OutOfMemory(ProcessExit::Signal(9));
+        assert_eq!(
+            reported(&killed, None, LIMIT),
+            JobState::Failed {
+                reason: FailureReason::OutOfMemory {
+                    exit: ProcessExit::Signal(9)
+                }
+            }
+        );
+        assert_eq!(
+            reported(&killed, Some(StopReason::Cancelled), LIMIT),
+            JobState::Cancelled {
+                exit: Some(ProcessExit::Signal(9))
             }
         );
     }

@@ -51,6 +51,8 @@ pub enum ToWorker {
 pub enum WorkerOutcome {
     /// The command ran and ended.
     Exit(ProcessExit),
+    /// The kernel's out-of-memory killer ended the command.
+    OutOfMemory(ProcessExit),
     /// The command could not be started.
     SpawnFailed(String),
 }

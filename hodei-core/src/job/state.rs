@@ -32,6 +32,11 @@ pub enum FailureReason {
         /// How it ended.
         exit: ProcessExit,
     },
+    /// The kernel's out-of-memory killer ended the command at its memory limit.
+    OutOfMemory {
+        /// How it ended (SIGKILL).
+        exit: ProcessExit,
+    },
     /// The command could not be started, e.g. it was not found.
     CommandNotStarted {
         /// What the worker reported.
@@ -68,6 +73,7 @@ impl FailureReason {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exit { .. } => "exit",
+            Self::OutOfMemory { .. } => "out_of_memory",
             Self::CommandNotStarted { .. } => "command_not_started",
             Self::ProviderFailure { .. } => "provider_failure",
             Self::WorkerLost { .. } => "worker_lost",
@@ -81,6 +87,10 @@ impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exit { exit } => write!(f, "command failed: {exit}"),
+            Self::OutOfMemory { exit } => write!(
+                f,
+                "out of memory: the kernel killed the command at its memory limit (OOMKilled, {exit})"
+            ),
             Self::CommandNotStarted { message } => write!(f, "command not started: {message}"),
             Self::ProviderFailure {
                 provider,

@@ -102,6 +102,9 @@ impl From<&FailureReason> for pb::TerminalReason {
     fn from(reason: &FailureReason) -> Self {
         let kind = match reason {
             FailureReason::Exit { exit } => Kind::Exit((*exit).into()),
+            FailureReason::OutOfMemory { exit } => Kind::OutOfMemory(pb::OutOfMemory {
+                exit: Some((*exit).into()),
+            }),
             FailureReason::CommandNotStarted { message } => {
                 Kind::CommandNotStarted(pb::CommandNotStarted {
                     message: message.clone(),
@@ -139,6 +142,11 @@ impl TryFrom<pb::TerminalReason> for FailureReason {
                 exit: exit
                     .try_into()
                     .map_err(|e: ValidationError| e.within("exit"))?,
+            },
+            Kind::OutOfMemory(o) => Self::OutOfMemory {
+                exit: optional_exit(o.exit)
+                    .map_err(|e| e.within("out_of_memory"))?
+                    .ok_or_else(|| missing("out_of_memory.exit"))?,
             },
             Kind::CommandNotStarted(c) => Self::CommandNotStarted { message: c.message },
             Kind::ProviderFailure(f) => Self::ProviderFailure {
@@ -456,6 +464,9 @@ mod tests {
             FailureReason::Exit {
                 exit: ProcessExit::Signal(9),
             },
+            FailureReason::OutOfMemory {
+                exit: ProcessExit::Signal(9),
+            },
             FailureReason::CommandNotStarted {
                 message: "not found".into(),
             },
@@ -530,6 +541,7 @@ mod tests {
             JobState::TimedOut { .. } => "timed_out",
             JobState::Failed { reason } => match reason {
                 FailureReason::Exit { .. } => "exit",
+                FailureReason::OutOfMemory { .. } => "out_of_memory",
                 FailureReason::CommandNotStarted { .. } => "command_not_started",
                 FailureReason::ProviderFailure { .. } => "provider_failure",
                 FailureReason::WorkerLost { .. } => "worker_lost",
@@ -542,7 +554,7 @@ mod tests {
     #[test]
     fn the_samples_cover_every_state_and_failure_reason() {
         let covered: std::collections::BTreeSet<_> = every_state().iter().map(variant).collect();
-        assert_eq!(covered.len(), 12, "{covered:?}");
+        assert_eq!(covered.len(), 13, "{covered:?}");
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl From<WorkerMessage> for pb::WorkerMessage {
                 worker_message::Message::Result(pb::JobResult {
                     outcome: Some(match outcome {
                         WorkerOutcome::Exit(exit) => job_result::Outcome::Exit(exit.into()),
+                        WorkerOutcome::OutOfMemory(exit) => {
+                            job_result::Outcome::OomKilled(exit.into())
+                        }
                         WorkerOutcome::SpawnFailed(message) => {
                             job_result::Outcome::NotStarted(pb::CommandNotStarted { message })
                         }
@@ -130,6 +133,10 @@ impl TryFrom<pb::WorkerMessage> for WorkerMessage {
                     job_result::Outcome::Exit(exit) => WorkerOutcome::Exit(
                         exit.try_into()
                             .map_err(|e: ValidationError| e.within("result.exit"))?,
+                    ),
+                    job_result::Outcome::OomKilled(exit) => WorkerOutcome::OutOfMemory(
+                        exit.try_into()
+                            .map_err(|e: ValidationError| e.within("result.oom_killed"))?,
                     ),
                     job_result::Outcome::NotStarted(n) => WorkerOutcome::SpawnFailed(n.message),
                 },
@@ -271,6 +278,10 @@ mod tests {
                 outcome: WorkerOutcome::SpawnFailed("no such file".into()),
                 last_seq: 0,
             },
+            WorkerMessage::Result {
+                outcome: WorkerOutcome::OutOfMemory(ProcessExit::Signal(9)),
+                last_seq: 3,
+            },
         ]
     }
 
@@ -336,9 +347,13 @@ mod tests {
                     outcome: WorkerOutcome::SpawnFailed(_),
                     ..
                 } => "spawn_failed",
+                WorkerMessage::Result {
+                    outcome: WorkerOutcome::OutOfMemory(_),
+                    ..
+                } => "out_of_memory",
             })
             .collect();
-        assert_eq!(worker.len(), 5, "{worker:?}");
+        assert_eq!(worker.len(), 6, "{worker:?}");
         let server: std::collections::BTreeSet<_> = every_server_message()
             .iter()
             .map(|m| match m {

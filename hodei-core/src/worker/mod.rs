@@ -1,6 +1,7 @@
 //! The worker agent runtime: registers with its one-time token, runs the assigned job,
 //! streams its output, and reports how it ended.
 
+mod oom;
 mod output;
 mod process;
 mod session;

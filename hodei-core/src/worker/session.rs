@@ -13,7 +13,7 @@ use tonic::{Streaming, transport::Endpoint};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    WorkerAgent, WorkerError,
+    WorkerAgent, WorkerError, oom,
     output::OutputSequencer,
     process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece},
 };
@@ -95,6 +95,7 @@ pub(super) async fn run(
         info!(job.id = %job_id, command = %spec.command, "job assigned");
 
         let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
+        let oom_kills_before = oom::kills();
         let process = JobProcess::spawn(&spec, agent.work_dir.as_deref(), pieces_tx);
         let (exit, chunks) = match process {
             Ok(process) => {
@@ -109,7 +110,7 @@ pub(super) async fn run(
                 let exit = run.until_exit(shutdown).await?;
                 let last_seq = run.sequencer.last_seq();
                 link.send(WorkerMessage::Result {
-                    outcome: WorkerOutcome::Exit(exit),
+                    outcome: oom::outcome(exit, oom_kills_before, oom::kills()),
                     last_seq,
                 })
                 .await?;
