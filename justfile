@@ -48,11 +48,11 @@ server: build
 run *ARGS: build
     target/debug/hodei --server {{server_url}} run -- {{ARGS}}
 
-# Start the local Kubernetes control plane (built on first use) and the test node
+# Start the local Kubernetes cluster: control plane and a real node with the worker image (built on first use)
 cluster-up:
     scripts/cluster/up.sh
 
-# Stop the local Kubernetes control plane
+# Stop the local Kubernetes cluster and undo its changes to the host
 cluster-down:
     scripts/cluster/down.sh
 
