@@ -70,22 +70,25 @@ fn advertise_address(port: u16) -> String {
 
 /// A server with only the Kubernetes provider, on `port`.
 fn k8s_server(data_dir: &Path, port: u16) -> Server {
-    Server::start_on(
-        data_dir,
-        port,
-        &[
-            ("HODEI_ADVERTISE_ADDRESS", advertise_address(port)),
-            ("HODEI_LOCAL_ENABLED", "false".to_owned()),
-            ("HODEI_KUBERNETES_ENABLED", "1".to_owned()),
-            ("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG")),
-            ("HODEI_K8S_NAMESPACE", NAMESPACE.to_owned()),
-            ("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE")),
-            ("HODEI_K8S_IMAGE_PULL_GRACE", "3s".to_owned()),
-            ("HODEI_SWEEP_INTERVAL", "5s".to_owned()),
-            ("HODEI_KILL_GRACE", "3s".to_owned()),
-            ("HODEI_LOG", "info".to_owned()),
-        ],
-    )
+    k8s_server_with(data_dir, port, &[])
+}
+
+/// A server with only the Kubernetes provider, on `port`, with `extra` settings.
+fn k8s_server_with(data_dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
+    let mut env = vec![
+        ("HODEI_ADVERTISE_ADDRESS", advertise_address(port)),
+        ("HODEI_LOCAL_ENABLED", "false".to_owned()),
+        ("HODEI_KUBERNETES_ENABLED", "1".to_owned()),
+        ("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG")),
+        ("HODEI_K8S_NAMESPACE", NAMESPACE.to_owned()),
+        ("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE")),
+        ("HODEI_K8S_IMAGE_PULL_GRACE", "3s".to_owned()),
+        ("HODEI_SWEEP_INTERVAL", "5s".to_owned()),
+        ("HODEI_KILL_GRACE", "3s".to_owned()),
+        ("HODEI_LOG", "info".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    Server::start_on(data_dir, port, &env)
 }
 
 fn detach(server: &Server, args: &[&str]) -> String {
@@ -229,6 +232,42 @@ echo "pid 1: $(tr '\0' ' ' </proc/1/cmdline)""#;
     ] {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_worker_pod_asked_for_an_identity_token_gets_one_bound_to_it() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = k8s_server_with(
+        dir.path(),
+        free_port(),
+        &[("HODEI_K8S_WORKER_TOKEN_AUDIENCE", "hodei".to_owned())],
+    );
+    // Only the claims (the middle part): without its signature it proves nothing.
+    let out = server.hodei(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "cut -d. -f2 /var/run/secrets/hodei/token",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text(&out.stdout).trim())
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&claims).unwrap();
+    assert_eq!(claims["aud"], serde_json::json!(["hodei"]), "{claims}");
+    let bound = &claims["kubernetes.io"];
+    assert_eq!(bound["namespace"], NAMESPACE, "{claims}");
+    assert_eq!(
+        bound["serviceaccount"]["name"], "hodei-jobs-worker",
+        "{claims}"
+    );
+    let pod = bound["pod"]["name"].as_str().unwrap();
+    assert!(pod.starts_with("hodei-worker-"), "{claims}");
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(lifetime <= 3600, "{claims}");
 }
 
 #[test]

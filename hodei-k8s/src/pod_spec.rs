@@ -5,8 +5,9 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, LocalObjectReference, Pod,
-    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
-    Volume, VolumeMount,
+    PodSecurityContext, PodSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,6 +29,15 @@ pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 /// Env var carrying the one-time registration token into the pod.
 pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
+
+/// Directory of the projected identity token in the worker container.
+pub const IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/hodei";
+/// File name of the projected identity token in [`IDENTITY_TOKEN_DIR`].
+pub const IDENTITY_TOKEN_FILE: &str = "token";
+/// Lifetime the kubelet gives the projected identity token (Kubernetes' minimum); the
+/// kubelet renews it before it expires.
+pub const IDENTITY_TOKEN_SECONDS: i64 = 600;
+const IDENTITY_TOKEN_VOLUME: &str = "hodei-identity";
 
 /// UID and GID the worker runs as; the image must not need root.
 const RUN_AS: i64 = 1000;
@@ -94,6 +104,10 @@ pub struct WorkerPodSpec {
     /// Labels added to the managed ones; they cannot override `app` or `hodei.io/*` labels.
     #[builder(default)]
     pub extra_labels: BTreeMap<String, String>,
+    /// Audience of a ServiceAccount token the kubelet projects into the pod at
+    /// [`IDENTITY_TOKEN_DIR`]: a short-lived token bound to this pod, with which the worker
+    /// can prove where it runs. No token is mounted when absent.
+    pub identity_token_audience: Option<String>,
 }
 
 impl fmt::Debug for WorkerPodSpec {
@@ -237,6 +251,14 @@ impl WorkerPodSpec {
                 ..VolumeMount::default()
             });
         }
+        if self.identity_token_audience.is_some() {
+            mounts.push(VolumeMount {
+                name: IDENTITY_TOKEN_VOLUME.to_owned(),
+                mount_path: IDENTITY_TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
@@ -298,6 +320,23 @@ impl WorkerPodSpec {
         let mut volumes = vec![empty_dir(TMP_VOLUME)];
         if self.effective_working_dir() != TMP_DIR {
             volumes.push(empty_dir(WORKDIR_VOLUME));
+        }
+        if let Some(audience) = &self.identity_token_audience {
+            volumes.push(Volume {
+                name: IDENTITY_TOKEN_VOLUME.to_owned(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(audience.clone()),
+                            expiration_seconds: Some(IDENTITY_TOKEN_SECONDS),
+                            path: IDENTITY_TOKEN_FILE.to_owned(),
+                        }),
+                        ..VolumeProjection::default()
+                    }]),
+                    default_mode: Some(0o400),
+                }),
+                ..Volume::default()
+            });
         }
         volumes
     }
@@ -398,6 +437,41 @@ mod tests {
             pod["spec"]["containers"][0]["volumeMounts"][1],
             json!({"name": WORKDIR_VOLUME, "mountPath": "/data/run"})
         );
+    }
+
+    #[test]
+    fn an_identity_token_is_projected_read_only_only_when_asked() {
+        let mut s = spec();
+        let pod = render_json(&s);
+        let volumes = pod["spec"]["volumes"].to_string();
+        assert!(!volumes.contains("serviceAccountToken"), "{volumes}");
+
+        s.identity_token_audience = Some("hodei".into());
+        let pod = render_json(&s);
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == IDENTITY_TOKEN_VOLUME)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            volume["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"audience": "hodei", "expirationSeconds": 600, "path": "token"})
+        );
+        let mount = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == IDENTITY_TOKEN_VOLUME)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            mount,
+            json!({"name": IDENTITY_TOKEN_VOLUME, "mountPath": IDENTITY_TOKEN_DIR, "readOnly": true})
+        );
+        // The pod still gets no API token of its own.
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
     }
 
     #[test]

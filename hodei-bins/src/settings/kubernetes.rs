@@ -118,6 +118,14 @@ mod supported {
             value_name = "N", value_parser = positive::<NonZeroU32>,
             default_value_t = k8s::DEFAULT_API_WRITES_PER_SECOND)]
         pub api_writes_per_second: NonZeroU32,
+        /// Project a ServiceAccount token with this audience into worker pods
+        /// (/var/run/secrets/hodei/token) [default: none].
+        #[arg(
+            long = "k8s-worker-token-audience",
+            env = "HODEI_K8S_WORKER_TOKEN_AUDIENCE",
+            value_name = "AUDIENCE"
+        )]
+        pub identity_token_audience: Option<String>,
     }
 
     impl KubernetesArgs {
@@ -151,6 +159,7 @@ mod supported {
                 registration_timeout: self.registration_timeout.into(),
                 advertise_address,
                 api_writes_per_second: self.api_writes_per_second,
+                identity_token_audience: self.identity_token_audience.clone(),
                 ..KubernetesSettings::default()
             };
             settings.validate().map_err(|error| {

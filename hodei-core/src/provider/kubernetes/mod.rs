@@ -194,6 +194,7 @@ impl KubernetesProvider {
             .tolerations(s.tolerations.clone())
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
+            .maybe_identity_token_audience(s.identity_token_audience.clone())
             .build()
     }
 

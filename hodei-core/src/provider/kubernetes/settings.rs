@@ -77,6 +77,11 @@ pub struct KubernetesSettings {
     pub advertise_address: Option<String>,
     /// Most writes (create, delete) per second to the API server.
     pub api_writes_per_second: NonZeroU32,
+    /// Audience of a ServiceAccount token projected into worker pods (read-only, at
+    /// `/var/run/secrets/hodei/token`, 10-minute lifetime, bound to the pod); none when
+    /// absent. The token is useless against the API server as long as the worker
+    /// ServiceAccount holds no rights.
+    pub identity_token_audience: Option<String>,
 }
 
 impl Default for KubernetesSettings {
@@ -102,6 +107,7 @@ impl Default for KubernetesSettings {
             registration_timeout: DEFAULT_REGISTRATION_TIMEOUT,
             advertise_address: None,
             api_writes_per_second: DEFAULT_API_WRITES_PER_SECOND,
+            identity_token_audience: None,
         }
     }
 }
@@ -149,6 +155,18 @@ impl KubernetesSettings {
             return Err(ValidationError::new(
                 "advertise_address",
                 format!("{address:?} must be a URL such as http://hodei-server:50051"),
+            ));
+        }
+        if let Some(audience) = &self.identity_token_audience
+            && (audience.is_empty()
+                || audience.len() > 253
+                || audience
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(ValidationError::new(
+                "identity_token_audience",
+                "must be 1 to 253 characters without spaces or control characters, e.g. hodei",
             ));
         }
         Ok(())
@@ -205,7 +223,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_field() {
         type Change = fn(&mut KubernetesSettings);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 8] = [
             ("namespace", |s| s.namespace = "Bad_NS".into()),
             ("service_account", |s| s.service_account = "-sa".into()),
             ("image_pull_secrets", |s| {
@@ -222,6 +240,9 @@ mod tests {
             }),
             ("advertise_address", |s| {
                 s.advertise_address = Some("hodei-server:50051".into());
+            }),
+            ("identity_token_audience", |s| {
+                s.identity_token_audience = Some("two words".into());
             }),
         ];
         for (field, change) in cases {
