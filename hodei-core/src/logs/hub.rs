@@ -32,7 +32,7 @@ impl LogHub {
     }
 
     /// Starts the log of a new job.
-    pub fn create(&self, job: JobId) -> io::Result<Arc<JobLog>> {
+    pub(crate) fn create(&self, job: JobId) -> io::Result<Arc<JobLog>> {
         let log = Arc::new(JobLog::create(&self.path(job))?);
         self.lock().insert(job, Arc::clone(&log));
         Ok(log)
@@ -40,19 +40,19 @@ impl LogHub {
 
     /// The live log of an active job.
     #[must_use]
-    pub fn live(&self, job: JobId) -> Option<Arc<JobLog>> {
+    pub(crate) fn live(&self, job: JobId) -> Option<Arc<JobLog>> {
         self.lock().get(&job).cloned()
     }
 
     /// Ends a job's log: followers get the rest and then the end.
-    pub fn close(&self, job: JobId) {
+    pub(crate) fn close(&self, job: JobId) {
         if let Some(log) = self.lock().remove(&job) {
             log.close();
         }
     }
 
     /// Deletes a job's log, for a job that was never stored.
-    pub fn discard(&self, job: JobId) {
+    pub(crate) fn discard(&self, job: JobId) {
         if let Some(log) = self.lock().remove(&job) {
             log.close();
             let _ = std::fs::remove_file(log.path());

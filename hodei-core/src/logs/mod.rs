@@ -7,7 +7,6 @@ mod hub;
 mod job_log;
 
 pub use chunk::{OutputChunk, OutputStream};
-pub use file_format::MAX_STORED_CHUNK_BYTES;
 pub use follower::LogFollower;
 pub use hub::LogHub;
-pub use job_log::{AppendError, JobLog};
+pub(crate) use job_log::{AppendError, JobLog};
