@@ -12,8 +12,8 @@ use parking_lot::{Mutex, MutexGuard};
 use super::{JobLog, LogFollower};
 use crate::job::JobId;
 
-/// Opens logs for writing and followers for reading. A job's log is live from
-/// [`LogHub::create`] until [`LogHub::close`]; afterwards it is read from disk.
+/// The job logs: the server writes a job's log while the job is active, and
+/// followers read it live, or from disk once the job has ended.
 #[derive(Debug)]
 pub struct LogHub {
     dir: PathBuf,
