@@ -105,7 +105,7 @@ pub struct WorkerPodSpec {
     #[builder(default)]
     pub extra_labels: BTreeMap<String, String>,
     /// Audience of a ServiceAccount token the kubelet projects into the pod at
-    /// [`IDENTITY_TOKEN_DIR`]: a short-lived token bound to this pod, with which the worker
+    /// `/var/run/secrets/hodei/token`: a short-lived token bound to this pod, with which the worker
     /// can prove where it runs. No token is mounted when absent.
     pub identity_token_audience: Option<String>,
 }
