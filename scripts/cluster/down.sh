@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Stops the local cluster by the PIDs the scripts recorded: the node (kubelet,
-# every pod, containerd and its shims), the test node agent if one runs, the
-# scheduler, the controller manager, the API server, its forwarders and etcd.
-# Then it undoes the node's traces on the host (mounts, cgroups, kernel
-# settings, host paths) and deletes the cluster's network namespace. Keeps
-# certificates and etcd data so the next up.sh is quick; --purge deletes the
-# whole state dir as well.
+# every pod, containerd and its shims), the scheduler, the controller manager,
+# the API server, its forwarders and etcd. Then it undoes the node's traces on
+# the host (mounts, cgroups, kernel settings, host paths) and deletes the
+# cluster's network namespace. Keeps certificates and etcd data so the next
+# up.sh is quick; --purge deletes the whole state dir as well.
 #
 # Usage: down.sh [--purge]
 set -euo pipefail
@@ -23,10 +22,6 @@ case "${1:-}" in
 esac
 
 stop_node
-
-# The test node agent stops its containers itself on SIGTERM (it waits up to 15 s).
-stop_pid node 20
-reap_orphaned_containers
 
 shopt -s nullglob
 for f in "$PIDS"/pod-forward-*.pid; do

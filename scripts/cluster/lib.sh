@@ -21,8 +21,6 @@ HODEI_CLUSTER_KCM_PORT="${HODEI_CLUSTER_KCM_PORT:-10257}"
 HODEI_CLUSTER_SERVICE_CIDR="${HODEI_CLUSTER_SERVICE_CIDR:-10.96.0.0/24}"
 HODEI_CLUSTER_SERVICE_IP="${HODEI_CLUSTER_SERVICE_CIDR%.*/*}.1"
 
-HODEI_TEST_NODE_NAME="${HODEI_TEST_NODE_NAME:-hodei-test-node}"
-
 # The node and its pods live in this network namespace (see netns.sh). The pod
 # subnet exists only inside it; its first address is the node's IP.
 HODEI_CLUSTER_NETNS="${HODEI_CLUSTER_NETNS:-hodei-cluster}"
@@ -89,39 +87,10 @@ wait_for() {
   done
 }
 
-# process_started_epoch PID: start time of PID in seconds since the epoch.
-process_started_epoch() {
-  local ticks boot hz
-  ticks="$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-  boot="$(awk '/^btime/ { print $2 }' /proc/stat)"
-  hz="$(getconf CLK_TCK)"
-  echo $((boot + ticks / hz))
-}
-
-# Containers of an agent that was killed outright are still running: kill
-# each recorded process group. A live leader must have started no later than
-# the pid file was written, else the PID was reused by someone else; without
-# a leader, Linux does not reuse the id while the group has members.
-reap_orphaned_containers() {
-  local f pid written started
-  shopt -s nullglob
-  for f in "$HODEI_CLUSTER_STATE"/node/pods/*/pid; do
-    pid="$(cat "$f")"
-    written="$(stat -c %Y "$f")"
-    rm -f "$f"
-    [[ "$pid" =~ ^[0-9]+$ ]] || continue
-    if started="$(process_started_epoch "$pid")" && ((started > written + 1)); then
-      continue
-    fi
-    kill -KILL -- "-$pid" 2>/dev/null && log "killed leftover container process group $pid"
-  done
-  shopt -u nullglob
-}
-
 # start_local_cluster KEEP_VAR NODE_SCRIPT [ARG...]: for a script that runs
 # against the local cluster (e2e.sh, bench-k8s.sh). Starts the control plane
-# unless it is running, (re)starts the node with NODE_SCRIPT (node-up.sh, the
-# real node, or test-node-up.sh) and its arguments, and exports KUBECONFIG.
+# unless it is running, (re)starts the node with NODE_SCRIPT (node-up.sh) and
+# its arguments (image archives), and exports KUBECONFIG.
 # Sets the EXIT trap, before starting anything: when this call started the
 # control plane, the script's exit stops it again, unless the variable named
 # KEEP_VAR is set (to look at the cluster afterwards).

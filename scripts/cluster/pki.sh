@@ -30,9 +30,6 @@ ensure_pki() {
   issue_cert kubelet "/O=system:nodes/CN=system:node:$HODEI_NODE_NAME" clientAuth
   issue_cert kubelet-serving "/CN=$HODEI_NODE_NAME" serverAuth \
     "IP:$HODEI_CLUSTER_NODE_IP,IP:127.0.0.1,DNS:$HODEI_NODE_NAME"
-  # The test node plays kubelet and scheduler, so it needs more than a node
-  # identity (Node authorizer forbids bindings): it is a cluster admin.
-  issue_cert test-node "/O=system:masters/CN=hodei-test-node" clientAuth
 }
 
 # issue_cert NAME SUBJECT serverAuth|clientAuth [SANS]: NAME.{key,crt} signed
