@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # The images the local cluster's node runs, built without a Docker engine: the
-# worker image and the pod-sandbox (pause) image. Their names, where their
+# worker image, the pod-sandbox (pause) image and the benchmark image (the
+# worker image plus hodei-bench). Their names, where their
 # archives go, and the worker image's definition, read from the runtime stage
 # of Dockerfile.worker so that the Dockerfile stays the one source of truth.
 # Sourced, never run (build-images.sh, check-worker-image.sh, smoke-images.sh,
@@ -17,8 +18,12 @@ workspace_version() {
 # A version tag, never "latest": Kubernetes always pulls ":latest", and nothing
 # serves these images but the node's own containerd.
 HODEI_WORKER_IMAGE="${HODEI_WORKER_IMAGE:-hodei-worker:$(workspace_version)}"
-# containerd's sandbox_image on the test node.
+# containerd's sandbox_image on the local cluster's node.
 HODEI_PAUSE_IMAGE="${HODEI_PAUSE_IMAGE:-hodei.local/pause:3.10}"
+# The worker image plus hodei-bench, for scripts/bench-k8s.sh (the name and
+# path are hodei-bench's defaults).
+HODEI_BENCH_IMAGE="${HODEI_BENCH_IMAGE:-hodei-worker-bench:$(workspace_version)}"
+BENCH_BIN_PATH=/usr/local/bin/hodei-bench
 HODEI_IMAGE_DIR="${HODEI_IMAGE_DIR:-${HODEI_CLUSTER_CACHE:-$HOME/.cache/hodei-cluster}/images}"
 
 WORKER_DOCKERFILE="$IMAGES_REPO_ROOT/Dockerfile.worker"

@@ -75,13 +75,21 @@ struct BenchArgs {
     /// Kubernetes: the kubeconfig the server uses [default: KUBECONFIG].
     #[arg(long)]
     k8s_server_kubeconfig: Option<PathBuf>,
-    /// Kubernetes: the worker image of job pods.
+    /// Kubernetes: the worker image of job pods; it must hold hodei-bench at
+    /// --k8s-bench-bin.
     #[arg(long, default_value_t = Kubernetes::default().worker_image)]
     k8s_worker_image: String,
-    /// Kubernetes: an image whose entrypoint is a POSIX shell, for the `kubectl run`
-    /// baseline pods.
+    /// Kubernetes: an image with a POSIX shell at /bin/sh, for the baseline pods.
     #[arg(long, default_value_t = Kubernetes::default().baseline_image)]
     k8s_baseline_image: String,
+    /// Kubernetes: where hodei-bench is inside the worker image (output jobs run it).
+    #[arg(long, default_value_t = Kubernetes::default().bench_bin)]
+    k8s_bench_bin: String,
+    /// Kubernetes: a program that makes a loopback port reachable from pods and prints
+    /// the URL they dial, run once per server (scripts/cluster/expose-to-pods.sh)
+    /// [default: pods dial 127.0.0.1].
+    #[arg(long)]
+    k8s_expose: Option<PathBuf>,
     /// Kubernetes: the server's HODEI_K8S_API_WRITES_PER_SECOND [default: the server's].
     #[arg(long)]
     k8s_api_writes_per_second: Option<u32>,
@@ -139,6 +147,8 @@ impl BenchArgs {
                 server_kubeconfig: self.k8s_server_kubeconfig,
                 worker_image: self.k8s_worker_image,
                 baseline_image: self.k8s_baseline_image,
+                bench_bin: self.k8s_bench_bin,
+                expose: self.k8s_expose,
                 api_writes_per_second: self.k8s_api_writes_per_second,
             }),
         };

@@ -149,12 +149,26 @@ pub struct Kubernetes {
     pub namespace: String,
     /// The kubeconfig the server uses; `None` leaves it to KUBECONFIG.
     pub server_kubeconfig: Option<PathBuf>,
-    /// The worker image of job pods.
+    /// The worker image of job pods; it must hold `bench_bin`.
     pub worker_image: String,
-    /// An image whose entrypoint is a POSIX shell, for baseline pods.
+    /// An image with a POSIX shell at `/bin/sh`, for baseline pods.
     pub baseline_image: String,
+    /// Where `hodei-bench` is inside the worker image: the command of output jobs.
+    pub bench_bin: String,
+    /// A program that makes a loopback port reachable from pods and prints the URL they
+    /// dial (the local cluster's `scripts/cluster/expose-to-pods.sh`); `None`: pods dial
+    /// the server on 127.0.0.1, which works only when they share this machine's network.
+    pub expose: Option<PathBuf>,
     /// The server's HODEI_K8S_API_WRITES_PER_SECOND; `None` keeps its default.
     pub api_writes_per_second: Option<u32>,
+}
+
+impl Kubernetes {
+    /// The image `scripts/build-images.sh bench` builds: the worker image plus
+    /// `hodei-bench` at [`Self::DEFAULT_BENCH_BIN`].
+    pub const DEFAULT_IMAGE: &str = concat!("hodei-worker-bench:", env!("CARGO_PKG_VERSION"));
+    /// Where that image holds `hodei-bench`.
+    pub const DEFAULT_BENCH_BIN: &str = "/usr/local/bin/hodei-bench";
 }
 
 impl Default for Kubernetes {
@@ -162,8 +176,10 @@ impl Default for Kubernetes {
         Self {
             namespace: "hodei-jobs-workers".to_owned(),
             server_kubeconfig: None,
-            worker_image: hodei_core::provider::kubernetes::DEFAULT_WORKER_IMAGE.to_owned(),
-            baseline_image: "hodei-bench-shell:latest".to_owned(),
+            worker_image: Self::DEFAULT_IMAGE.to_owned(),
+            baseline_image: Self::DEFAULT_IMAGE.to_owned(),
+            bench_bin: Self::DEFAULT_BENCH_BIN.to_owned(),
+            expose: None,
             api_writes_per_second: None,
         }
     }

@@ -38,13 +38,13 @@ impl ServerProcess {
             .tempdir()
             .context("cannot create a temporary directory")?;
         let port = hodei_test_fixtures::free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
+        let advertise = target.advertise_address(port)?;
         let process = ServerCommand::new(&bins.server)
             .port(port)
             .without_inherited_hodei_env()
             .env("HODEI_DATA_DIR", dir.path().join("data"))
             .env("HODEI_WORKER_BIN", &bins.worker)
-            .envs(target.server_env(&url, max_workers))
+            .envs(target.server_env(&advertise, max_workers))
             .env("HODEI_LOG", "warn")
             .log_file(dir.path().join("server.log"))
             .terminate_on_drop(STOP_GRACE)

@@ -46,7 +46,7 @@ pub async fn run(params: Latency, bins: &Binaries, target: &Target) -> anyhow::R
     let mut hodei = LineClock::default();
     let trace = jobs::run(
         &client,
-        &jobs::spec(bins.bench.to_string_lossy(), &emit)?,
+        &jobs::spec(target.bench_command(&bins.bench), &emit)?,
         true,
         |chunk| {
             hodei.chunks += 1;

@@ -82,7 +82,7 @@ pub async fn run(
     };
     let trace = jobs::run(
         &client,
-        &jobs::spec(bins.bench.to_string_lossy(), &emit)?,
+        &jobs::spec(target.bench_command(&bins.bench), &emit)?,
         true,
         |chunk| {
             if chunk.seq != count.next_seq {
