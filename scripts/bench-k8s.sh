@@ -4,12 +4,15 @@
 # target/bench-k8s-report.json. Extra arguments go to hodei-bench, e.g.
 #
 #   scripts/bench-k8s.sh                                  latency, throughput, start, concurrency 50 and 200
-#   scripts/bench-k8s.sh --scenario start --start-jobs 20
+#   scripts/bench-k8s.sh --start-jobs 20 --concurrency 10,20
+#                                                         the run in docs/BENCHMARKS.md (~7 min)
 #
-# Job pods and baseline pods run the bench image (scripts/build-images.sh bench:
-# the worker image plus hodei-bench, whose `emit` the output jobs run) in
-# containerd; the measured server runs on this machine and pods reach it through
-# expose-to-pods.sh. Set HODEI_BENCH_KEEP_CLUSTER=1 to keep a cluster this
+# On a 2-CPU machine the node runs at most 20 pods of 100m at once; larger
+# concurrency rounds queue in the scheduler. Job pods and baseline pods run the
+# bench image (scripts/build-images.sh bench: the worker image plus hodei-bench,
+# whose `emit` the output jobs run) in containerd. The measured server runs on
+# this machine; pods reach it through expose-to-pods.sh, a forwarder per
+# server, stopped at the end. HODEI_BENCH_KEEP_CLUSTER=1 keeps a cluster this
 # script started. See docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,10 +32,27 @@ start_local_cluster HODEI_BENCH_KEEP_CLUSTER node-up.sh \
 scripts/setup-k8s-production.sh --kubeconfig "$KUBECONFIG" --quota-pods 250 --quota-limits-cpu 300 >&2
 server_kubeconfig="$(scripts/cluster/kubeconfig-for.sh hodei-jobs hodei-jobs-server)"
 
+# pod_forwarders: the ports that expose-to-pods.sh forwards now.
+pod_forwarders() {
+  local f
+  for f in "$PIDS"/pod-forward-*.pid; do
+    [[ -e "$f" ]] && basename "$f" .pid | sed 's/^pod-forward-//'
+  done
+  return 0
+}
+before="$(pod_forwarders)"
+
+status=0
 "$release/hodei-bench" --provider kubernetes \
   --k8s-namespace hodei-jobs-workers \
   --k8s-server-kubeconfig "$server_kubeconfig" \
   --k8s-worker-image "$HODEI_BENCH_IMAGE" \
   --k8s-baseline-image "$HODEI_BENCH_IMAGE" \
   --k8s-expose "$PWD/scripts/cluster/expose-to-pods.sh" \
-  --out target/bench-k8s-report.json "$@"
+  --out target/bench-k8s-report.json "$@" || status=$?
+
+# Every server hodei-bench started had its own port and forwarder: stop those.
+for port in $(comm -13 <(sort <<<"$before") <(pod_forwarders | sort)); do
+  scripts/cluster/expose-to-pods.sh --stop "$port" >&2
+done
+exit "$status"

@@ -168,7 +168,8 @@ build_worker_like() {
   local name="$1" hash entry config=()
   extra_path="${2:-}" extra_bin="${3:-}"
   definition="$(worker_image_definition "$WORKER_DOCKERFILE" "$WORKER_STAGE")"
-  worker_bin="$(worker_binary)"
+  # Built (or checked) once per run, whichever images need it.
+  [[ -n "${worker_bin:-}" ]] || worker_bin="$(worker_binary)"
   archive="$(archive_for "$name")"
   hash="$(inputs_hash "$worker_bin" ${extra_bin:+"$extra_bin"} "$WORKER_DOCKERFILE" "${BASH_SOURCE[0]}" \
     "$IMAGES_REPO_ROOT/scripts/images-lib.sh" "$BUSYBOX" "$CA_BUNDLE" -- "$name" "$extra_path")"
