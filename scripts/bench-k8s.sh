@@ -32,14 +32,6 @@ start_local_cluster HODEI_BENCH_KEEP_CLUSTER node-up.sh \
 scripts/setup-k8s-production.sh --kubeconfig "$KUBECONFIG" --quota-pods 250 --quota-limits-cpu 300 >&2
 server_kubeconfig="$(scripts/cluster/kubeconfig-for.sh hodei-jobs hodei-jobs-server)"
 
-# pod_forwarders: the ports that expose-to-pods.sh forwards now.
-pod_forwarders() {
-  local f
-  for f in "$PIDS"/pod-forward-*.pid; do
-    [[ -e "$f" ]] && basename "$f" .pid | sed 's/^pod-forward-//'
-  done
-  return 0
-}
 before="$(pod_forwarders)"
 
 status=0
@@ -52,7 +44,5 @@ status=0
   --out target/bench-k8s-report.json "$@" || status=$?
 
 # Every server hodei-bench started had its own port and forwarder: stop those.
-for port in $(comm -13 <(sort <<<"$before") <(pod_forwarders | sort)); do
-  scripts/cluster/expose-to-pods.sh --stop "$port" >&2
-done
+stop_pod_forwarders_since "$before"
 exit "$status"

@@ -41,4 +41,9 @@ fi
 export HODEI_E2E_SERVER_KUBECONFIG
 
 echo "== end-to-end tests" >&2
-cargo test --locked -p hodei-bins --test k8s_e2e -- --ignored --test-threads=1
+before="$(pod_forwarders)"
+status=0
+cargo test --locked -p hodei-bins --test k8s_e2e -- --ignored --test-threads=1 || status=$?
+# Each test server was exposed to pods through a forwarder of its own: stop those.
+stop_pod_forwarders_since "$before"
+exit "$status"

@@ -90,6 +90,7 @@ pub(crate) fn worker_count(provider: &str, delta: f64) {
 }
 
 /// A Kubernetes API request ended; `outcome` is `ok` or an error kind such as `quota`.
+#[cfg(feature = "kubernetes")]
 pub(crate) fn kubernetes_api_request(verb: &'static str, outcome: &'static str) {
     counter!(KUBERNETES_API_REQUESTS, "verb" => verb, "outcome" => outcome).increment(1);
 }

@@ -23,11 +23,7 @@ esac
 
 stop_node
 
-shopt -s nullglob
-for f in "$PIDS"/pod-forward-*.pid; do
-  stop_forwarder "$(basename "$f" .pid)"
-done
-shopt -u nullglob
+"$here/expose-to-pods.sh" --stop-all
 stop_pid kube-scheduler 10
 stop_pid kube-controller-manager 10
 stop_forwarder api-forwarder

@@ -6,17 +6,25 @@
 #
 # Usage: expose-to-pods.sh PORT        start (or keep) the forwarder for PORT
 #        expose-to-pods.sh --stop PORT stop it
+#        expose-to-pods.sh --stop-all  stop every such forwarder
 #        expose-to-pods.sh --check     exit 0 when the local cluster's namespace exists
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 source "$here/lib.sh"
 source "$here/netns.sh"
 
-usage() { die "usage: expose-to-pods.sh [--stop] PORT | --check"; }
-if [[ "${1:-}" == --check ]]; then
-  netns_exists
-  exit
-fi
+usage() { die "usage: expose-to-pods.sh [--stop] PORT | --stop-all | --check"; }
+case "${1:-}" in
+  --check)
+    netns_exists
+    exit
+    ;;
+  --stop-all)
+    shopt -s nullglob
+    for f in "$PIDS"/pod-forward-*.pid; do stop_forwarder "$(basename "$f" .pid)"; done
+    exit 0
+    ;;
+esac
 stop=0
 if [[ "${1:-}" == --stop ]]; then
   stop=1

@@ -114,3 +114,22 @@ stop_local_cluster_if_started() {
     "$REPO_ROOT/scripts/cluster/down.sh" >&2 || true
   fi
 }
+
+# pod_forwarders: the ports that expose-to-pods.sh forwards now, one a line.
+pod_forwarders() {
+  local f
+  for f in "$PIDS"/pod-forward-*.pid; do
+    [[ -e "$f" ]] && basename "$f" .pid | sed 's/^pod-forward-//'
+  done
+  return 0
+}
+
+# stop_pod_forwarders_since BEFORE: stop the forwarders started since
+# pod_forwarders printed BEFORE (a test's or a benchmark's servers), and keep
+# the others (a `just server-k8s` someone runs).
+stop_pod_forwarders_since() {
+  local port
+  for port in $(comm -13 <(sort <<<"$1") <(pod_forwarders | sort)); do
+    "$REPO_ROOT/scripts/cluster/expose-to-pods.sh" --stop "$port" >&2
+  done
+}
