@@ -178,6 +178,17 @@ async fn attach(
     (tx, response)
 }
 
+/// The error that ends a worker's stream, skipping the messages before it.
+async fn stream_error(stream: &mut tonic::Streaming<pb::ServerMessage>) -> tonic::Status {
+    loop {
+        match stream.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(status)) => return status,
+            None => panic!("stream ended without an error"),
+        }
+    }
+}
+
 fn register(worker_id: &str, token: &str) -> worker_message::Message {
     worker_message::Message::Register(pb::Register {
         worker_id: worker_id.into(),
@@ -277,13 +288,7 @@ async fn gaps_in_output_are_refused_and_the_job_fails() {
     })
     .await
     .unwrap();
-    let status = loop {
-        match stream.next().await {
-            Some(Ok(_)) => {}
-            Some(Err(status)) => break status,
-            None => panic!("stream ended without an error"),
-        }
-    };
+    let status = stream_error(&mut stream).await;
     assert_names(&status, Code::InvalidArgument, "output");
     let followed = common::follow(&server.client, &job, 0).await;
     assert!(
@@ -454,13 +459,7 @@ async fn a_malformed_worker_message_is_refused_naming_the_field() {
     })
     .await
     .unwrap();
-    let status = loop {
-        match stream.next().await {
-            Some(Ok(_)) => {}
-            Some(Err(status)) => break status,
-            None => panic!("stream ended without an error"),
-        }
-    };
+    let status = stream_error(&mut stream).await;
     assert_names(&status, Code::InvalidArgument, "result.exit.kind");
     let followed = common::follow(&server.client, &job, 0).await;
     let JobState::Failed {

@@ -25,6 +25,19 @@ in_netns() {
   nsenter --net="$NETNS_PATH" "$@"
 }
 
+# start_in_netns NAME COMMAND...: run a daemon in the cluster namespace, in the
+# background in its own session (so a Ctrl-C in the caller's terminal does not
+# reach it), and record its PID (nsenter and setsid exec, so it is the daemon's
+# own). Its output goes to $LOGS/NAME.log.
+start_in_netns() {
+  local name="$1"
+  shift
+  mkdir -p "$LOGS" "$PIDS"
+  log "starting $name (log: $LOGS/$name.log)"
+  setsid nsenter --net="$NETNS_PATH" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
 netns_exists() {
   [[ -e "$NETNS_PATH" ]] && nsenter --net="$NETNS_PATH" true 2>/dev/null
 }

@@ -178,22 +178,13 @@ EOF
   [[ -f "$NODE_KUBECONFIG" ]] || write_kubeconfig "$NODE_KUBECONFIG" "system:node:$HODEI_NODE_NAME" default --cert kubelet
 }
 
-# start_node_daemon NAME COMMAND...: like up.sh's start, for the node's daemons.
-start_node_daemon() {
-  local name="$1"
-  shift
-  log "starting $name (log: $LOGS/$name.log)"
-  setsid nsenter --net="$NETNS_PATH" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
-}
-
 start_containerd() {
-  start_node_daemon containerd containerd --config "$CONTAINERD_DIR/config.toml"
+  start_in_netns containerd containerd --config "$CONTAINERD_DIR/config.toml"
   wait_for "containerd" 30 containerd ctr --address "$CONTAINERD_SOCK" version
 }
 
 start_kubelet() {
-  start_node_daemon kubelet "$K8S_BIN/kubelet" \
+  start_in_netns kubelet "$K8S_BIN/kubelet" \
     --config="$KUBELET_DIR/config.yaml" \
     --kubeconfig="$NODE_KUBECONFIG" \
     --root-dir="$KUBELET_DIR/root" \

@@ -48,18 +48,7 @@ mkdir -p "$LOGS" "$PIDS" "$HODEI_CLUSTER_STATE/etcd"
 ensure_pki
 ensure_netns
 
-# start NAME COMMAND...: run in the cluster namespace, in the background in
-# its own session (so a Ctrl-C in the caller's terminal does not reach it), and
-# record its PID (nsenter and setsid exec, so it is the daemon's own).
-start() {
-  local name="$1"
-  shift
-  log "starting $name (log: $LOGS/$name.log)"
-  setsid nsenter --net="$NETNS_PATH" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
-}
-
-start etcd "$ETCD_BIN/etcd" \
+start_in_netns etcd "$ETCD_BIN/etcd" \
   --name=hodei-test \
   --data-dir="$HODEI_CLUSTER_STATE/etcd" \
   --listen-client-urls="http://$HODEI_CLUSTER_HOST:$HODEI_CLUSTER_ETCD_PORT" \
@@ -72,7 +61,7 @@ start etcd "$ETCD_BIN/etcd" \
 wait_for "etcd health" 30 etcd \
   in_netns curl -sf --max-time 2 "http://$HODEI_CLUSTER_HOST:$HODEI_CLUSTER_ETCD_PORT/health"
 
-start kube-apiserver "$K8S_BIN/kube-apiserver" \
+start_in_netns kube-apiserver "$K8S_BIN/kube-apiserver" \
   --bind-address="$HODEI_CLUSTER_HOST" \
   --advertise-address="$HODEI_CLUSTER_HOST" \
   --secure-port="$HODEI_CLUSTER_API_PORT" \
@@ -104,7 +93,7 @@ write_kubeconfig "$HODEI_CLUSTER_STATE/kube-controller-manager.kubeconfig" \
 write_kubeconfig "$HODEI_CLUSTER_STATE/kube-scheduler.kubeconfig" \
   system:kube-scheduler kube-system --cert kube-scheduler
 
-start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+start_in_netns kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig="$HODEI_CLUSTER_STATE/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$HODEI_CLUSTER_STATE/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig="$HODEI_CLUSTER_STATE/kube-controller-manager.kubeconfig" \
@@ -123,7 +112,7 @@ wait_for "kube-controller-manager /healthz" 60 kube-controller-manager \
 wait_for "the default ServiceAccount" 60 kube-controller-manager \
   kubectl --kubeconfig="$ADMIN_KUBECONFIG" -n default get serviceaccount default
 
-start kube-scheduler "$K8S_BIN/kube-scheduler" \
+start_in_netns kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig="$HODEI_CLUSTER_STATE/kube-scheduler.kubeconfig" \
   --authentication-kubeconfig="$HODEI_CLUSTER_STATE/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$HODEI_CLUSTER_STATE/kube-scheduler.kubeconfig" \
