@@ -135,10 +135,7 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     let logs = server.hodei(&["logs", "-f", &id]);
     assert_eq!(text(&logs.stdout), "hello\ndone\n");
     assert_eq!(server.job(&id)["state"]["phase"], "succeeded");
-    wait_until(Duration::from_secs(30), "the worker pod is gone", || {
-        pods(Some(&id)).is_empty()
-    })
-    .unwrap();
+    wait_until_pods_gone(&id);
 
     let metrics = server.metrics();
     for phase in [
@@ -233,10 +230,7 @@ echo "pid 1: $(tr '\0' ' ' </proc/1/cmdline)""#;
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
     let id = only_job_id(&server);
-    wait_until(Duration::from_secs(30), "its pod is gone", || {
-        pods(Some(&id)).is_empty()
-    })
-    .unwrap();
+    wait_until_pods_gone(&id);
 }
 
 #[test]
@@ -274,10 +268,7 @@ fn a_worker_pod_asked_for_an_identity_token_gets_one_bound_to_it() {
     let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert!(lifetime <= 3600, "{claims}");
     let id = only_job_id(&server);
-    wait_until(Duration::from_secs(30), "its pod is gone", || {
-        pods(Some(&id)).is_empty()
-    })
-    .unwrap();
+    wait_until_pods_gone(&id);
 }
 
 #[test]
@@ -302,8 +293,13 @@ fn a_job_past_its_memory_limit_fails_oom_killed_and_its_pod_is_removed() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let id = only_job_id(&server);
     assert_eq!(server.job(&id)["state"]["reason"]["kind"], "out_of_memory");
-    wait_until(Duration::from_secs(30), "its pod is gone", || {
-        pods(Some(&id)).is_empty()
+    wait_until_pods_gone(&id);
+}
+
+/// Waits up to 30 s until no pod of job `id` is left.
+fn wait_until_pods_gone(id: &str) {
+    wait_until(Duration::from_secs(30), "the job's pod is gone", || {
+        pods(Some(id)).is_empty()
     })
     .unwrap();
 }
@@ -342,10 +338,7 @@ fn cancelling_a_running_job_stops_its_tree_with_sigterm_and_deletes_its_pod() {
     .unwrap();
     assert_eq!(text(&server.hodei(&["logs", &id]).stdout), "up\ngot TERM\n");
     assert_eq!(server.job(&id)["state"]["exit"]["code"], 0);
-    wait_until(Duration::from_secs(30), "its pod is gone", || {
-        pods(Some(&id)).is_empty()
-    })
-    .unwrap();
+    wait_until_pods_gone(&id);
     // The job obeyed SIGTERM, so nothing waited for the 3 s kill grace.
     assert!(
         cancelled.elapsed() < Duration::from_secs(15),

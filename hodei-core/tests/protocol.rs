@@ -189,6 +189,29 @@ async fn stream_error(stream: &mut tonic::Streaming<pb::ServerMessage>) -> tonic
     }
 }
 
+/// Submits `spec` to a server (data in `dir`) whose provider starts nothing, and attaches
+/// a fake worker registered with the launch's token in its place.
+async fn job_with_fake_worker(
+    dir: &std::path::Path,
+    spec: &JobSpec,
+) -> (
+    TestServer,
+    hodei_core::Job,
+    Outbound,
+    tonic::Streaming<pb::ServerMessage>,
+) {
+    let provider = TaskProvider::new(Behaviour::NeverStart);
+    let server = TestServer::start(provider.clone(), dir).await;
+    let job = server.client.submit(spec).await.unwrap();
+    let launch = provider.next_launch().await;
+    let (tx, stream) = attach(
+        &server.url,
+        register(&launch.worker_id.to_string(), &launch.otp_token),
+    )
+    .await;
+    (server, job, tx, stream.unwrap())
+}
+
 fn register(worker_id: &str, token: &str) -> worker_message::Message {
     worker_message::Message::Register(pb::Register {
         worker_id: worker_id.into(),
@@ -260,20 +283,8 @@ async fn a_worker_stream_must_start_with_a_valid_registration() {
 #[tokio::test]
 async fn gaps_in_output_are_refused_and_the_job_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let provider = TaskProvider::new(Behaviour::NeverStart);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
-    let job = server
-        .client
-        .submit(&hodei_core::JobSpec::builder("true").build().unwrap())
-        .await
-        .unwrap();
-    let launch = provider.next_launch().await;
-    let (tx, stream) = attach(
-        &server.url,
-        register(&launch.worker_id.to_string(), &launch.otp_token),
-    )
-    .await;
-    let mut stream = stream.unwrap();
+    let spec = JobSpec::builder("true").build().unwrap();
+    let (server, job, tx, mut stream) = job_with_fake_worker(dir.path(), &spec).await;
     stream.next().await.unwrap().unwrap();
     let chunk = |seq| pb::OutputChunk {
         seq,
@@ -318,21 +329,12 @@ enum Ending {
 /// state as `get` and `follow` show it: what the worker reported must survive both.
 async fn final_state_after(ending: Ending) -> JobState {
     let dir = tempfile::tempdir().unwrap();
-    let provider = TaskProvider::new(Behaviour::NeverStart);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
     let spec = JobSpec::builder("sleep")
         .args(["30"])
         .timeout(std::time::Duration::from_millis(300))
         .build()
         .unwrap();
-    let job = server.client.submit(&spec).await.unwrap();
-    let launch = provider.next_launch().await;
-    let (tx, stream) = attach(
-        &server.url,
-        register(&launch.worker_id.to_string(), &launch.otp_token),
-    )
-    .await;
-    let mut stream = stream.unwrap();
+    let (server, job, tx, mut stream) = job_with_fake_worker(dir.path(), &spec).await;
     let mut next = async || {
         tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
             .await
@@ -436,20 +438,8 @@ async fn a_command_that_did_not_start_reaches_the_client_as_such() {
 #[tokio::test]
 async fn a_malformed_worker_message_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let provider = TaskProvider::new(Behaviour::NeverStart);
-    let server = TestServer::start(provider.clone(), dir.path()).await;
-    let job = server
-        .client
-        .submit(&JobSpec::builder("true").build().unwrap())
-        .await
-        .unwrap();
-    let launch = provider.next_launch().await;
-    let (tx, stream) = attach(
-        &server.url,
-        register(&launch.worker_id.to_string(), &launch.otp_token),
-    )
-    .await;
-    let mut stream = stream.unwrap();
+    let spec = JobSpec::builder("true").build().unwrap();
+    let (server, job, tx, mut stream) = job_with_fake_worker(dir.path(), &spec).await;
     stream.next().await.unwrap().unwrap();
     tx.send(pb::WorkerMessage {
         message: Some(worker_message::Message::Result(pb::JobResult {
