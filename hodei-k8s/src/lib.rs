@@ -42,6 +42,7 @@ pub mod lifecycle;
 mod pod_spec;
 mod pods;
 mod rate_limit;
+pub mod reviews;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 mod tracker;
