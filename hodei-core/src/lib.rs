@@ -13,7 +13,6 @@ pub mod observe;
 pub mod provider;
 pub mod server;
 pub mod store;
-pub(crate) mod token;
 pub(crate) mod wire;
 pub mod worker;
 

@@ -206,7 +206,10 @@ async fn job_with_fake_worker(
     let launch = provider.next_launch().await;
     let (tx, stream) = attach(
         &server.url,
-        register(&launch.worker_id.to_string(), &launch.otp_token),
+        register(
+            &launch.worker_id.to_string(),
+            launch.otp_token.as_deref().unwrap(),
+        ),
     )
     .await;
     (server, job, tx, stream.unwrap())
@@ -215,7 +218,7 @@ async fn job_with_fake_worker(
 fn register(worker_id: &str, token: &str) -> worker_message::Message {
     worker_message::Message::Register(pb::Register {
         worker_id: worker_id.into(),
-        otp_token: token.into(),
+        credential: token.into(),
         worker_version: "test".into(),
     })
 }
@@ -234,16 +237,24 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
     let worker_id = launch.worker_id.to_string();
 
     let (_tx, wrong) = attach(&server.url, register(&worker_id, "not-the-token")).await;
-    assert_names(&wrong.unwrap_err(), Code::Unauthenticated, "otp_token");
+    assert_names(&wrong.unwrap_err(), Code::Unauthenticated, "credential");
     let other_worker = uuid::Uuid::new_v4().to_string();
-    let (_tx, mismatched) = attach(&server.url, register(&other_worker, &launch.otp_token)).await;
+    let (_tx, mismatched) = attach(
+        &server.url,
+        register(&other_worker, launch.otp_token.as_deref().unwrap()),
+    )
+    .await;
     assert_names(
         &mismatched.unwrap_err(),
         Code::Unauthenticated,
-        "another worker",
+        "no registration is expected for this worker",
     );
 
-    let (_tx, accepted) = attach(&server.url, register(&worker_id, &launch.otp_token)).await;
+    let (_tx, accepted) = attach(
+        &server.url,
+        register(&worker_id, launch.otp_token.as_deref().unwrap()),
+    )
+    .await;
     let mut accepted = accepted.unwrap();
     let first = accepted.next().await.unwrap().unwrap();
     assert!(
@@ -251,7 +262,11 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
         "{first:?}"
     );
 
-    let (_tx, replayed) = attach(&server.url, register(&worker_id, &launch.otp_token)).await;
+    let (_tx, replayed) = attach(
+        &server.url,
+        register(&worker_id, launch.otp_token.as_deref().unwrap()),
+    )
+    .await;
     assert_names(
         &replayed.unwrap_err(),
         Code::Unauthenticated,

@@ -14,7 +14,6 @@
 //!     .namespace("jobs")
 //!     .image("ghcr.io/example/hodei-worker:1")
 //!     .server_address("http://hodei-server:50051")
-//!     .otp_token("one-time-token")
 //!     .resources(WorkerResources {
 //!         cpu_request: "500m".into(),
 //!         cpu_limit: "2".into(),
@@ -53,8 +52,8 @@ pub use event::{FailFastReason, PodEvent, PodEventKind};
 /// Taint toleration of a worker pod (re-exported so callers need not depend on k8s-openapi).
 pub use k8s_openapi::api::core::v1::Toleration;
 pub use pod_spec::{
-    DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKING_DIR, WorkerPodSpec,
-    WorkerResources, pod_name,
+    DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SERVICE_ACCOUNT,
+    DEFAULT_WORKING_DIR, WorkerPodSpec, WorkerResources, pod_name,
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;

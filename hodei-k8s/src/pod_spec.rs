@@ -27,15 +27,17 @@ pub const CONTAINER_NAME: &str = "worker";
 pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 /// Env var carrying the server's gRPC address into the pod.
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
-/// Env var carrying the one-time registration token into the pod.
-pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
+/// Env var naming the file the worker reads its credential from: the projected token.
+pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
+/// Audience of the projected identity token unless told otherwise.
+pub const DEFAULT_IDENTITY_TOKEN_AUDIENCE: &str = "hodei";
 
 /// Directory of the projected identity token in the worker container.
 pub const IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/hodei";
 /// File name of the projected identity token in [`IDENTITY_TOKEN_DIR`].
 pub const IDENTITY_TOKEN_FILE: &str = "token";
 /// Lifetime the kubelet gives the projected identity token (Kubernetes' minimum); the
-/// kubelet renews it before it expires.
+/// kubelet renews it before it expires. The server accepts it once.
 pub const IDENTITY_TOKEN_SECONDS: i64 = 600;
 const IDENTITY_TOKEN_VOLUME: &str = "hodei-identity";
 
@@ -74,8 +76,6 @@ pub struct WorkerPodSpec {
     pub image: String,
     /// gRPC address the worker dials back to (`HODEI_SERVER_ADDRESS`).
     pub server_address: String,
-    /// One-time registration token (`HODEI_OTP_TOKEN`); never printed by `Debug`.
-    pub otp_token: String,
     /// CPU and memory requests and limits.
     pub resources: WorkerResources,
     /// Seconds after which the kubelet kills the pod (`activeDeadlineSeconds`).
@@ -104,10 +104,12 @@ pub struct WorkerPodSpec {
     /// Labels added to the managed ones; they cannot override `app` or `hodei.io/*` labels.
     #[builder(default)]
     pub extra_labels: BTreeMap<String, String>,
-    /// Audience of a ServiceAccount token the kubelet projects into the pod at
-    /// `/var/run/secrets/hodei/token`: a short-lived token bound to this pod, with which the worker
-    /// can prove where it runs. No token is mounted when absent.
-    pub identity_token_audience: Option<String>,
+    /// Audience of the ServiceAccount token the kubelet projects into the pod at
+    /// `/var/run/secrets/hodei/token` (named by `HODEI_WORKER_TOKEN_FILE`): a short-lived
+    /// token bound to this pod, with which the worker proves it runs in the pod the server
+    /// created. The pod spec itself holds no secret.
+    #[builder(default = DEFAULT_IDENTITY_TOKEN_AUDIENCE.to_owned())]
+    pub identity_token_audience: String,
 }
 
 impl fmt::Debug for WorkerPodSpec {
@@ -118,7 +120,7 @@ impl fmt::Debug for WorkerPodSpec {
             .field("namespace", &self.namespace)
             .field("image", &self.image)
             .field("server_address", &self.server_address)
-            .field("otp_token", &"<redacted>")
+            .field("identity_token_audience", &self.identity_token_audience)
             .field("resources", &self.resources)
             .field("active_deadline_seconds", &self.active_deadline_seconds)
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
@@ -251,14 +253,12 @@ impl WorkerPodSpec {
                 ..VolumeMount::default()
             });
         }
-        if self.identity_token_audience.is_some() {
-            mounts.push(VolumeMount {
-                name: IDENTITY_TOKEN_VOLUME.to_owned(),
-                mount_path: IDENTITY_TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-        }
+        mounts.push(VolumeMount {
+            name: IDENTITY_TOKEN_VOLUME.to_owned(),
+            mount_path: IDENTITY_TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
@@ -286,7 +286,10 @@ impl WorkerPodSpec {
         let mut env = self.env.clone();
         env.insert(ENV_WORKER_ID.to_owned(), self.worker_id.clone());
         env.insert(ENV_SERVER_ADDRESS.to_owned(), self.server_address.clone());
-        env.insert(ENV_OTP_TOKEN.to_owned(), self.otp_token.clone());
+        env.insert(
+            ENV_WORKER_TOKEN_FILE.to_owned(),
+            format!("{IDENTITY_TOKEN_DIR}/{IDENTITY_TOKEN_FILE}"),
+        );
         env.into_iter()
             .map(|(name, value)| EnvVar {
                 name,
@@ -321,23 +324,21 @@ impl WorkerPodSpec {
         if self.effective_working_dir() != TMP_DIR {
             volumes.push(empty_dir(WORKDIR_VOLUME));
         }
-        if let Some(audience) = &self.identity_token_audience {
-            volumes.push(Volume {
-                name: IDENTITY_TOKEN_VOLUME.to_owned(),
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(vec![VolumeProjection {
-                        service_account_token: Some(ServiceAccountTokenProjection {
-                            audience: Some(audience.clone()),
-                            expiration_seconds: Some(IDENTITY_TOKEN_SECONDS),
-                            path: IDENTITY_TOKEN_FILE.to_owned(),
-                        }),
-                        ..VolumeProjection::default()
-                    }]),
-                    default_mode: Some(0o400),
-                }),
-                ..Volume::default()
-            });
-        }
+        volumes.push(Volume {
+            name: IDENTITY_TOKEN_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(self.identity_token_audience.clone()),
+                        expiration_seconds: Some(IDENTITY_TOKEN_SECONDS),
+                        path: IDENTITY_TOKEN_FILE.to_owned(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                default_mode: Some(0o400),
+            }),
+            ..Volume::default()
+        });
         volumes
     }
 }
@@ -367,7 +368,6 @@ mod tests {
             .namespace("jobs")
             .image("ghcr.io/hodei/worker:1.0")
             .server_address("http://hodei:50051")
-            .otp_token("secret-token")
             .resources(WorkerResources {
                 cpu_request: "250m".into(),
                 cpu_limit: "1".into(),
@@ -377,7 +377,7 @@ mod tests {
             .active_deadline_seconds(600)
             .env(BTreeMap::from([
                 ("FOO".to_owned(), "bar".to_owned()),
-                (ENV_OTP_TOKEN.to_owned(), "spoofed".to_owned()),
+                (ENV_WORKER_TOKEN_FILE.to_owned(), "/spoofed".to_owned()),
             ]))
             .extra_labels(BTreeMap::from([
                 ("team".to_owned(), "data eng".to_owned()),
@@ -398,9 +398,9 @@ mod tests {
             env,
             &json!([
                 {"name": "FOO", "value": "bar"},
-                {"name": ENV_OTP_TOKEN, "value": "secret-token"},
                 {"name": ENV_SERVER_ADDRESS, "value": "http://hodei:50051"},
                 {"name": ENV_WORKER_ID, "value": "w-1"},
+                {"name": ENV_WORKER_TOKEN_FILE, "value": "/var/run/secrets/hodei/token"},
             ])
         );
     }
@@ -428,7 +428,7 @@ mod tests {
         let mut s = spec();
         s.working_dir = Some("/tmp".into());
         let pod = render_json(&s);
-        assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(2));
         assert_eq!(pod["spec"]["containers"][0]["workingDir"], "/tmp");
 
         s.working_dir = Some("/data/run".into());
@@ -440,13 +440,8 @@ mod tests {
     }
 
     #[test]
-    fn an_identity_token_is_projected_read_only_only_when_asked() {
-        let mut s = spec();
-        let pod = render_json(&s);
-        let volumes = pod["spec"]["volumes"].to_string();
-        assert!(!volumes.contains("serviceAccountToken"), "{volumes}");
-
-        s.identity_token_audience = Some("hodei".into());
+    fn an_identity_token_is_always_projected_read_only() {
+        let s = spec();
         let pod = render_json(&s);
         let volume = pod["spec"]["volumes"]
             .as_array()
@@ -472,6 +467,28 @@ mod tests {
         );
         // The pod still gets no API token of its own.
         assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+
+        let mut other = spec();
+        other.identity_token_audience = "other".into();
+        let pod = render_json(&other);
+        assert_eq!(
+            pod["spec"]["volumes"][2]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "other"
+        );
+    }
+
+    #[test]
+    fn the_pod_spec_holds_no_secret() {
+        let pod = render_json(&spec());
+        let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+        let names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains("TOKEN") || *n == ENV_WORKER_TOKEN_FILE),
+            "{names:?}"
+        );
+        assert!(env.iter().all(|e| e.get("valueFrom").is_none()), "{env:?}");
     }
 
     #[test]
@@ -494,13 +511,6 @@ mod tests {
                 "case {i} should be rejected"
             );
         }
-    }
-
-    #[test]
-    fn debug_hides_the_token() {
-        let printed = format!("{:?}", spec());
-        assert!(!printed.contains("secret-token"));
-        assert!(printed.contains("w-1"));
     }
 
     #[test]

@@ -118,14 +118,16 @@ mod supported {
             value_name = "N", value_parser = positive::<NonZeroU32>,
             default_value_t = k8s::DEFAULT_API_WRITES_PER_SECOND)]
         pub api_writes_per_second: NonZeroU32,
-        /// Project a ServiceAccount token with this audience into worker pods
-        /// (/var/run/secrets/hodei/token) [default: none].
+        /// Audience of the pod-bound ServiceAccount token projected into every worker pod
+        /// (/var/run/secrets/hodei/token); workers register with it and the server checks
+        /// it with a TokenReview for this audience.
         #[arg(
             long = "k8s-worker-token-audience",
             env = "HODEI_K8S_WORKER_TOKEN_AUDIENCE",
-            value_name = "AUDIENCE"
+            value_name = "AUDIENCE",
+            default_value = k8s::DEFAULT_IDENTITY_TOKEN_AUDIENCE
         )]
-        pub identity_token_audience: Option<String>,
+        pub identity_token_audience: String,
     }
 
     impl KubernetesArgs {

@@ -145,23 +145,21 @@ impl JobRun {
         let worker_id = WorkerId::new();
         self.job.worker_id = Some(worker_id);
         self.set_state(JobState::Provisioning).await;
-        let token = self
-            .inner
-            .tokens
-            .issue(worker_id, self.provider.capabilities().registration_timeout);
         let Some(log) = self.inner.logs.live(self.job.id) else {
             return Err(NoWorker::Ended(outcome::worker_lost(
                 "the job log was closed before the worker started",
             )));
         };
         let (attach_tx, attach) = oneshot::channel();
-        self.inner.sessions.expect(
+        let token = self.inner.registrations.expect(
             worker_id,
             PendingWorker {
                 job_id: self.job.id,
                 log,
                 attach: attach_tx,
             },
+            &self.provider,
+            self.provider.capabilities().registration_timeout,
         );
         *guard = Some(WorkerGuard::new(
             Arc::clone(&self.inner),

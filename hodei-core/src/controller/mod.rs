@@ -2,6 +2,7 @@
 
 mod job_run;
 mod outcome;
+mod registration;
 mod start_timeline;
 mod sweeper;
 #[cfg(test)]
@@ -21,17 +22,18 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
+pub use registration::RegistrationError;
+pub(crate) use registration::WorkerRegistrations;
+pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
     Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
 };
-pub(crate) use worker_link::{PendingWorker, WorkerSessions};
 
 use crate::{
     job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
     provider::{ProviderRegistry, SelectionError},
     store::{JobStore, StoreError},
-    token::TokenIssuer,
 };
 
 /// How often workers send heartbeats, by default.
@@ -124,8 +126,7 @@ pub(crate) struct Inner {
     store: Arc<dyn JobStore>,
     logs: Arc<LogHub>,
     providers: ProviderRegistry,
-    tokens: Arc<TokenIssuer>,
-    sessions: Arc<WorkerSessions>,
+    registrations: WorkerRegistrations,
     active: Mutex<HashMap<JobId, ActiveJob>>,
     /// Workers that are provisioned and not yet destroyed.
     workers: Mutex<HashSet<WorkerId>>,
@@ -163,8 +164,7 @@ impl JobController {
             store,
             logs,
             providers,
-            tokens: Arc::new(TokenIssuer::new()),
-            sessions: Arc::default(),
+            registrations: WorkerRegistrations::default(),
             active: Mutex::default(),
             workers: Mutex::default(),
             slots,
@@ -281,12 +281,8 @@ impl JobController {
         &self.inner.providers
     }
 
-    pub(crate) fn tokens(&self) -> &TokenIssuer {
-        &self.inner.tokens
-    }
-
-    pub(crate) fn sessions(&self) -> &WorkerSessions {
-        &self.inner.sessions
+    pub(crate) fn registrations(&self) -> &WorkerRegistrations {
+        &self.inner.registrations
     }
 
     /// True once [`JobController::shutdown`] has started: new jobs are refused.

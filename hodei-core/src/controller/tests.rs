@@ -108,6 +108,7 @@ impl Provider for FakeProvider {
             containers: false,
             max_workers: self.max_workers,
             registration_timeout: REGISTRATION_TIMEOUT,
+            worker_proof: crate::provider::WorkerProof::OneTimeToken,
         }
     }
 
@@ -242,11 +243,19 @@ impl Harness {
     }
 
     /// Registers `worker` as its server stream would, and returns the worker's end.
-    fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
+    async fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
         let pending = self
             .controller
-            .sessions()
-            .claim(worker.launch.worker_id)
+            .registrations()
+            .redeem(
+                worker.launch.worker_id,
+                worker
+                    .launch
+                    .otp_token
+                    .as_deref()
+                    .expect("a one-time token"),
+            )
+            .await
             .expect("the worker was expected");
         let (to_worker_tx, to_worker) = mpsc::channel(16);
         let (from_worker, from_worker_rx) = mpsc::channel(16);
@@ -267,7 +276,7 @@ impl Harness {
     async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
         let job = self.submit().await;
         let worker = self.created().await;
-        let mut end = self.register(&worker);
+        let mut end = self.register(&worker).await;
         assert!(matches!(end.next().await, ToWorker::Assign(_)));
         self.wait_for(job.id, |j| j.state == JobState::Running)
             .await;
@@ -422,9 +431,13 @@ async fn a_worker_that_never_registers_times_out_and_is_removed() {
     assert!(
         harness
             .controller
-            .sessions()
-            .claim(worker.launch.worker_id)
-            .is_none(),
+            .registrations()
+            .redeem(
+                worker.launch.worker_id,
+                worker.launch.otp_token.as_deref().unwrap()
+            )
+            .await
+            .is_err(),
         "a late registration finds nothing"
     );
 }
@@ -666,7 +679,7 @@ async fn a_refusal_for_now_keeps_the_job_queued_with_the_reason_then_retries() {
         Duration::from_secs(2 + 4),
         "the wait doubles after each refusal"
     );
-    let mut end = harness.register(&worker);
+    let mut end = harness.register(&worker).await;
     assert!(matches!(end.next().await, ToWorker::Assign(_)));
     end.report(ProcessExit::Code(0)).await;
     assert_eq!(harness.ended(job.id).await, JobState::Succeeded);

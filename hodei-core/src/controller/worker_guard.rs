@@ -59,8 +59,7 @@ impl Drop for WorkerGuard {
 }
 
 async fn destroy_worker(inner: Arc<Inner>, provider: Arc<dyn Provider>, worker_id: WorkerId) {
-    inner.sessions.forget(worker_id);
-    inner.tokens.revoke(worker_id);
+    inner.registrations.revoke(worker_id);
     match timeout(DESTROY_TIMEOUT, provider.destroy(worker_id)).await {
         Ok(Ok(())) => debug!(worker.id = %worker_id, "worker destroyed"),
         Ok(Err(error)) => {

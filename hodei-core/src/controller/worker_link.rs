@@ -1,13 +1,11 @@
 //! The hand-off between a job's controller task and its worker's gRPC stream.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
-
-use parking_lot::{Mutex, MutexGuard};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    job::{JobId, JobSpec, ProcessExit, WorkerId},
+    job::{JobId, JobSpec, ProcessExit},
     logs::JobLog,
 };
 
@@ -90,29 +88,4 @@ pub(crate) struct PendingWorker {
     pub job_id: JobId,
     pub log: Arc<JobLog>,
     pub attach: oneshot::Sender<WorkerLink>,
-}
-
-/// Workers that have been started but have not registered yet.
-#[derive(Debug, Default)]
-pub(crate) struct WorkerSessions {
-    pending: Mutex<HashMap<WorkerId, PendingWorker>>,
-}
-
-impl WorkerSessions {
-    pub fn expect(&self, worker_id: WorkerId, pending: PendingWorker) {
-        self.lock().insert(worker_id, pending);
-    }
-
-    /// Hands the pending slot to the registering worker; a second registration finds nothing.
-    pub fn claim(&self, worker_id: WorkerId) -> Option<PendingWorker> {
-        self.lock().remove(&worker_id)
-    }
-
-    pub fn forget(&self, worker_id: WorkerId) {
-        self.lock().remove(&worker_id);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, PendingWorker>> {
-        self.pending.lock()
-    }
 }

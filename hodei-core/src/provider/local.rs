@@ -17,6 +17,7 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
+    io::AsyncWriteExt,
     process::Command,
     sync::{mpsc, watch},
 };
@@ -24,7 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::{
     Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
-    WorkerLaunch,
+    WorkerLaunch, WorkerProof,
 };
 use crate::job::{ProcessExit, WorkerId};
 
@@ -134,6 +135,7 @@ impl Provider for LocalProvider {
             containers: false,
             max_workers: self.max_workers,
             registration_timeout: self.registration_timeout,
+            worker_proof: WorkerProof::OneTimeToken,
         }
     }
 
@@ -157,9 +159,12 @@ impl Provider for LocalProvider {
         // The worker inherits the server's environment minus its HODEI_* settings.
         crate::worker::remove_hodei_env(&mut command);
         let (stdout, stderr) = self.output_for(worker_id)?;
+        // The one-time token goes over a pipe, never into the environment, so
+        // `/proc/PID/environ` shows nothing.
         command
             .envs(launch.worker_env())
-            .stdin(Stdio::null())
+            .env(crate::worker::ENV_WORKER_TOKEN_FILE, "/dev/stdin")
+            .stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
@@ -173,6 +178,13 @@ impl Provider for LocalProvider {
         let raw_pid = child
             .id()
             .ok_or_else(|| ProviderError::fatal("SpawnFailed", "worker exited at once"))?;
+        if let (Some(mut stdin), Some(token)) = (child.stdin.take(), launch.otp_token) {
+            // Written from a task: a worker that does not read must not block the server.
+            // Dropping the pipe afterwards gives the worker its end of file.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(token.as_bytes()).await;
+            });
+        }
         let pid = Pid::from_raw(
             i32::try_from(raw_pid)
                 .map_err(|_| ProviderError::fatal("SpawnFailed", "pid out of range"))?,
@@ -265,7 +277,7 @@ mod tests {
             job_id: JobId::new(),
             spec: JobSpec::builder("true").build().unwrap(),
             server_address: "http://127.0.0.1:1".into(),
-            otp_token: "token".into(),
+            otp_token: Some("token".into()),
         }
     }
 
@@ -306,6 +318,35 @@ mod tests {
                 "err two"
             ],
             "{log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_reaches_the_worker_on_stdin_and_never_in_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = script(
+            dir.path(),
+            "echo \"file=$HODEI_WORKER_TOKEN_FILE\"; echo \"read=$(cat \"$HODEI_WORKER_TOKEN_FILE\")\"; cat /proc/$$/environ | tr '\\0' '\\n'",
+        );
+        let logs = dir.path().join("logs");
+        let provider = LocalProvider::builder(binary).log_dir(&logs).build();
+        let mut launch = launch();
+        launch.otp_token = Some("s3cr3t-0ne-time".into());
+        let worker_id = launch.worker_id;
+        let mut worker = provider.provision(launch).await.unwrap();
+        assert_eq!(exit_of(&mut worker).await, Some(ProcessExit::Code(0)));
+        let log = std::fs::read_to_string(logs.join(format!("{worker_id}.log"))).unwrap();
+        let mut lines = log.lines();
+        assert_eq!(lines.next(), Some("file=/dev/stdin"), "{log}");
+        assert_eq!(lines.next(), Some("read=s3cr3t-0ne-time"), "{log}");
+        let environ: Vec<&str> = lines.collect();
+        assert!(
+            environ.iter().any(|l| l.starts_with("HODEI_WORKER_ID=")),
+            "{log}"
+        );
+        assert!(
+            environ.iter().all(|l| !l.contains("s3cr3t")),
+            "the token is not in /proc/PID/environ: {log}"
         );
     }
 

@@ -28,8 +28,10 @@ pub struct WorkerLaunch {
     pub spec: JobSpec,
     /// Address the worker dials, e.g. `http://127.0.0.1:50051`.
     pub server_address: String,
-    /// One-time token the worker registers with. Secret: never logged.
-    pub otp_token: String,
+    /// One-time token the worker registers with, when the provider's workers prove
+    /// themselves with one ([`WorkerProof::OneTimeToken`]). Secret: never logged, never
+    /// put in the worker's environment.
+    pub otp_token: Option<String>,
 }
 
 impl fmt::Debug for WorkerLaunch {
@@ -44,16 +46,17 @@ impl fmt::Debug for WorkerLaunch {
 }
 
 impl WorkerLaunch {
-    /// The environment a worker needs to find the server and prove itself.
+    /// The environment a worker needs to find the server. It holds no secret: the
+    /// provider hands the credential over its own way and names it with
+    /// [`ENV_WORKER_TOKEN_FILE`](crate::worker::ENV_WORKER_TOKEN_FILE).
     #[must_use]
-    pub fn worker_env(&self) -> [(&'static str, String); 3] {
+    pub fn worker_env(&self) -> [(&'static str, String); 2] {
         [
             (crate::worker::ENV_WORKER_ID, self.worker_id.to_string()),
             (
                 crate::worker::ENV_SERVER_ADDRESS,
                 self.server_address.clone(),
             ),
-            (crate::worker::ENV_OTP_TOKEN, self.otp_token.clone()),
         ]
     }
 }
@@ -98,6 +101,17 @@ pub struct ProvisionedWorker {
     pub events: mpsc::UnboundedReceiver<WorkerEvent>,
 }
 
+/// How a provider's workers prove who they are when they register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerProof {
+    /// The server issues a one-time token ([`WorkerLaunch::otp_token`]) that the provider
+    /// hands to the worker without putting it in its environment.
+    OneTimeToken,
+    /// The worker presents a credential its platform gave it (e.g. a pod-bound
+    /// ServiceAccount token) and [`Provider::verify_worker`] checks it.
+    PlatformIdentity,
+}
+
 /// What a provider can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderCapabilities {
@@ -107,6 +121,8 @@ pub struct ProviderCapabilities {
     pub max_workers: Option<usize>,
     /// How long its workers may take to start and register (image pulls included).
     pub registration_timeout: Duration,
+    /// How its workers prove who they are.
+    pub worker_proof: WorkerProof,
 }
 
 /// Whether a provider can take jobs now.
@@ -170,4 +186,23 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 
     /// Removes workers of this provider that the server does not know; returns how many.
     async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError>;
+
+    /// Checks that `credential` proves it comes from the worker this provider started as
+    /// `worker_id` ([`WorkerProof::PlatformIdentity`]). A retryable error means the check
+    /// could not be made now (the worker may try again); any other error is a refusal.
+    /// Error messages never contain the credential. Refuses by default.
+    async fn verify_worker(
+        &self,
+        worker_id: WorkerId,
+        credential: &str,
+    ) -> Result<(), ProviderError> {
+        let _ = credential;
+        Err(ProviderError::fatal(
+            "IdentityUnsupported",
+            format!(
+                "provider {} does not verify worker identities (worker {worker_id})",
+                self.name()
+            ),
+        ))
+    }
 }

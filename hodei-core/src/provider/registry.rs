@@ -153,6 +153,7 @@ mod tests {
                 containers: self.containers,
                 max_workers: None,
                 registration_timeout: Duration::from_secs(1),
+                worker_proof: crate::provider::WorkerProof::OneTimeToken,
             }
         }
         async fn health(&self) -> ProviderHealth {

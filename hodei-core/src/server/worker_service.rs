@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    controller::{FromWorker, JobController, ToWorker, WorkerLink},
+    controller::{FromWorker, JobController, RegistrationError, ToWorker, WorkerLink},
     logs::{JobLog, OutputChunk},
     wire::{Registration, ServerMessage, WorkerMessage},
 };
@@ -39,6 +39,16 @@ fn invalid(error: &crate::job::ValidationError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
+/// UNAVAILABLE when the identity could not be checked now (the worker retries),
+/// UNAUTHENTICATED otherwise. The message never contains the credential.
+fn registration_refused(error: &RegistrationError) -> Status {
+    let message = format!("invalid credential: {error}");
+    match error {
+        RegistrationError::Unavailable(_) => Status::unavailable(message),
+        _ => Status::unauthenticated(message),
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type AttachStream = ServerStream;
@@ -61,18 +71,18 @@ impl WorkerService for WorkerApi {
         };
         let Registration {
             worker_id,
-            otp_token,
+            credential,
             worker_version,
         } = register;
-        if let Err(error) = self.controller.tokens().redeem(worker_id, &otp_token) {
-            warn!(worker.id = %worker_id, %error, "worker registration refused");
-            return Err(Status::unauthenticated(format!(
-                "invalid otp_token: {error}"
-            )));
-        }
-        let pending = self.controller.sessions().claim(worker_id).ok_or_else(|| {
-            Status::failed_precondition(format!("no job is waiting for worker {worker_id}"))
-        })?;
+        let pending = self
+            .controller
+            .registrations()
+            .redeem(worker_id, &credential)
+            .await
+            .map_err(|error| {
+                warn!(worker.id = %worker_id, %error, "worker registration refused");
+                registration_refused(&error)
+            })?;
         let (to_worker, to_worker_rx) = mpsc::channel(16);
         let (from_worker_tx, from_worker) = mpsc::channel(64);
         let (outbound, outbound_rx) = mpsc::channel(64);

@@ -11,12 +11,26 @@ use crate::{
     logs::OutputChunk,
 };
 
+/// Longest credential a worker may present; pod-bound ServiceAccount tokens are a few KiB.
+pub(crate) const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+fn bounded_credential(credential: String) -> Result<String, ValidationError> {
+    if credential.len() > MAX_CREDENTIAL_BYTES {
+        return Err(ValidationError::new(
+            "register.credential",
+            format!("must be at most {MAX_CREDENTIAL_BYTES} bytes"),
+        ));
+    }
+    Ok(credential)
+}
+
 /// A worker's registration: the first message on its stream, and only the first.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Registration {
     pub worker_id: WorkerId,
-    /// The one-time token the provider handed to the worker.
-    pub otp_token: String,
+    /// What proves the worker is the one the server started (a one-time token or a
+    /// platform credential). Secret: never printed.
+    pub credential: String,
     pub worker_version: String,
 }
 
@@ -24,7 +38,7 @@ impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration")
             .field("worker_id", &self.worker_id)
-            .field("otp_token", &"<redacted>")
+            .field("credential", &"<redacted>")
             .field("worker_version", &self.worker_version)
             .finish()
     }
@@ -75,7 +89,7 @@ impl From<WorkerMessage> for pb::WorkerMessage {
         let message = match message {
             WorkerMessage::Register(r) => worker_message::Message::Register(pb::Register {
                 worker_id: r.worker_id.to_string(),
-                otp_token: r.otp_token,
+                credential: r.credential,
                 worker_version: r.worker_version,
             }),
             WorkerMessage::Output(chunks) => worker_message::Message::Output(pb::OutputBatch {
@@ -113,7 +127,7 @@ impl TryFrom<pb::WorkerMessage> for WorkerMessage {
                     .worker_id
                     .parse()
                     .map_err(|e: ValidationError| e.within("register"))?,
-                otp_token: r.otp_token,
+                credential: bounded_credential(r.credential)?,
                 worker_version: r.worker_version,
             }),
             worker_message::Message::Output(batch) => Self::Output(
@@ -253,7 +267,7 @@ mod tests {
         vec![
             WorkerMessage::Register(Registration {
                 worker_id: WorkerId::new(),
-                otp_token: "token".into(),
+                credential: "token".into(),
                 worker_version: "1.2.3".into(),
             }),
             WorkerMessage::Output(vec![]),
@@ -414,7 +428,7 @@ mod tests {
     fn the_token_stays_out_of_debug_output() {
         let registration = Registration {
             worker_id: WorkerId::new(),
-            otp_token: "s3cret".into(),
+            credential: "s3cret".into(),
             worker_version: "1".into(),
         };
         assert!(!format!("{registration:?}").contains("s3cret"));
@@ -442,6 +456,14 @@ mod tests {
                 ..Default::default()
             })),
             "register.worker_id"
+        );
+        assert_eq!(
+            field(worker_message::Message::Register(pb::Register {
+                worker_id: WorkerId::new().to_string(),
+                credential: "x".repeat(MAX_CREDENTIAL_BYTES + 1),
+                ..Default::default()
+            })),
+            "register.credential"
         );
         let good = pb::OutputChunk {
             seq: 1,

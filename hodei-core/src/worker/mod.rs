@@ -1,4 +1,4 @@
-//! The worker agent runtime: registers with its one-time token, runs the assigned job,
+//! The worker agent runtime: registers with its credential, runs the assigned job,
 //! streams its output, and reports how it ended.
 
 mod oom;
@@ -6,7 +6,7 @@ mod output;
 mod process;
 mod session;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, io::Read, path::Path, time::Duration};
 
 pub use session::WorkerReport;
 
@@ -16,18 +16,46 @@ use crate::job::{ValidationError, WorkerId};
 pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 /// Env var with the server address the worker dials.
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
-/// Env var with the worker's one-time token.
-pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
+/// Env var naming the file the worker reads its credential from: `/dev/stdin` for a
+/// local worker (a one-time token on a pipe), the projected ServiceAccount token in a pod.
+pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
+/// Longest credential file the worker reads.
+pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
 /// Env var with the directory jobs run in when their spec names none.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 
-/// Keeps this process's `HODEI_*` settings (the token above all) out of a child's env.
+/// Keeps this process's `HODEI_*` settings out of a child's env.
 pub(crate) fn remove_hodei_env(command: &mut tokio::process::Command) {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("HODEI_") {
             command.env_remove(key);
         }
     }
+}
+
+/// Reads a credential file: at most [`MAX_CREDENTIAL_FILE_BYTES`], surrounding whitespace
+/// trimmed, not empty. Errors name [`ENV_WORKER_TOKEN_FILE`] and the path, never the content.
+pub fn read_credential(path: &Path) -> Result<String, ValidationError> {
+    let invalid = |message: String| ValidationError::new(ENV_WORKER_TOKEN_FILE, message);
+    let file = std::fs::File::open(path)
+        .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
+        return Err(invalid(format!(
+            "{} is longer than {MAX_CREDENTIAL_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| invalid(format!("{} is not UTF-8 text", path.display())))?;
+    let credential = text.trim();
+    if credential.is_empty() {
+        return Err(invalid(format!("{} is empty", path.display())));
+    }
+    Ok(credential.to_owned())
 }
 
 /// Why the worker could not finish its job.
@@ -65,9 +93,10 @@ pub struct WorkerAgent {
     /// This worker's id.
     #[builder(start_fn)]
     worker_id: WorkerId,
-    /// The one-time token the provider gave this worker.
+    /// What proves this worker is the one the server started: the one-time token or the
+    /// platform credential its provider gave it.
     #[builder(start_fn, into)]
-    otp_token: String,
+    credential: String,
     /// Directory jobs run in when their spec names none; the worker's own when absent.
     #[builder(into)]
     work_dir: Option<String>,
@@ -84,15 +113,16 @@ impl std::fmt::Debug for WorkerAgent {
         f.debug_struct("WorkerAgent")
             .field("server_address", &self.server_address)
             .field("worker_id", &self.worker_id)
-            .field("otp_token", &"<redacted>")
+            .field("credential", &"<redacted>")
             .field("work_dir", &self.work_dir)
             .finish_non_exhaustive()
     }
 }
 
 impl WorkerAgent {
-    /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, `HODEI_OTP_TOKEN` and the optional
-    /// `HODEI_WORK_DIR`. A missing or invalid variable is an error naming it.
+    /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, the credential from the file named
+    /// by `HODEI_WORKER_TOKEN_FILE`, and the optional `HODEI_WORK_DIR`. A missing or invalid
+    /// variable or an unreadable credential file is an error naming the variable.
     pub fn from_env() -> Result<Self, ValidationError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -103,11 +133,13 @@ impl WorkerAgent {
         let worker_id = var(ENV_WORKER_ID)?.parse().map_err(|e: ValidationError| {
             ValidationError::new(ENV_WORKER_ID, e.message().to_owned())
         })?;
-        Ok(
-            Self::builder(var(ENV_SERVER_ADDRESS)?, worker_id, var(ENV_OTP_TOKEN)?)
-                .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
-                .build(),
+        Ok(Self::builder(
+            var(ENV_SERVER_ADDRESS)?,
+            worker_id,
+            read_credential(Path::new(&var(ENV_WORKER_TOKEN_FILE)?))?,
         )
+        .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
+        .build())
     }
 
     /// Registers, runs the assigned job and reports it. When `shutdown` completes (e.g. on
@@ -123,5 +155,49 @@ impl WorkerAgent {
     #[must_use]
     pub fn worker_id(&self) -> WorkerId {
         self.worker_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_credential_file_is_read_trimmed() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"  secret-token\n").unwrap();
+        assert_eq!(read_credential(file.path()).unwrap(), "secret-token");
+    }
+
+    #[test]
+    fn bad_credential_files_name_the_variable_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let long = dir.path().join("long");
+        std::fs::write(
+            &long,
+            "s".repeat(usize::try_from(MAX_CREDENTIAL_FILE_BYTES).unwrap() + 1),
+        )
+        .unwrap();
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, b"secret\xff").unwrap();
+        for (path, says) in [
+            (dir.path().join("missing"), "cannot open"),
+            (empty, "is empty"),
+            (long, "longer than 65536 bytes"),
+            (binary, "not UTF-8"),
+        ] {
+            let error = read_credential(&path).unwrap_err();
+            assert_eq!(error.field(), ENV_WORKER_TOKEN_FILE);
+            let text = error.to_string();
+            assert!(text.contains(says), "{text}");
+            assert!(
+                !text.contains(&"s".repeat(16)) && !text.contains("secret"),
+                "{text}"
+            );
+        }
     }
 }

@@ -167,7 +167,7 @@ async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
     let (outbound, outbound_rx) = mpsc::channel(32);
     let register = WorkerMessage::Register(Registration {
         worker_id: agent.worker_id,
-        otp_token: agent.otp_token.clone(),
+        credential: agent.credential.clone(),
         worker_version: env!("CARGO_PKG_VERSION").to_owned(),
     });
     outbound

@@ -81,6 +81,7 @@ impl Provider for TaskProvider {
             containers: false,
             max_workers: None,
             registration_timeout: Duration::from_secs(10),
+            worker_proof: hodei_core::provider::WorkerProof::OneTimeToken,
         }
     }
 
@@ -92,9 +93,12 @@ impl Provider for TaskProvider {
         self.launches.lock().unwrap().push(launch.clone());
         let (events_tx, events) = mpsc::unbounded_channel();
         if self.behaviour == Behaviour::RunWorker {
-            let agent =
-                WorkerAgent::builder(launch.server_address, launch.worker_id, launch.otp_token)
-                    .build();
+            let agent = WorkerAgent::builder(
+                launch.server_address,
+                launch.worker_id,
+                launch.otp_token.unwrap_or_default(),
+            )
+            .build();
             let task = tokio::spawn(async move {
                 let result = agent.run(std::future::pending()).await;
                 let message = match result {

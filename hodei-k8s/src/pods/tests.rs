@@ -17,7 +17,6 @@ fn spec() -> WorkerPodSpec {
         .namespace("jobs")
         .image("ghcr.io/hodei/worker:1.0")
         .server_address("http://hodei-server.hodei:50051")
-        .otp_token("otp-abc")
         .resources(WorkerResources {
             cpu_request: "250m".into(),
             cpu_limit: "1".into(),
@@ -87,7 +86,13 @@ fn expected_pod_body() -> Value {
             },
             "volumes": [
                 {"name": "tmp", "emptyDir": {}},
-                {"name": "workspace", "emptyDir": {}}
+                {"name": "workspace", "emptyDir": {}},
+                {"name": "hodei-identity", "projected": {
+                    "defaultMode": 256,
+                    "sources": [{"serviceAccountToken": {
+                        "audience": "hodei", "expirationSeconds": 600, "path": "token"
+                    }}]
+                }}
             ],
             "containers": [{
                 "name": "worker",
@@ -95,9 +100,9 @@ fn expected_pod_body() -> Value {
                 "imagePullPolicy": "IfNotPresent",
                 "workingDir": "/work",
                 "env": [
-                    {"name": "HODEI_OTP_TOKEN", "value": "otp-abc"},
                     {"name": "HODEI_SERVER_ADDRESS", "value": "http://hodei-server.hodei:50051"},
                     {"name": "HODEI_WORKER_ID", "value": "0b7c4c8e-5d0f-4c1b-9a57-1e0f2d3c4b5a"},
+                    {"name": "HODEI_WORKER_TOKEN_FILE", "value": "/var/run/secrets/hodei/token"},
                     {"name": "RUST_LOG", "value": "info"}
                 ],
                 "resources": {
@@ -106,7 +111,8 @@ fn expected_pod_body() -> Value {
                 },
                 "volumeMounts": [
                     {"name": "tmp", "mountPath": "/tmp"},
-                    {"name": "workspace", "mountPath": "/work"}
+                    {"name": "workspace", "mountPath": "/work"},
+                    {"name": "hodei-identity", "mountPath": "/var/run/secrets/hodei", "readOnly": true}
                 ],
                 "securityContext": security
             }]

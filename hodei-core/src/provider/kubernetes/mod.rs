@@ -4,15 +4,23 @@
 mod events;
 mod settings;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use hodei_k8s::{PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources};
+use hodei_k8s::{
+    PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources,
+    reviews::{TokenVerdict, review_token},
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use parking_lot::Mutex;
 pub use settings::{
     DEFAULT_API_WRITES_PER_SECOND, DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST,
-    DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY, DEFAULT_MEMORY_LIMIT,
-    DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_REGISTRATION_TIMEOUT,
+    DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY,
+    DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_REGISTRATION_TIMEOUT,
     DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, IMAGE_PULL_POLICIES,
     KubernetesSettings,
 };
@@ -21,7 +29,7 @@ use tracing::{info, warn};
 use self::events::Routes;
 use super::{
     Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
-    WorkerLaunch,
+    WorkerLaunch, WorkerProof,
 };
 use crate::job::{ValidationError, WorkerId};
 
@@ -77,12 +85,25 @@ async fn client_for(settings: &KubernetesSettings) -> Result<kube::Client, Kuber
 }
 
 /// Runs each worker in its own pod. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KubernetesProvider {
     settings: Arc<KubernetesSettings>,
+    client: kube::Client,
     pods: WorkerPods,
+    /// Uid of each worker's pod, from the create answer; a worker's token must be bound
+    /// to exactly that pod. One entry per provisioned worker, removed on destroy.
+    pod_uids: Arc<Mutex<HashMap<WorkerId, String>>>,
     routes: Routes,
     watcher: Arc<PodWatcher>,
+}
+
+impl std::fmt::Debug for KubernetesProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesProvider")
+            .field("settings", &self.settings)
+            .field("pods", &self.pods)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KubernetesProvider {
@@ -133,7 +154,7 @@ impl KubernetesProvider {
                 source,
             })?;
         let (watcher, events) = PodWatcher::spawn(
-            client,
+            client.clone(),
             &settings.namespace,
             WatcherConfig {
                 image_pull_grace: settings.image_pull_grace,
@@ -146,7 +167,9 @@ impl KubernetesProvider {
         info!(namespace = %settings.namespace, context = ?settings.context, "kubernetes provider ready");
         Ok(Self {
             settings: Arc::new(settings),
+            client,
             pods,
+            pod_uids: Arc::default(),
             routes,
             watcher: Arc::new(watcher),
         })
@@ -174,7 +197,6 @@ impl KubernetesProvider {
                     .clone()
                     .unwrap_or_else(|| launch.server_address.clone()),
             )
-            .otp_token(launch.otp_token.clone())
             .resources(WorkerResources {
                 cpu_request: cpu
                     .clone()
@@ -194,7 +216,7 @@ impl KubernetesProvider {
             .tolerations(s.tolerations.clone())
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
-            .maybe_identity_token_audience(s.identity_token_audience.clone())
+            .identity_token_audience(s.identity_token_audience.clone())
             .build()
     }
 
@@ -263,6 +285,7 @@ impl Provider for KubernetesProvider {
             containers: true,
             max_workers: self.settings.max_pods.map(std::num::NonZeroUsize::get),
             registration_timeout: self.settings.registration_timeout,
+            worker_proof: WorkerProof::PlatformIdentity,
         }
     }
 
@@ -282,7 +305,16 @@ impl Provider for KubernetesProvider {
         let created = self.pods.create(&spec).await;
         crate::observe::kubernetes_api_request("create", outcome(&created));
         match created {
-            Ok(_) => {
+            Ok(pod) => {
+                let Some(uid) = pod.metadata.uid.filter(|uid| !uid.is_empty()) else {
+                    self.routes.remove(&worker_id);
+                    let _ = self.delete_pod(&pod_name).await;
+                    return Err(ProviderError::fatal(
+                        "CreateFailed",
+                        format!("the API server created pod {pod_name} without a uid"),
+                    ));
+                };
+                self.pod_uids.lock().insert(launch.worker_id, uid);
                 self.routes.notify(
                     &worker_id,
                     WorkerEvent::Progress {
@@ -302,6 +334,7 @@ impl Provider for KubernetesProvider {
     }
 
     async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError> {
+        self.pod_uids.lock().remove(&worker_id);
         let worker_id = worker_id.to_string();
         self.routes.remove(&worker_id);
         let pod_name = hodei_k8s::pod_name(&worker_id);
@@ -318,6 +351,61 @@ impl Provider for KubernetesProvider {
             return Ok(());
         }
         self.delete_pod(&pod_name).await
+    }
+
+    /// Accepts the worker's pod-bound ServiceAccount token when a TokenReview for the
+    /// configured audience authenticates it as the worker ServiceAccount, bound to the pod
+    /// (name and uid) created for `worker_id`.
+    async fn verify_worker(
+        &self,
+        worker_id: WorkerId,
+        credential: &str,
+    ) -> Result<(), ProviderError> {
+        let refused = |message: String| ProviderError::fatal("IdentityRefused", message);
+        let Some(expected_uid) = self.pod_uids.lock().get(&worker_id).cloned() else {
+            return Err(refused(format!(
+                "no pod was created for worker {worker_id}"
+            )));
+        };
+        let expected_pod = hodei_k8s::pod_name(&worker_id.to_string());
+        let s = &self.settings;
+        let reviewed = review_token(&self.client, credential, &s.identity_token_audience).await;
+        crate::observe::kubernetes_api_request("tokenreview", outcome(&reviewed));
+        let user = match reviewed {
+            Ok(TokenVerdict::Authenticated(user)) => user,
+            Ok(TokenVerdict::Refused { reason }) => {
+                return Err(refused(format!(
+                    "the API server refused the token: {reason}"
+                )));
+            }
+            // The worker may try again: the API server may be back by then.
+            Err(error) => {
+                return Err(ProviderError::retryable(
+                    "TokenReviewFailed",
+                    format!("cannot review the worker's token: {error}"),
+                ));
+            }
+        };
+        let service_account = format!(
+            "system:serviceaccount:{}:{}",
+            s.namespace, s.service_account
+        );
+        if user.username != service_account {
+            return Err(refused(format!(
+                "the token belongs to {:?}, not to {service_account:?}",
+                user.username
+            )));
+        }
+        if user.pod_name() != Some(expected_pod.as_str())
+            || user.pod_uid() != Some(expected_uid.as_str())
+        {
+            return Err(refused(format!(
+                "the token is bound to pod {:?} (uid {:?}), not to pod {expected_pod:?} (uid {expected_uid:?})",
+                user.pod_name().unwrap_or("none"),
+                user.pod_uid().unwrap_or("none"),
+            )));
+        }
+        Ok(())
     }
 
     async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {

@@ -8,8 +8,9 @@ use std::{
 };
 
 pub use hodei_k8s::{
-    DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SCHEDULING_TIMEOUT,
-    DEFAULT_SERVICE_ACCOUNT, DEFAULT_WRITES_PER_SECOND as DEFAULT_API_WRITES_PER_SECOND,
+    DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY,
+    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT,
+    DEFAULT_WRITES_PER_SECOND as DEFAULT_API_WRITES_PER_SECOND,
 };
 
 use crate::job::{Cpu, Memory, ValidationError};
@@ -77,11 +78,12 @@ pub struct KubernetesSettings {
     pub advertise_address: Option<String>,
     /// Most writes (create, delete) per second to the API server.
     pub api_writes_per_second: NonZeroU32,
-    /// Audience of a ServiceAccount token projected into worker pods (read-only, at
-    /// `/var/run/secrets/hodei/token`, 10-minute lifetime, bound to the pod); none when
-    /// absent. The token is useless against the API server as long as the worker
-    /// ServiceAccount holds no rights.
-    pub identity_token_audience: Option<String>,
+    /// Audience of the ServiceAccount token projected into every worker pod (read-only,
+    /// at `/var/run/secrets/hodei/token`, 10-minute lifetime, bound to the pod). The worker
+    /// registers with it and the server checks it with a TokenReview for this audience.
+    /// It is useless against the API server as long as the worker ServiceAccount holds no
+    /// rights.
+    pub identity_token_audience: String,
 }
 
 impl Default for KubernetesSettings {
@@ -107,7 +109,7 @@ impl Default for KubernetesSettings {
             registration_timeout: DEFAULT_REGISTRATION_TIMEOUT,
             advertise_address: None,
             api_writes_per_second: DEFAULT_API_WRITES_PER_SECOND,
-            identity_token_audience: None,
+            identity_token_audience: DEFAULT_IDENTITY_TOKEN_AUDIENCE.to_owned(),
         }
     }
 }
@@ -157,12 +159,12 @@ impl KubernetesSettings {
                 format!("{address:?} must be a URL such as http://hodei-server:50051"),
             ));
         }
-        if let Some(audience) = &self.identity_token_audience
-            && (audience.is_empty()
-                || audience.len() > 253
-                || audience
-                    .chars()
-                    .any(|c| c.is_control() || c.is_whitespace()))
+        let audience = &self.identity_token_audience;
+        if audience.is_empty()
+            || audience.len() > 253
+            || audience
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(ValidationError::new(
                 "identity_token_audience",
@@ -217,6 +219,7 @@ mod tests {
         assert_eq!(s.scheduling_timeout, Duration::from_secs(120));
         assert_eq!(s.registration_timeout, Duration::from_secs(300));
         assert_eq!(s.api_writes_per_second.get(), 20);
+        assert_eq!(s.identity_token_audience, "hodei");
         s.validate().unwrap();
     }
 
@@ -242,7 +245,7 @@ mod tests {
                 s.advertise_address = Some("hodei-server:50051".into());
             }),
             ("identity_token_audience", |s| {
-                s.identity_token_audience = Some("two words".into());
+                s.identity_token_audience = "two words".into();
             }),
         ];
         for (field, change) in cases {

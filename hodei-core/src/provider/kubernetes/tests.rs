@@ -1,6 +1,9 @@
 //! The adapter against a mocked API server: creation, quota refusals, deletion, orphan sweep.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use hodei_k8s::test_support::{Handle, body_json, json, mock_client, status};
 use http::Method;
@@ -15,6 +18,12 @@ struct FakeApi {
     created: Arc<Mutex<Vec<Value>>>,
     deleted: Arc<Mutex<Vec<String>>>,
     refuse_creates_with_quota: bool,
+    /// TokenReview answers (`status`) by token; unknown tokens are not authenticated.
+    reviews: Arc<Mutex<HashMap<String, Value>>>,
+    /// Tokens presented in TokenReviews, in order.
+    reviewed: Arc<Mutex<Vec<String>>>,
+    /// TokenReviews fail as if the API server were down.
+    reviews_unavailable: bool,
 }
 
 fn managed_pod(worker_id: &str, deleting: bool) -> Value {
@@ -40,6 +49,27 @@ impl FakeApi {
             let query = request.uri().query().unwrap_or_default().to_owned();
             match *request.method() {
                 Method::GET if query.contains("watch=true") => hanging.push(reply),
+                Method::POST if path.ends_with("/tokenreviews") => {
+                    let review = body_json(request).await;
+                    let token = review["spec"]["token"].as_str().unwrap_or_default().to_owned();
+                    self.reviewed.lock().unwrap().push(token.clone());
+                    if self.reviews_unavailable {
+                        reply.send_response(status(503, "ServiceUnavailable", "etcd is down"));
+                        continue;
+                    }
+                    let answer = self
+                        .reviews
+                        .lock()
+                        .unwrap()
+                        .get(&token)
+                        .cloned()
+                        .unwrap_or_else(|| json!({"authenticated": false, "error": "invalid bearer token"}));
+                    reply.send_response(json(
+                        201,
+                        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                "metadata": {}, "spec": {}, "status": answer}),
+                    ));
+                }
                 Method::GET => {
                     let items = self.pods.lock().unwrap().clone();
                     reply.send_response(json(
@@ -53,8 +83,10 @@ impl FakeApi {
                     "pods \"x\" is forbidden: exceeded quota: hodei-quota, requested: pods=1, used: pods=100, limited: pods=100",
                 )),
                 Method::POST => {
-                    let pod = body_json(request).await;
+                    let mut pod = body_json(request).await;
                     self.created.lock().unwrap().push(pod.clone());
+                    let uid = format!("uid-{}", pod["metadata"]["name"].as_str().unwrap_or_default());
+                    pod["metadata"]["uid"] = json!(uid);
                     reply.send_response(json(201, &pod));
                 }
                 Method::DELETE => {
@@ -91,7 +123,7 @@ fn launch(spec: JobSpec) -> WorkerLaunch {
         job_id: JobId::new(),
         spec,
         server_address: "http://127.0.0.1:50051".into(),
-        otp_token: "secret".into(),
+        otp_token: None,
     }
 }
 
@@ -242,4 +274,159 @@ fn a_watch_failing_past_the_grace_makes_the_provider_unhealthy_with_the_error() 
         }
         other => panic!("expected unhealthy, got {other:?}"),
     }
+}
+
+/// A TokenReview status for a pod-bound token of `service_account` in `jobs`.
+fn pod_token(service_account: &str, pod: &str, uid: &str, audience: &str) -> Value {
+    json!({
+        "authenticated": true,
+        "audiences": [audience],
+        "user": {
+            "username": format!("system:serviceaccount:jobs:{service_account}"),
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:jobs"],
+            "extra": {
+                hodei_k8s::reviews::POD_NAME_EXTRA: [pod],
+                hodei_k8s::reviews::POD_UID_EXTRA: [uid],
+            },
+        },
+    })
+}
+
+#[tokio::test]
+async fn the_worker_pod_holds_no_credential_and_gets_a_pod_bound_token() {
+    let api = FakeApi::default();
+    let provider = provider(&api).await;
+    provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap();
+    let pod = api.created.lock().unwrap()[0].clone();
+    let container = &pod["spec"]["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    let names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "HODEI_SERVER_ADDRESS",
+            "HODEI_WORKER_ID",
+            "HODEI_WORKER_TOKEN_FILE"
+        ]
+    );
+    assert_eq!(env[2]["value"], "/var/run/secrets/hodei/token");
+    assert!(!pod.to_string().contains("OTP"), "{pod}");
+    let projection = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["projected"]["sources"][0].get("serviceAccountToken"))
+        .cloned();
+    assert_eq!(
+        projection,
+        Some(json!({"audience": "hodei", "expirationSeconds": 600, "path": "token"}))
+    );
+    assert_eq!(pod["spec"]["serviceAccountName"], "hodei-jobs-worker");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+}
+
+#[tokio::test]
+async fn only_a_token_bound_to_the_workers_own_pod_is_accepted() {
+    let api = FakeApi::default();
+    let provider = provider(&api).await;
+    let launch = launch(JobSpec::builder("true").build().unwrap());
+    let worker = launch.worker_id;
+    provider.provision(launch).await.unwrap();
+    let other = WorkerId::new();
+    let pod = format!("hodei-worker-{worker}");
+    let uid = format!("uid-{pod}");
+    let sa = "hodei-jobs-worker";
+    api.reviews.lock().unwrap().extend([
+        ("right".to_owned(), pod_token(sa, &pod, &uid, "hodei")),
+        (
+            "other-pod".to_owned(),
+            pod_token(sa, &format!("hodei-worker-{other}"), "uid-x", "hodei"),
+        ),
+        (
+            "wrong-uid".to_owned(),
+            pod_token(sa, &pod, "uid-of-an-older-pod", "hodei"),
+        ),
+        (
+            "wrong-sa".to_owned(),
+            pod_token("default", &pod, &uid, "hodei"),
+        ),
+        (
+            "wrong-audience".to_owned(),
+            pod_token(sa, &pod, &uid, "kubernetes"),
+        ),
+    ]);
+
+    provider.verify_worker(worker, "right").await.unwrap();
+    for token in [
+        "other-pod",
+        "wrong-uid",
+        "wrong-sa",
+        "wrong-audience",
+        "expired",
+    ] {
+        let error = provider.verify_worker(worker, token).await.unwrap_err();
+        assert!(!error.retryable, "{token}: {error}");
+        assert_eq!(error.reason, "IdentityRefused", "{token}: {error}");
+        assert!(!error.message.contains(token), "{token}: {error}");
+    }
+    assert_eq!(api.reviewed.lock().unwrap().len(), 6);
+
+    // A worker the provider did not create is refused without asking the API server.
+    let error = provider.verify_worker(other, "right").await.unwrap_err();
+    assert_eq!(error.reason, "IdentityRefused");
+    provider.destroy(worker).await.unwrap();
+    assert!(provider.verify_worker(worker, "right").await.is_err());
+    assert_eq!(api.reviewed.lock().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn a_token_review_that_fails_is_retryable() {
+    let api = FakeApi {
+        reviews_unavailable: true,
+        ..FakeApi::default()
+    };
+    let provider = provider(&api).await;
+    let launch = launch(JobSpec::builder("true").build().unwrap());
+    let worker = launch.worker_id;
+    provider.provision(launch).await.unwrap();
+    let error = provider
+        .verify_worker(worker, "secret-token")
+        .await
+        .unwrap_err();
+    assert!(error.retryable, "{error}");
+    assert_eq!(error.reason, "TokenReviewFailed");
+    assert!(!error.message.contains("secret-token"), "{error}");
+}
+
+#[tokio::test]
+async fn the_token_review_asks_for_the_configured_audience() {
+    let (client, handle) = mock_client();
+    let api = FakeApi::default();
+    tokio::spawn(api.clone().serve(handle));
+    let settings = KubernetesSettings {
+        namespace: "jobs".into(),
+        identity_token_audience: "hodei-prod".into(),
+        ..KubernetesSettings::default()
+    };
+    let provider = KubernetesProvider::with_client(client, settings)
+        .await
+        .unwrap();
+    let launch = launch(JobSpec::builder("true").build().unwrap());
+    let worker = launch.worker_id;
+    provider.provision(launch).await.unwrap();
+    let pod = format!("hodei-worker-{worker}");
+    api.reviews.lock().unwrap().insert(
+        "t".into(),
+        pod_token("hodei-jobs-worker", &pod, &format!("uid-{pod}"), "hodei"),
+    );
+    // The API server echoes only the audiences asked for that the token has: none here.
+    assert!(provider.verify_worker(worker, "t").await.is_err());
+    let created = api.created.lock().unwrap()[0].clone();
+    assert_eq!(
+        created["spec"]["volumes"][2]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "hodei-prod"
+    );
 }
