@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Behaviour, TaskProvider, TestServer};
+use common::{Behaviour, TaskProvider, TestServer, follow};
 use hodei_core::{FailureReason, JobSpec, JobState, ProcessExit};
 use hodei_proto::v1::{
     self as pb, job_result, job_service_client::JobServiceClient, process_exit, server_message,
@@ -273,6 +273,76 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
         "already used",
     );
     drop(accepted);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_platform_identity_is_checked_by_the_provider_and_retried_while_it_cannot_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut provider = TaskProvider::new(Behaviour::NeverStart);
+    provider.platform_identity = true;
+    let server = TestServer::start(provider.clone(), dir.path()).await;
+    server
+        .client
+        .submit(&hodei_core::JobSpec::builder("true").build().unwrap())
+        .await
+        .unwrap();
+    let launch = provider.next_launch().await;
+    assert_eq!(launch.otp_token, None, "no secret is issued");
+    let worker_id = launch.worker_id.to_string();
+    let credential = format!("pod-token-{worker_id}");
+
+    let (_tx, unavailable) = attach(&server.url, register(&worker_id, &credential)).await;
+    assert_names(
+        &unavailable.unwrap_err(),
+        Code::Unavailable,
+        "cannot be checked now",
+    );
+    let (_tx, forged) = attach(&server.url, register(&worker_id, "pod-token-other")).await;
+    let forged = forged.unwrap_err();
+    assert_names(&forged, Code::Unauthenticated, "identity was refused");
+    assert!(!forged.message().contains("pod-token-other"), "{forged:?}");
+
+    let (_tx, accepted) = attach(&server.url, register(&worker_id, &credential)).await;
+    let mut accepted = accepted.unwrap();
+    let first = accepted.next().await.unwrap().unwrap();
+    assert!(
+        matches!(first.message, Some(server_message::Message::Assignment(_))),
+        "{first:?}"
+    );
+    let (_tx, replayed) = attach(&server.url, register(&worker_id, &credential)).await;
+    assert_names(
+        &replayed.unwrap_err(),
+        Code::Unauthenticated,
+        "already used",
+    );
+    assert_eq!(
+        provider.verified.lock().unwrap().len(),
+        3,
+        "a replay is not even checked"
+    );
+    drop(accepted);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_retries_while_its_identity_cannot_be_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut provider = TaskProvider::new(Behaviour::RunWorker);
+    provider.platform_identity = true;
+    let server = TestServer::start(provider.clone(), dir.path()).await;
+    let job = server
+        .client
+        .submit(&hodei_core::JobSpec::builder("true").build().unwrap())
+        .await
+        .unwrap();
+    let followed = follow(&server.client, &job, 0).await;
+    assert_eq!(followed.final_state(), &JobState::Succeeded);
+    assert_eq!(
+        provider.verified.lock().unwrap().len(),
+        2,
+        "refused once, then accepted"
+    );
     server.stop().await;
 }
 

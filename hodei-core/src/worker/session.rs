@@ -31,6 +31,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// busy or restarting server does not lose a starting worker.
 const CONNECT_ATTEMPTS: u32 = 15;
 
+/// Registration attempts while the server cannot check the worker's identity; with the
+/// backoff in [`register`] about a minute in all.
+const REGISTER_ATTEMPTS: u32 = 15;
+
 /// How the job went, as reported to and accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerReport {
@@ -73,7 +77,7 @@ pub(super) async fn run(
 ) -> Result<WorkerReport, WorkerError> {
     let span = info_span!("worker", worker.id = %agent.worker_id);
     async move {
-        let mut link = connect(&agent).await?;
+        let mut link = register(&agent).await?;
         let assignment = match link.receive().await {
             Ok(ServerMessage::Assign(a)) => a,
             Ok(other) => {
@@ -136,6 +140,24 @@ pub(super) async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Connects and registers. A registration the server could not check now (UNAVAILABLE,
+/// e.g. its platform's API is down) is tried again with backoff; a refusal is final.
+async fn register(agent: &WorkerAgent) -> Result<Link, WorkerError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match connect(agent).await {
+            Err(WorkerError::Refused(status))
+                if status.code() == tonic::Code::Unavailable && attempt < REGISTER_ATTEMPTS =>
+            {
+                warn!(error = %status.message(), attempt, "the server could not check this worker's identity yet; retrying");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt).min(5))).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {

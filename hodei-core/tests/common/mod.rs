@@ -37,6 +37,12 @@ pub enum Behaviour {
 #[derive(Debug, Clone)]
 pub struct TaskProvider {
     pub behaviour: Behaviour,
+    /// Workers prove themselves with a platform credential (`pod-token-<worker id>`)
+    /// instead of a one-time token; the first check fails as if the platform were
+    /// unreachable.
+    pub platform_identity: bool,
+    /// Platform credentials checked, in order.
+    pub verified: Arc<Mutex<Vec<String>>>,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -46,6 +52,8 @@ impl TaskProvider {
     pub fn new(behaviour: Behaviour) -> Self {
         Self {
             behaviour,
+            platform_identity: false,
+            verified: Arc::default(),
             launches: Arc::default(),
             destroyed: Arc::default(),
             tasks: Arc::default(),
@@ -81,7 +89,11 @@ impl Provider for TaskProvider {
             containers: false,
             max_workers: None,
             registration_timeout: Duration::from_secs(10),
-            worker_proof: hodei_core::provider::WorkerProof::OneTimeToken,
+            worker_proof: if self.platform_identity {
+                hodei_core::provider::WorkerProof::PlatformIdentity
+            } else {
+                hodei_core::provider::WorkerProof::OneTimeToken
+            },
         }
     }
 
@@ -96,7 +108,9 @@ impl Provider for TaskProvider {
             let agent = WorkerAgent::builder(
                 launch.server_address,
                 launch.worker_id,
-                launch.otp_token.unwrap_or_default(),
+                launch
+                    .otp_token
+                    .unwrap_or_else(|| format!("pod-token-{}", launch.worker_id)),
             )
             .build();
             let task = tokio::spawn(async move {
@@ -128,6 +142,32 @@ impl Provider for TaskProvider {
 
     async fn cleanup_orphans(&self, _known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
         Ok(0)
+    }
+
+    async fn verify_worker(
+        &self,
+        worker_id: WorkerId,
+        credential: &str,
+    ) -> Result<(), ProviderError> {
+        let first = {
+            let mut verified = self.verified.lock().unwrap();
+            verified.push(credential.to_owned());
+            verified.len() == 1
+        };
+        if !self.platform_identity {
+            return Err(ProviderError::fatal("IdentityUnsupported", "no"));
+        }
+        if first {
+            return Err(ProviderError::retryable("ApiDown", "the platform is down"));
+        }
+        if credential == format!("pod-token-{worker_id}") {
+            Ok(())
+        } else {
+            Err(ProviderError::fatal(
+                "IdentityRefused",
+                "not this worker's pod",
+            ))
+        }
     }
 }
 
