@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a Kubernetes cluster for Hodei Jobs: the worker namespace (Pod
 # Security "restricted"), the worker and server ServiceAccounts, the server's
-# Role and RoleBinding in the worker namespace, a ResourceQuota and a
+# Role and RoleBinding in the worker namespace, its ClusterRole to create
+# TokenReviews (to check worker identities), a ResourceQuota and a
 # LimitRange; optionally the network policies, an image pull secret, and the
 # worker and server images.
 #
@@ -19,6 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 readonly K8S_DIR="$REPO_ROOT/k8s"
 readonly FIELD_MANAGER="hodei-jobs-setup"
 readonly SERVER_ROLE="hodei-jobs-server"
+readonly REVIEW_ROLE="hodei-jobs-server-token-review"
 
 # ---------------------------------------------------------------- options ----
 
@@ -294,6 +296,7 @@ render() {
     first=0
     sed -e "$(sub worker-namespace "$worker_ns")" \
       -e "$(sub server-namespace "$server_ns")" \
+      -e "$(sub review-binding "$REVIEW_ROLE-$server_ns")" \
       -e "$(sub quota-pods "$quota_pods")" \
       -e "$(sub quota-requests-cpu "$quota_requests_cpu")" \
       -e "$(sub quota-limits-cpu "$quota_limits_cpu")" \
@@ -491,6 +494,7 @@ check_operator_rights() {
     "create namespaces -" \
     "create serviceaccounts $server_ns" "create serviceaccounts $worker_ns" \
     "create roles $worker_ns" "create rolebindings $worker_ns" \
+    "create clusterroles -" "create clusterrolebindings -" \
     "create resourcequotas $worker_ns" "create limitranges $worker_ns"; do
     read -r verb resource ns <<<"$spec"
     local nsarg=()
@@ -509,6 +513,10 @@ check_operator_rights() {
       [[ "$(k auth can-i "$verb" pods -n "$worker_ns" 2>/dev/null || true)" == yes ]] ||
         missing+=("$verb pods in $worker_ns (needed to grant it to $SERVER_SA)")
     done
+  fi
+  if [[ "$(k auth can-i escalate clusterroles.rbac.authorization.k8s.io 2>/dev/null || true)" != yes ]]; then
+    [[ "$(k auth can-i create tokenreviews.authentication.k8s.io 2>/dev/null || true)" == yes ]] ||
+      missing+=("create tokenreviews (needed to grant it to $SERVER_SA)")
   fi
   if ((${#missing[@]})); then
     local joined
@@ -601,6 +609,8 @@ check_permissions() {
   expect_can "$SERVER_SA" "$server_ns" yes "list pods" list pods
   expect_can "$SERVER_SA" "$server_ns" yes "get pods/log" get pods --subresource=log
   expect_can "$SERVER_SA" "$server_ns" no "get secrets" get secrets
+  expect_can "$SERVER_SA" "$server_ns" yes "create tokenreviews" create tokenreviews.authentication.k8s.io
+  expect_can "$WORKER_SA" "$worker_ns" no "create tokenreviews" create tokenreviews.authentication.k8s.io
 }
 
 verify() {
@@ -642,6 +652,17 @@ verify() {
     fi
   else
     absent "RoleBinding $worker_ns/$SERVER_ROLE"
+  fi
+  expect_exists clusterrole "$REVIEW_ROLE" - "ClusterRole $REVIEW_ROLE"
+  if v="$(jp clusterrolebinding "$REVIEW_ROLE-$server_ns" - '{range .subjects[*]}{.kind}/{.namespace}/{.name} {end}')"; then
+    if [[ " $v " == *" ServiceAccount/$server_ns/$SERVER_SA "* ]]; then
+      pass "ClusterRoleBinding $REVIEW_ROLE-$server_ns binds $server_ns/$SERVER_SA"
+    else
+      flunk "ClusterRoleBinding $REVIEW_ROLE-$server_ns binds ${v:-nobody}, not ServiceAccount $server_ns/$SERVER_SA" \
+        "re-run this script without --verify (with the same --server-namespace the server uses)"
+    fi
+  else
+    absent "ClusterRoleBinding $REVIEW_ROLE-$server_ns" "the server cannot check worker identities: workers are refused"
   fi
 
   # Nothing may bind the worker account.
