@@ -20,6 +20,9 @@ if [[ "$existing" == 0 ]]; then
   start_local_cluster HODEI_E2E_KEEP_CLUSTER node-up.sh
   HODEI_E2E_WORKER_IMAGE="$(source scripts/images-lib.sh && echo "$HODEI_WORKER_IMAGE")"
   export HODEI_E2E_WORKER_IMAGE
+  # A pod that runs and never registers (its registration stays open for the tests).
+  HODEI_E2E_IDLE_IMAGE="$(source scripts/images-lib.sh && echo "$HODEI_PAUSE_IMAGE")"
+  export HODEI_E2E_IDLE_IMAGE
   # Pods reach a server on the host's loopback through a forwarder at the node IP.
   export HODEI_E2E_EXPOSE="$PWD/scripts/cluster/expose-to-pods.sh"
 fi

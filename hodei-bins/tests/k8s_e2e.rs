@@ -127,6 +127,32 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     assert_eq!(spec["serviceAccountName"], "hodei-jobs-worker");
     assert_eq!(spec["restartPolicy"], "Never");
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    // No credential in the pod spec: a reader of it learns nothing that lets them
+    // register. The worker proves itself with the projected pod-bound token.
+    let env = spec["containers"][0]["env"].as_array().unwrap();
+    let names: Vec<&str> = env.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "HODEI_SERVER_ADDRESS",
+            "HODEI_WORKER_ID",
+            "HODEI_WORKER_TOKEN_FILE"
+        ],
+        "{pod}"
+    );
+    for var in env {
+        let value = var["value"].as_str().unwrap_or_default();
+        assert!(var.get("valueFrom").is_none(), "{var}");
+        assert!(
+            !value.starts_with("eyJ") && value.len() < 64 || value.contains("://"),
+            "{var} looks like a credential"
+        );
+    }
+    assert!(!pod.to_string().contains("OTP"), "{pod}");
+    assert!(
+        spec["volumes"].to_string().contains("serviceAccountToken"),
+        "{pod}"
+    );
     let container = &spec["containers"][0]["securityContext"];
     assert_eq!(container["readOnlyRootFilesystem"], true);
     assert_eq!(container["allowPrivilegeEscalation"], false);
@@ -235,14 +261,10 @@ echo "pid 1: $(tr '\0' ' ' </proc/1/cmdline)""#;
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
-fn a_worker_pod_asked_for_an_identity_token_gets_one_bound_to_it() {
+fn every_worker_pod_gets_an_identity_token_bound_to_it() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
-    let server = k8s_server_with(
-        dir.path(),
-        free_port(),
-        &[("HODEI_K8S_WORKER_TOKEN_AUDIENCE", "hodei".to_owned())],
-    );
+    let server = k8s_server(dir.path(), free_port());
     // Only the claims (the middle part): without its signature it proves nothing.
     let out = server.hodei(&[
         "run",
@@ -440,6 +462,27 @@ fn the_worker_account_cannot_manage_pods_and_the_server_account_can() {
     for verb in ["create", "delete", "list", "watch", "get"] {
         assert_eq!(can(server, verb), "yes", "server can {verb} pods");
     }
+    // Checking worker identities needs TokenReviews, and nothing cluster-wide beyond.
+    let can_cluster = |who: &str, verb: &str, resource: &str| {
+        let out = kubectl(&["auth", "can-i", verb, resource, "--as", who]);
+        text(&out.stdout).trim().to_owned()
+    };
+    let reviews = "tokenreviews.authentication.k8s.io";
+    assert_eq!(can_cluster(server, "create", reviews), "yes");
+    assert_eq!(can_cluster(&worker, "create", reviews), "no");
+    for (verb, resource) in [
+        ("list", "pods"),
+        ("get", "secrets"),
+        ("create", "serviceaccounts/token"),
+        ("list", "namespaces"),
+    ] {
+        let anywhere = kubectl(&["auth", "can-i", verb, resource, "--as", server, "-A"]);
+        assert_eq!(
+            text(&anywhere.stdout).trim(),
+            "no",
+            "server may {verb} {resource} cluster-wide"
+        );
+    }
 }
 
 fn repo_root() -> std::path::PathBuf {
@@ -512,4 +555,178 @@ fn the_operator_kit_recipes_verify_script_and_manifests_work_against_the_cluster
         pods(None).is_empty()
     })
     .unwrap();
+}
+
+/// The image of a pod that runs but never registers: the node's pause image.
+fn idle_image() -> String {
+    std::env::var("HODEI_E2E_IDLE_IMAGE").unwrap_or_else(|_| "hodei.local/pause:3.10".into())
+}
+
+/// `(worker id, pod name, pod uid)` of the pod of job `id`, once it exists.
+fn worker_pod(id: &str) -> (String, String, String) {
+    let pod = wait_until(Duration::from_secs(30), "the worker pod exists", || {
+        pods(Some(id)).into_iter().next()
+    })
+    .unwrap();
+    let field = |path: &str| {
+        pod.pointer(path)
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    };
+    (
+        field("/metadata/labels/hodei.io~1worker-id"),
+        field("/metadata/name"),
+        field("/metadata/uid"),
+    )
+}
+
+/// A worker ServiceAccount token for `audience`, bound to `pod` when given.
+fn worker_token(audience: &str, pod: Option<(&str, &str)>) -> String {
+    let mut args = vec![
+        "create",
+        "token",
+        "hodei-jobs-worker",
+        "-n",
+        NAMESPACE,
+        "--audience",
+        audience,
+        "--duration",
+        "10m",
+    ];
+    if let Some((name, uid)) = pod {
+        args.extend([
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            name,
+            "--bound-object-uid",
+            uid,
+        ]);
+    }
+    let out = kubectl(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Registers as `worker_id` with `credential` over a raw WorkerService stream, as a
+/// forger would. `Ok` when the server accepted it and sent the assignment.
+fn register_raw(url: &str, worker_id: &str, credential: &str) -> Result<(), tonic::Status> {
+    use hodei_proto::v1::{
+        self as pb, server_message, worker_message, worker_service_client::WorkerServiceClient,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = WorkerServiceClient::connect(url.to_owned()).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(pb::WorkerMessage {
+            message: Some(worker_message::Message::Register(pb::Register {
+                worker_id: worker_id.to_owned(),
+                credential: credential.to_owned(),
+                worker_version: "forged".to_owned(),
+            })),
+        })
+        .await
+        .unwrap();
+        let mut stream = client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = stream.message().await?.and_then(|m| m.message);
+        assert!(
+            matches!(first, Some(server_message::Message::Assignment(_))),
+            "{first:?}"
+        );
+        drop(tx);
+        Ok(())
+    })
+}
+
+fn assert_refused(result: Result<(), tonic::Status>, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "{what}: {status:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = k8s_server(dir.path(), free_port());
+    // Pods that run but never register, so their registrations stay open.
+    let idle = idle_image();
+    let a = detach(&server, &["--image", &idle, "--", "true"]);
+    let b = detach(&server, &["--image", &idle, "--", "true"]);
+    let (worker_a, pod_a, uid_a) = worker_pod(&a);
+    let (_, pod_b, uid_b) = worker_pod(&b);
+
+    let other_pod = worker_token("hodei", Some((&pod_b, &uid_b)));
+    assert_refused(
+        register_raw(&server.url(), &worker_a, &other_pod),
+        "a token bound to another pod",
+    );
+    let wrong_audience = worker_token("not-hodei", Some((&pod_a, &uid_a)));
+    assert_refused(
+        register_raw(&server.url(), &worker_a, &wrong_audience),
+        "a token for another audience",
+    );
+    let unbound = worker_token("hodei", None);
+    assert_refused(
+        register_raw(&server.url(), &worker_a, &unbound),
+        "a token bound to no pod",
+    );
+
+    // The refusals did not use up the registration: the right pod's token still works,
+    // once.
+    let right = worker_token("hodei", Some((&pod_a, &uid_a)));
+    register_raw(&server.url(), &worker_a, &right).expect("the pod's own token registers");
+    assert_refused(
+        register_raw(&server.url(), &worker_a, &right),
+        "the same token again",
+    );
+
+    let log = server.log();
+    for token in [&other_pod, &wrong_audience, &unbound, &right] {
+        assert!(
+            !log.contains(token.as_str()),
+            "a token is in the server log"
+        );
+    }
+    for id in [&a, &b] {
+        let out = server.hodei(&["cancel", id]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    wait_until_pods_gone(&a);
+    wait_until_pods_gone(&b);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_registered_workers_pod_token_cannot_register_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = k8s_server(dir.path(), free_port());
+    let id = detach(
+        &server,
+        &["--", "sh", "-c", "echo started; sleep 8; echo done"],
+    );
+    let (worker, pod, uid) = worker_pod(&id);
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        (server.job(&id)["state"]["phase"] == "running").then_some(())
+    })
+    .unwrap();
+    let replay = worker_token("hodei", Some((&pod, &uid)));
+    assert_refused(
+        register_raw(&server.url(), &worker, &replay),
+        "a valid pod token after the worker registered",
+    );
+    let logs = server.hodei(&["logs", "-f", &id]);
+    assert_eq!(text(&logs.stdout), "started\ndone\n");
+    assert_eq!(server.job(&id)["state"]["phase"], "succeeded");
+    wait_until_pods_gone(&id);
 }
