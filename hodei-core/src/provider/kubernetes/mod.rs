@@ -37,6 +37,9 @@ use crate::job::{ValidationError, WorkerId};
 pub const KUBERNETES_PROVIDER_NAME: &str = "kubernetes";
 /// Margin added to a job's timeout for the pod's `activeDeadlineSeconds` backstop.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
+/// Most TokenReviews in flight at once: registrations beyond it wait, so a flood of
+/// forged registrations cannot flood the API server.
+const MAX_CONCURRENT_TOKEN_REVIEWS: usize = 16;
 /// Grace the kubelet gives a deleted worker pod; the worker reports on SIGTERM.
 const DELETE_GRACE_SECONDS: u32 = 10;
 /// How long the pod watch may fail without a break before the provider reports itself
@@ -93,6 +96,7 @@ pub struct KubernetesProvider {
     /// Uid of each worker's pod, from the create answer; a worker's token must be bound
     /// to exactly that pod. One entry per provisioned worker, removed on destroy.
     pod_uids: Arc<Mutex<HashMap<WorkerId, String>>>,
+    token_reviews: Arc<tokio::sync::Semaphore>,
     routes: Routes,
     watcher: Arc<PodWatcher>,
 }
@@ -170,6 +174,7 @@ impl KubernetesProvider {
             client,
             pods,
             pod_uids: Arc::default(),
+            token_reviews: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_TOKEN_REVIEWS)),
             routes,
             watcher: Arc::new(watcher),
         })
@@ -369,7 +374,11 @@ impl Provider for KubernetesProvider {
         };
         let expected_pod = hodei_k8s::pod_name(&worker_id.to_string());
         let s = &self.settings;
-        let reviewed = review_token(&self.client, credential, &s.identity_token_audience).await;
+        let reviewed = {
+            // The semaphore is never closed.
+            let _permit = self.token_reviews.acquire().await.ok();
+            review_token(&self.client, credential, &s.identity_token_audience).await
+        };
         crate::observe::kubernetes_api_request("tokenreview", outcome(&reviewed));
         let user = match reviewed {
             Ok(TokenVerdict::Authenticated(user)) => user,
