@@ -182,6 +182,7 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     };
     assert_eq!(api("create"), 1.0, "{metrics}");
     assert!(api("delete") >= 1.0, "{metrics}");
+    assert_eq!(api("tokenreview"), 1.0, "the worker proved its pod: {metrics}");
 }
 
 #[test]
