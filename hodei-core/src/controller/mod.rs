@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
-pub use registration::RegistrationError;
+pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
 pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
