@@ -182,7 +182,11 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     };
     assert_eq!(api("create"), 1.0, "{metrics}");
     assert!(api("delete") >= 1.0, "{metrics}");
-    assert_eq!(api("tokenreview"), 1.0, "the worker proved its pod: {metrics}");
+    assert_eq!(
+        api("tokenreview"),
+        1.0,
+        "the worker proved its pod: {metrics}"
+    );
 }
 
 #[test]
@@ -646,13 +650,15 @@ fn register_raw(url: &str, worker_id: &str, credential: &str) -> Result<(), toni
     })
 }
 
-fn assert_refused(result: Result<(), tonic::Status>, what: &str) {
+/// Checks that a registration was refused as UNAUTHENTICATED, saying `why`.
+fn assert_refused(result: Result<(), tonic::Status>, what: &str, why: &str) {
     let status = result.expect_err(what);
     assert_eq!(
         status.code(),
         tonic::Code::Unauthenticated,
         "{what}: {status:?}"
     );
+    assert!(status.message().contains(why), "{what}: {status:?}");
 }
 
 #[test]
@@ -671,16 +677,19 @@ fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
     assert_refused(
         register_raw(&server.url(), &worker_a, &other_pod),
         "a token bound to another pod",
+        &format!("bound to pod \"{pod_b}\""),
     );
     let wrong_audience = worker_token("not-hodei", Some((&pod_a, &uid_a)));
     assert_refused(
         register_raw(&server.url(), &worker_a, &wrong_audience),
         "a token for another audience",
+        "the API server refused the token",
     );
     let unbound = worker_token("hodei", None);
     assert_refused(
         register_raw(&server.url(), &worker_a, &unbound),
         "a token bound to no pod",
+        "bound to pod \"none\"",
     );
 
     // The refusals did not use up the registration: the right pod's token still works,
@@ -690,6 +699,7 @@ fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
     assert_refused(
         register_raw(&server.url(), &worker_a, &right),
         "the same token again",
+        "already used",
     );
 
     let log = server.log();
@@ -725,6 +735,7 @@ fn a_registered_workers_pod_token_cannot_register_again() {
     assert_refused(
         register_raw(&server.url(), &worker, &replay),
         "a valid pod token after the worker registered",
+        "already used",
     );
     let logs = server.hodei(&["logs", "-f", &id]);
     assert_eq!(text(&logs.stdout), "started\ndone\n");
