@@ -742,3 +742,40 @@ fn a_registered_workers_pod_token_cannot_register_again() {
     assert_eq!(server.job(&id)["state"]["phase"], "succeeded");
     wait_until_pods_gone(&id);
 }
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_worker_identity_token_is_useless_against_the_api_server() {
+    let server = text(
+        &kubectl(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])
+        .stdout,
+    );
+    let token = worker_token("hodei", None);
+    // No kubeconfig credentials: only the token speaks.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(empty.path())
+        .args([
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            &token,
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+        ])
+        .output()
+        .expect("kubectl runs");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+}
