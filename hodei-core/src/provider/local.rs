@@ -91,9 +91,9 @@ impl LocalProvider {
         let Some(dir) = &self.log_dir else {
             return Ok((Stdio::null(), Stdio::null()));
         };
-        std::fs::create_dir_all(dir)
+        crate::private_fs::create_dir(dir)
             .and_then(|()| {
-                std::fs::File::options()
+                crate::private_fs::file_options()
                     .create(true)
                     .append(true)
                     .open(dir.join(format!("{worker_id}.log")))
@@ -295,7 +295,10 @@ mod tests {
         let mut worker = provider.provision(launch).await.unwrap();
         assert_eq!(exit_of(&mut worker).await, Some(ProcessExit::Code(7)));
 
-        let log = std::fs::read_to_string(logs.join(format!("{worker_id}.log"))).unwrap();
+        let log_path = logs.join(format!("{worker_id}.log"));
+        assert_eq!(crate::private_fs::tests::mode_of(&logs), 0o700);
+        assert_eq!(crate::private_fs::tests::mode_of(&log_path), 0o600);
+        let log = std::fs::read_to_string(log_path).unwrap();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(
             lines,
