@@ -1,5 +1,9 @@
 //! `LocalProvider`: each worker is a `hodei-worker-bin` child process on this machine.
 
+mod run_as;
+
+pub use run_as::{RunAs, RunAsError};
+
 use std::{
     collections::{HashMap, HashSet},
     os::unix::process::ExitStatusExt,
@@ -17,6 +21,7 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
+    io::AsyncWriteExt,
     process::Command,
     sync::{mpsc, watch},
 };
@@ -31,17 +36,25 @@ use crate::job::{ProcessExit, WorkerId};
 /// Name under which the local provider registers by default.
 pub const LOCAL_PROVIDER_NAME: &str = "local";
 
+/// Variables of the server's environment a worker keeps: where programs are, the
+/// language, and the worker's own diagnostics. Nothing else of the server's reaches it.
+const WORKER_ENV_KEPT: [&str; 5] = ["PATH", "LANG", "LC_ALL", "RUST_LOG", "RUST_BACKTRACE"];
+/// Where workers run: neutral, never the server's working (data) directory.
+const WORKER_DIR: &str = "/";
+
 #[derive(Debug)]
 struct RunningWorker {
     pid: Pid,
     exited: watch::Receiver<bool>,
 }
 
-/// Runs each worker as a child process of the server, in its own process group.
+/// Runs each worker as a child process of the server, in its own process group, with a
+/// clean environment, and as `run_as` when set.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     name: String,
     worker_binary: PathBuf,
+    run_as: Option<RunAs>,
     max_workers: Option<usize>,
     log_dir: Option<PathBuf>,
     stop_grace: Duration,
@@ -69,10 +82,14 @@ impl LocalProvider {
         /// How long a worker may take to start and register.
         #[builder(default = Duration::from_secs(30))]
         registration_timeout: Duration,
+        /// The user workers and their jobs run as (the server must be able to switch to
+        /// it, i.e. run as root); the server's own user when absent.
+        run_as: Option<RunAs>,
     ) -> Self {
         Self {
             name,
             worker_binary,
+            run_as,
             max_workers,
             log_dir,
             stop_grace,
@@ -154,22 +171,69 @@ impl Provider for LocalProvider {
         let worker_id = launch.worker_id;
         let span = info_span!("local_worker", worker.id = %worker_id, job.id = %launch.job_id);
         let mut command = Command::new(&self.worker_binary);
-        // The worker inherits the server's environment minus its HODEI_* settings.
-        crate::worker::remove_hodei_env(&mut command);
+        command.env_clear();
+        for name in WORKER_ENV_KEPT {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        // The credential goes through a pipe on stdin: an environment is readable in
+        // /proc by every process of the same user.
+        let env = launch
+            .worker_env()
+            .into_iter()
+            .filter(|(name, _)| *name != crate::worker::ENV_OTP_TOKEN);
         let (stdout, stderr) = self.output_for(worker_id)?;
         command
-            .envs(launch.worker_env())
-            .stdin(Stdio::null())
+            .envs(env)
+            .env(crate::worker::ENV_WORKER_TOKEN_FILE, "/dev/stdin")
+            .current_dir(WORKER_DIR)
+            .stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(user) = &self.run_as {
+            command.uid(user.uid()).gid(user.gid());
+        }
+        let as_whom = self
+            .run_as
+            .as_ref()
+            .map(|user| format!(" as {user}"))
+            .unwrap_or_default();
         let mut child = command.spawn().map_err(|e| {
             ProviderError::fatal(
                 "SpawnFailed",
-                format!("cannot start worker {}: {e}", self.worker_binary.display()),
+                format!(
+                    "cannot start worker {}{as_whom}: {e}",
+                    self.worker_binary.display()
+                ),
             )
         })?;
+        let token_sent = match child.stdin.take() {
+            Some(mut stdin) => {
+                let mut line = Vec::with_capacity(launch.otp_token.len() + 1);
+                line.extend_from_slice(launch.otp_token.as_bytes());
+                line.push(b'\n');
+                // The pipe holds far more than a token, so this does not wait for the worker.
+                let sent = stdin.write_all(&line).await;
+                drop(stdin);
+                sent
+            }
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        match token_sent {
+            // The worker ended before it read its credential; its exit is reported below.
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = child.start_kill();
+                return Err(ProviderError::fatal(
+                    "SpawnFailed",
+                    format!("cannot hand the worker its credential: {e}"),
+                ));
+            }
+        }
         let raw_pid = child
             .id()
             .ok_or_else(|| ProviderError::fatal("SpawnFailed", "worker exited at once"))?;
@@ -310,6 +374,70 @@ mod tests {
             ],
             "{log:?}"
         );
+    }
+
+    /// The worker script's log, once it has ended with exit 0.
+    async fn run_script(provider: &LocalProvider, logs: &std::path::Path) -> String {
+        let launch = launch();
+        let worker_id = launch.worker_id;
+        let mut worker = provider.provision(launch).await.unwrap();
+        let exit = exit_of(&mut worker).await;
+        let log = std::fs::read_to_string(logs.join(format!("{worker_id}.log"))).unwrap();
+        assert_eq!(exit, Some(ProcessExit::Code(0)), "{log}");
+        log
+    }
+
+    #[tokio::test]
+    async fn the_worker_gets_its_token_on_stdin_and_a_clean_environment_in_a_neutral_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = script(
+            dir.path(),
+            "read -r token < \"$HODEI_WORKER_TOKEN_FILE\"; echo \"token=$token\"; echo \"dir=$(pwd)\"; \
+             env | cut -d= -f1 | sort | sed 's/^/var=/'",
+        );
+        let logs = dir.path().join("logs");
+        let provider = LocalProvider::builder(binary).log_dir(&logs).build();
+        let log = run_script(&provider, &logs).await;
+        assert!(log.contains("token=token\n"), "{log}");
+        assert!(log.contains("dir=/\n"), "{log}");
+        let allowed = [
+            "HODEI_WORKER_ID",
+            "HODEI_SERVER_ADDRESS",
+            "HODEI_WORKER_TOKEN_FILE",
+            // Set by the shell itself.
+            "PWD",
+            "SHLVL",
+            "_",
+            "OLDPWD",
+        ];
+        let names: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("var=")).collect();
+        assert!(names.contains(&"HODEI_WORKER_TOKEN_FILE"), "{log}");
+        for name in names {
+            assert!(
+                allowed.contains(&name) || WORKER_ENV_KEPT.contains(&name),
+                "the worker inherited {name}: {log}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_of_a_root_server_runs_as_the_user_it_is_given() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can run workers as another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let binary = script(dir.path(), "echo \"ids=$(id -u):$(id -g):$(id -G)\"");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let logs = dir.path().join("logs");
+        let nobody = RunAs::user("nobody").unwrap();
+        let provider = LocalProvider::builder(binary)
+            .log_dir(&logs)
+            .run_as(nobody.clone())
+            .build();
+        let log = run_script(&provider, &logs).await;
+        let (uid, gid) = (nobody.uid(), nobody.gid());
+        assert!(log.contains(&format!("ids={uid}:{gid}:{gid}\n")), "{log}");
     }
 
     #[tokio::test]

@@ -4,9 +4,11 @@
 mod oom;
 mod output;
 mod process;
+mod reaper;
+mod scratch;
 mod session;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, io::Read, time::Duration};
 
 pub use session::WorkerReport;
 
@@ -18,16 +20,35 @@ pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 /// Env var with the worker's one-time token.
 pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
-/// Env var with the directory jobs run in when their spec names none.
+/// Env var naming the file the worker reads its credential from (`/dev/stdin`: a pipe
+/// from the provider), so the credential is never in its environment.
+pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
+/// Env var with the directory under which each job gets its scratch directory.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 
-/// Keeps this process's `HODEI_*` settings (the token above all) out of a child's env.
-pub(crate) fn remove_hodei_env(command: &mut tokio::process::Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HODEI_") {
-            command.env_remove(key);
-        }
+/// Largest credential file the worker reads.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// The credential in the file `path` names, without its line end; `/dev/stdin` is read
+/// from the inherited descriptor, which works also where the pipe belongs to another user.
+fn read_token_file(path: &str) -> Result<String, ValidationError> {
+    let invalid = |message: String| ValidationError::new(ENV_WORKER_TOKEN_FILE, message);
+    let mut text = String::new();
+    let read = if path == "/dev/stdin" {
+        std::io::stdin()
+            .lock()
+            .take(MAX_TOKEN_FILE)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_TOKEN_FILE).read_to_string(&mut text))
+    };
+    read.map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let token = text.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        return Err(invalid(format!("{path} holds no credential")));
     }
+    Ok(token.to_owned())
 }
 
 /// Why the worker could not finish its job.
@@ -68,9 +89,16 @@ pub struct WorkerAgent {
     /// The one-time token the provider gave this worker.
     #[builder(start_fn, into)]
     otp_token: String,
-    /// Directory jobs run in when their spec names none; the worker's own when absent.
+    /// Directory under which each job gets its own scratch directory, where it runs
+    /// when its spec names none; the system's temp dir when absent.
     #[builder(into)]
     work_dir: Option<String>,
+    /// This process runs nothing but this worker (as `hodei-worker-bin` does): it becomes
+    /// the subreaper of the job's processes, hides its memory from them, and when the job
+    /// ends kills every process left under it. Off by default, because it would kill
+    /// the other children of a program that embeds the worker.
+    #[builder(default)]
+    owns_process: bool,
     /// Most bytes of output sent and not yet acknowledged; the job waits beyond it.
     #[builder(default = 8 << 20)]
     output_window_bytes: usize,
@@ -91,8 +119,10 @@ impl std::fmt::Debug for WorkerAgent {
 }
 
 impl WorkerAgent {
-    /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, `HODEI_OTP_TOKEN` and the optional
-    /// `HODEI_WORK_DIR`. A missing or invalid variable is an error naming it.
+    /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, the credential (`HODEI_OTP_TOKEN`,
+    /// else the file `HODEI_WORKER_TOKEN_FILE` names) and the optional `HODEI_WORK_DIR`.
+    /// A missing or invalid variable is an error naming it. The agent owns its process
+    /// (see `owns_process`): this is how a worker program starts.
     pub fn from_env() -> Result<Self, ValidationError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -103,11 +133,14 @@ impl WorkerAgent {
         let worker_id = var(ENV_WORKER_ID)?.parse().map_err(|e: ValidationError| {
             ValidationError::new(ENV_WORKER_ID, e.message().to_owned())
         })?;
-        Ok(
-            Self::builder(var(ENV_SERVER_ADDRESS)?, worker_id, var(ENV_OTP_TOKEN)?)
-                .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
-                .build(),
-        )
+        let token = match var(ENV_OTP_TOKEN) {
+            Ok(token) => token,
+            Err(_) => read_token_file(&var(ENV_WORKER_TOKEN_FILE)?)?,
+        };
+        Ok(Self::builder(var(ENV_SERVER_ADDRESS)?, worker_id, token)
+            .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
+            .owns_process(true)
+            .build())
     }
 
     /// Registers, runs the assigned job and reports it. When `shutdown` completes (e.g. on
