@@ -9,6 +9,7 @@ use clap::Args;
 use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
     controller::{self, ControllerConfig},
+    provider::{RunAs, RunAsError},
     server::DEFAULT_LISTEN_ADDR,
 };
 
@@ -17,6 +18,10 @@ pub use self::{kubernetes::KubernetesArgs, parse::parse};
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
 const WORKER_BIN_NAME: &str = "hodei-worker-bin";
+
+/// The user local jobs of a server running as root run as, unless `HODEI_LOCAL_RUN_AS`
+/// names another.
+pub const DEFAULT_RUN_AS_FOR_ROOT: &str = "nobody";
 
 /// Server settings; every flag can also come from its `HODEI_*` variable.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +44,10 @@ pub struct ServerSettings {
     /// The `hodei-worker-bin` local workers run [default: next to this program, then PATH].
     #[arg(long, env = ENV_WORKER_BIN)]
     pub worker_bin: Option<PathBuf>,
+    /// User (name or uid) local workers and their jobs run as [default: nobody when the
+    /// server runs as root, else the server's user].
+    #[arg(long, env = "HODEI_LOCAL_RUN_AS")]
+    pub local_run_as: Option<String>,
     /// How often workers send heartbeats.
     #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_HEARTBEAT_INTERVAL.into())]
@@ -75,6 +84,9 @@ pub enum SettingsError {
     /// A setting is invalid; the error names its variable.
     #[error(transparent)]
     Invalid(ValidationError),
+    /// The user to run local workers as cannot be used; the error names its variable.
+    #[error(transparent)]
+    RunAs(#[from] RunAsError),
     /// The Kubernetes provider could not start.
     #[cfg(feature = "kubernetes")]
     #[error("the Kubernetes provider cannot start")]
@@ -96,6 +108,14 @@ impl ServerSettings {
         match &self.data_dir {
             Some(dir) => Ok(dir.clone()),
             None => default_data_dir(),
+        }
+    }
+
+    /// A standalone server running as root runs local jobs as [`DEFAULT_RUN_AS_FOR_ROOT`]
+    /// unless `HODEI_LOCAL_RUN_AS` names a user.
+    pub fn run_jobs_unprivileged_when_root(&mut self) {
+        if self.local_run_as.is_none() && nix::unistd::geteuid().is_root() {
+            self.local_run_as = Some(DEFAULT_RUN_AS_FOR_ROOT.to_owned());
         }
     }
 
@@ -124,9 +144,14 @@ impl ServerSettings {
                 Some(path) => path.clone(),
                 None => find_worker_bin().ok_or(SettingsError::WorkerBinNotFound)?,
             };
+            let run_as = self.local_run_as.as_deref().map(RunAs::user).transpose()?;
+            if let Some(user) = &run_as {
+                tracing::info!(%user, "local jobs run as this user");
+            }
             builder = builder.provider(
                 LocalProvider::builder(worker_bin)
                     .max_workers(self.local_max_workers)
+                    .maybe_run_as(run_as)
                     .build(),
             );
         } else if !has_preferred {
