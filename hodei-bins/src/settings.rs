@@ -87,6 +87,9 @@ pub enum SettingsError {
     /// The user to run local workers as cannot be used; the error names its variable.
     #[error(transparent)]
     RunAs(#[from] RunAsError),
+    /// Only a server running as root can run jobs as another user.
+    #[error("HODEI_LOCAL_RUN_AS={0}: only a server running as root can run jobs as another user")]
+    RunAsNeedsRoot(String),
     /// The Kubernetes provider could not start.
     #[cfg(feature = "kubernetes")]
     #[error("the Kubernetes provider cannot start")]
@@ -146,7 +149,16 @@ impl ServerSettings {
             };
             let run_as = self.local_run_as.as_deref().map(RunAs::user).transpose()?;
             if let Some(user) = &run_as {
+                let me = nix::unistd::geteuid();
+                if !me.is_root() && user.uid() != me.as_raw() {
+                    return Err(SettingsError::RunAsNeedsRoot(user.to_string()));
+                }
                 tracing::info!(%user, "local jobs run as this user");
+            }
+            // Jobs of this user (the default, and always with `hodei --embedded`) must
+            // not read this process's environment or memory through /proc or ptrace.
+            if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+                tracing::warn!(%error, "cannot hide the server's memory from its local jobs");
             }
             builder = builder.provider(
                 LocalProvider::builder(worker_bin)

@@ -108,25 +108,23 @@ fn a_job_sees_neither_a_worker_token_nor_the_servers_environment() {
     );
     assert!(!readable.contains("HODEI_OTP_TOKEN"), "{readable}");
     assert!(!has_hex64(&readable), "a token-like value: {readable}");
+    // The server and the workers hide their environment from processes of their user.
+    for marker in [&hodei_marker, &foo_marker] {
+        assert!(
+            !readable.contains(marker.as_str()),
+            "the job found {marker}: {readable}"
+        );
+    }
+    assert!(
+        !readable.contains("HODEI_WORKER_ID"),
+        "the job read a worker's environment: {readable}"
+    );
     if is_root() {
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         assert!(
             readable.contains(&format!("uid={}\n", nobody.uid)),
             "a root server runs jobs as nobody: {readable}"
         );
-        // Running as nobody, the job cannot read the server's or a worker's environment.
-        for marker in [&hodei_marker, &foo_marker] {
-            assert!(
-                !readable.contains(marker.as_str()),
-                "the job found {marker}: {readable}"
-            );
-        }
-        assert!(
-            !readable.contains("HODEI_WORKER_ID"),
-            "the job read a worker's environment: {readable}"
-        );
-    } else {
-        eprintln!("not root: jobs run as this user, so only the job's own environment is checked");
     }
 }
 
@@ -147,6 +145,34 @@ fn processes_a_job_detached_from_its_group_end_with_it() {
         Duration::from_secs(10),
         "the detached sleeps are gone",
         || !alive_with_arg(&setsid) && !alive_with_arg(&double_fork),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_cancelled_job_takes_its_detached_processes_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = local_server(dir.path(), &[]);
+    let marker = format!("3002.{}", unique(""));
+    let detached = server.hodei(&[
+        "run",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        &format!("setsid sleep {marker} & echo started; sleep 300"),
+    ]);
+    let id = text(&detached.stdout).trim().to_owned();
+    wait_until(Duration::from_secs(20), "the job started", || {
+        text(&server.hodei(&["logs", &id]).stdout) == "started\n" && alive_with_arg(&marker)
+    })
+    .unwrap();
+    let cancel = server.hodei(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    wait_until(
+        Duration::from_secs(20),
+        "the detached sleep is gone",
+        || !alive_with_arg(&marker),
     )
     .unwrap();
 }

@@ -41,6 +41,8 @@ pub(crate) struct Sandbox<'a> {
 pub(crate) struct JobProcess {
     child: Child,
     group: Pid,
+    /// The command has been waited for: its pid may belong to another process now.
+    reaped: bool,
     owns_process: bool,
     /// Dropped after the job's processes are gone, see `Drop`.
     scratch: Option<ScratchDir>,
@@ -107,6 +109,7 @@ impl JobProcess {
         Ok(Self {
             child,
             group,
+            reaped: false,
             owns_process: sandbox.owns_process,
             scratch: Some(scratch),
         })
@@ -119,6 +122,7 @@ impl JobProcess {
             .wait()
             .await
             .map_err(|e| format!("waiting for the command failed: {e}"))?;
+        self.reaped = true;
         Ok(status
             .code()
             .map(ProcessExit::Code)
@@ -126,12 +130,14 @@ impl JobProcess {
             .unwrap_or(ProcessExit::Code(-1)))
     }
 
-    /// Sends `signal` to the whole process group, and to the command's descendants that
-    /// left it. A group that is already gone is fine.
+    /// Sends `signal` to the whole process group, and, while the command runs, to its
+    /// descendants that left the group. A group that is already gone is fine.
     pub fn signal_group(&self, signal: Signal) {
-        // Descendants first: once the group's processes die, their children are
-        // re-parented and can no longer be found from the command.
-        reaper::signal_descendants(self.group, signal);
+        if !self.reaped {
+            // Descendants first: once the group's processes die, their children are
+            // re-parented and can no longer be found from the command.
+            reaper::signal_descendants(self.group, signal);
+        }
         match killpg(self.group, signal) {
             Ok(()) => debug!(
                 ?signal,
