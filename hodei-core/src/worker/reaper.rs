@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 
 /// Rounds of find-and-kill before giving up on a job that forks as fast as it is killed.
 const KILL_ROUNDS: usize = 50;
-/// Longest wait in one round for killed children to be reaped.
-const REAP_WAIT: Duration = Duration::from_secs(2);
+/// Longest time spent finding, killing and reaping, so a stuck process (e.g. in
+/// uninterruptible sleep) cannot hold the worker.
+const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Makes this process the subreaper of its descendants, so an orphaned job process is
 /// re-parented to it instead of to init; and makes it non-dumpable, so processes of the
@@ -108,6 +109,7 @@ pub(crate) fn signal_descendants(root: Pid, signal: Signal) {
 pub(crate) fn kill_all_descendants(spare: Option<Pid>) {
     let me = getpid().as_raw();
     let spare = spare.map(Pid::as_raw);
+    let deadline = Instant::now() + SWEEP_LIMIT;
     for _ in 0..KILL_ROUNDS {
         let left: Vec<_> = descendants_in(&processes(), me)
             .into_iter()
@@ -127,14 +129,16 @@ pub(crate) fn kill_all_descendants(spare: Option<Pid>) {
             .filter(|(_, stat)| stat.parent == me)
             .map(|(pid, _)| Pid::from_raw(*pid))
             .collect();
-        reap(children);
+        reap(children, deadline);
+        if Instant::now() >= deadline {
+            break;
+        }
     }
-    warn!("processes of the job still appear after {KILL_ROUNDS} rounds of SIGKILL");
+    warn!("processes of the job are still there after repeated SIGKILLs");
 }
 
-/// Waits for each of `children` by its pid, for at most [`REAP_WAIT`] in all.
-fn reap(mut children: Vec<Pid>) {
-    let deadline = Instant::now() + REAP_WAIT;
+/// Waits for each of `children` by its pid, until `deadline` at the latest.
+fn reap(mut children: Vec<Pid>, deadline: Instant) {
     while !children.is_empty() {
         children.retain(|pid| {
             match waitpid(*pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {

@@ -4,7 +4,7 @@
 use std::{
     fs::DirBuilder,
     io,
-    os::unix::fs::DirBuilderExt,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -34,9 +34,31 @@ impl ScratchDir {
     }
 }
 
+/// Gives the owner full access to `dir` and every directory below it (symlinks are
+/// not followed), so a job that made its files read-only cannot keep them.
+fn open_up(dir: &Path) {
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
+    }
+}
+
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        match std::fs::remove_dir_all(&self.path) {
+        let removed = std::fs::remove_dir_all(&self.path).or_else(|first| {
+            if first.kind() == io::ErrorKind::PermissionDenied {
+                open_up(&self.path);
+                std::fs::remove_dir_all(&self.path)
+            } else {
+                Err(first)
+            }
+        });
+        match removed {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
@@ -48,8 +70,6 @@ impl Drop for ScratchDir {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -66,8 +86,13 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
 
-        std::fs::create_dir(first.path().join("sub")).unwrap();
-        std::fs::write(first.path().join("sub/file"), b"x").unwrap();
+        let sub = first.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("file"), b"x").unwrap();
+        std::fs::create_dir(sub.join("locked")).unwrap();
+        std::fs::write(sub.join("locked/file"), b"x").unwrap();
+        std::fs::set_permissions(sub.join("locked"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
         let path = first.path().to_owned();
         drop(first);
         assert!(!path.exists());
