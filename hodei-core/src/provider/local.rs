@@ -37,8 +37,9 @@ use crate::job::{ProcessExit, WorkerId};
 pub const LOCAL_PROVIDER_NAME: &str = "local";
 
 /// Variables of the server's environment a worker keeps: where programs are, the
-/// language, and the worker's own diagnostics. Nothing else of the server's reaches it.
-const WORKER_ENV_KEPT: [&str; 5] = ["PATH", "LANG", "LC_ALL", "RUST_LOG", "RUST_BACKTRACE"];
+/// language, and how the worker logs. Nothing else of the server's reaches it, and its
+/// jobs get only the first two (plus HOME and their own env).
+const WORKER_ENV_KEPT: [&str; 4] = ["PATH", "LANG", "HODEI_LOG", "HODEI_LOG_FORMAT"];
 /// Where workers run: neutral, never the server's working (data) directory.
 const WORKER_DIR: &str = "/";
 
