@@ -44,8 +44,9 @@ pub struct ServerSettings {
     /// The `hodei-worker-bin` local workers run [default: next to this program, then PATH].
     #[arg(long, env = ENV_WORKER_BIN)]
     pub worker_bin: Option<PathBuf>,
-    /// User (name or uid) local workers and their jobs run as [default: nobody when the
-    /// server runs as root, else the server's user].
+    /// User (name or uid) local workers and their jobs run as, or a uid range FIRST-LAST
+    /// to give each worker a uid of its own [default: nobody when the server runs as
+    /// root, else the server's user].
     #[arg(long, env = "HODEI_LOCAL_RUN_AS")]
     pub local_run_as: Option<String>,
     /// How often workers send heartbeats.
@@ -147,13 +148,13 @@ impl ServerSettings {
                 Some(path) => path.clone(),
                 None => find_worker_bin().ok_or(SettingsError::WorkerBinNotFound)?,
             };
-            let run_as = self.local_run_as.as_deref().map(RunAs::user).transpose()?;
-            if let Some(user) = &run_as {
+            let run_as = self.local_run_as.as_deref().map(RunAs::parse).transpose()?;
+            if let Some(run_as) = &run_as {
                 let me = nix::unistd::geteuid();
-                if !me.is_root() && user.uid() != me.as_raw() {
-                    return Err(SettingsError::RunAsNeedsRoot(user.to_string()));
+                if !me.is_root() && !run_as.is_only(me.as_raw()) {
+                    return Err(SettingsError::RunAsNeedsRoot(run_as.to_string()));
                 }
-                tracing::info!(%user, "local jobs run as this user");
+                tracing::info!(%run_as, "local workers and their jobs run as this user");
             }
             // Jobs of this user (the default, and always with `hodei --embedded`) must
             // not read this process's environment or memory through /proc or ptrace.

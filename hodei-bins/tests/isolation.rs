@@ -224,3 +224,63 @@ fn the_data_directory_is_private() {
         assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
     }
 }
+
+#[test]
+fn with_a_uid_range_a_job_can_touch_neither_the_files_nor_the_environment_of_another() {
+    if !is_root() {
+        eprintln!("skipped: only root can run jobs as other uids");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = local_server(
+        dir.path(),
+        &[("HODEI_LOCAL_RUN_AS", "4200000-4200009".to_owned())],
+    );
+    let secret = unique("secret-");
+    let first = server.hodei(&[
+        "run",
+        "--detach",
+        "-e",
+        &format!("SECRET={secret}"),
+        "--",
+        "sh",
+        "-c",
+        "echo \"$SECRET\" > \"$HOME/file\"; echo \"home=$HOME uid=$(id -u)\"; sleep 300",
+    ]);
+    let first_id = text(&first.stdout).trim().to_owned();
+    let mut first_log = String::new();
+    wait_until(Duration::from_secs(20), "the first job started", || {
+        first_log = text(&server.hodei(&["logs", &first_id]).stdout);
+        first_log.starts_with("home=")
+    })
+    .unwrap();
+    let home = first_log
+        .trim()
+        .strip_prefix("home=")
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let probe = run(
+        &server,
+        &format!(
+            "echo uid=$(id -u); cat {home}/file 2>/dev/null; ls {home} 2>/dev/null; \
+             cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; true"
+        ),
+    );
+    let _ = server.hodei(&["cancel", &first_id]);
+    assert!(!probe.contains(&secret), "{probe}");
+    assert!(!probe.contains("file"), "{probe}");
+    let uid_of = |text: &str| {
+        text.split("uid=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap()
+    };
+    let (first_uid, probe_uid) = (uid_of(&first_log), uid_of(&probe));
+    assert_ne!(first_uid, probe_uid);
+    for uid in [first_uid, probe_uid] {
+        let uid: u32 = uid.parse().unwrap();
+        assert!((4_200_000..=4_200_009).contains(&uid), "{uid}");
+    }
+}

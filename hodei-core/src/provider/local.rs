@@ -2,6 +2,7 @@
 
 mod run_as;
 
+use run_as::{IdPool, WorkerIds};
 pub use run_as::{RunAs, RunAsError};
 
 use std::{
@@ -55,7 +56,7 @@ struct RunningWorker {
 pub struct LocalProvider {
     name: String,
     worker_binary: PathBuf,
-    run_as: Option<RunAs>,
+    ids: Option<Arc<IdPool>>,
     max_workers: Option<usize>,
     log_dir: Option<PathBuf>,
     stop_grace: Duration,
@@ -83,14 +84,15 @@ impl LocalProvider {
         /// How long a worker may take to start and register.
         #[builder(default = Duration::from_secs(30))]
         registration_timeout: Duration,
-        /// The user workers and their jobs run as (the server must be able to switch to
-        /// it, i.e. run as root); the server's own user when absent.
+        /// The user workers and their jobs run as, or a range of uids to give each worker
+        /// its own (the server must be able to switch to them, i.e. run as root); the
+        /// server's own user when absent.
         run_as: Option<RunAs>,
     ) -> Self {
         Self {
             name,
             worker_binary,
-            run_as,
+            ids: run_as.map(|run_as| Arc::new(IdPool::new(run_as))),
             max_workers,
             log_dir,
             stop_grace,
@@ -138,6 +140,35 @@ impl LocalProvider {
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
         }
+    }
+}
+
+/// The ids one worker runs as, given back (after killing what is left under a uid of
+/// its own) when dropped.
+#[derive(Debug)]
+struct IdLease {
+    pool: Arc<IdPool>,
+    ids: WorkerIds,
+}
+
+impl IdLease {
+    fn take(pool: &Arc<IdPool>) -> Result<Self, ProviderError> {
+        let ids = pool.take().ok_or_else(|| {
+            ProviderError::retryable(
+                "NoFreeUid",
+                format!("every uid is taken by a running worker ({})", pool.run_as()),
+            )
+        })?;
+        Ok(Self {
+            pool: Arc::clone(pool),
+            ids,
+        })
+    }
+}
+
+impl Drop for IdLease {
+    fn drop(&mut self) {
+        self.pool.release(self.ids);
     }
 }
 
@@ -194,13 +225,16 @@ impl Provider for LocalProvider {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(user) = &self.run_as {
-            command.uid(user.uid()).gid(user.gid());
+        let lease = match &self.ids {
+            Some(pool) => Some(IdLease::take(pool)?),
+            None => None,
+        };
+        if let Some(lease) = &lease {
+            command.uid(lease.ids.uid).gid(lease.ids.gid);
         }
-        let as_whom = self
-            .run_as
+        let as_whom = lease
             .as_ref()
-            .map(|user| format!(" as {user}"))
+            .map(|lease| format!(" as {}:{}", lease.ids.uid, lease.ids.gid))
             .unwrap_or_default();
         let mut child = command.spawn().map_err(|e| {
             ProviderError::fatal(
@@ -267,6 +301,10 @@ impl Provider for LocalProvider {
                     Err(_) => None,
                 };
                 info!(?exit, "worker process ended");
+                // A uid of its own is given back only once nothing runs under it.
+                if let Some(lease) = lease {
+                    let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+                }
                 let _ = exited_tx.send(true);
                 workers.lock().remove(&worker_id);
                 let message = match status {
@@ -431,14 +469,62 @@ mod tests {
         let binary = script(dir.path(), "echo \"ids=$(id -u):$(id -g):$(id -G)\"");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let logs = dir.path().join("logs");
-        let nobody = RunAs::user("nobody").unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         let provider = LocalProvider::builder(binary)
             .log_dir(&logs)
-            .run_as(nobody.clone())
+            .run_as(RunAs::user("nobody").unwrap())
             .build();
         let log = run_script(&provider, &logs).await;
-        let (uid, gid) = (nobody.uid(), nobody.gid());
+        let (uid, gid) = (nobody.uid, nobody.gid);
         assert!(log.contains(&format!("ids={uid}:{gid}:{gid}\n")), "{log}");
+    }
+
+    /// Whether a live process has `arg` among its arguments (a zombie has none).
+    fn alive_with_arg(arg: &str) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+    }
+
+    #[tokio::test]
+    async fn workers_of_a_uid_range_each_get_their_own_uid_and_leave_nothing_under_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can run workers as other uids");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let marker = format!("3003.{}", std::process::id());
+        let binary = script(
+            dir.path(),
+            &format!("setsid sleep {marker} & echo \"uid=$(id -u)\"; sleep 0.3"),
+        );
+        let logs = dir.path().join("logs");
+        let provider = LocalProvider::builder(binary)
+            .log_dir(&logs)
+            .run_as(RunAs::uid_range(4_000_000, 4_000_001).unwrap())
+            .build();
+        let (a, b) = (launch(), launch());
+        let ids = [a.worker_id, b.worker_id];
+        let mut first = provider.provision(a).await.unwrap();
+        let mut second = provider.provision(b).await.unwrap();
+        let third = provider.provision(launch()).await.unwrap_err();
+        assert_eq!(third.reason, "NoFreeUid");
+        assert!(third.retryable);
+        assert_eq!(exit_of(&mut first).await, Some(ProcessExit::Code(0)));
+        assert_eq!(exit_of(&mut second).await, Some(ProcessExit::Code(0)));
+        let uids: Vec<String> = ids
+            .iter()
+            .map(|id| std::fs::read_to_string(logs.join(format!("{id}.log"))).unwrap())
+            .collect();
+        let mut sorted = uids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["uid=4000000\n", "uid=4000001\n"], "{uids:?}");
+        assert!(
+            !alive_with_arg(&marker),
+            "a job process outlived its worker"
+        );
     }
 
     #[tokio::test]
