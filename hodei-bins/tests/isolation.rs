@@ -284,3 +284,22 @@ fn with_a_uid_range_a_job_can_touch_neither_the_files_nor_the_environment_of_ano
         assert!((4_200_000..=4_200_009).contains(&uid), "{uid}");
     }
 }
+
+#[test]
+fn an_embedded_server_runs_jobs_as_the_calling_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::HODEI)
+        .args(["--embedded", "run", "--", "id", "-u"])
+        .env("HODEI_DATA_DIR", dir.path())
+        .env("HODEI_WORKER_BIN", WORKER)
+        .env("HODEI_LOCAL_RUN_AS", "nobody")
+        .env_remove("HODEI_SERVER_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        nix::unistd::geteuid().as_raw().to_string()
+    );
+}
