@@ -23,7 +23,7 @@ use nix::{
 };
 use tokio::{
     io::AsyncWriteExt,
-    process::Command,
+    process::{Child, Command},
     sync::{mpsc, watch},
 };
 use tracing::{Instrument, info, info_span, warn};
@@ -127,6 +127,42 @@ impl LocalProvider {
             })
     }
 
+    /// The worker's command: a clean environment with what it needs to find the server,
+    /// in a neutral directory, as `ids` when given. The credential is not in it: it
+    /// goes through a pipe on stdin, since an environment is readable in /proc by every
+    /// process of the same user.
+    fn worker_command(
+        &self,
+        launch: &WorkerLaunch,
+        ids: Option<WorkerIds>,
+    ) -> Result<Command, ProviderError> {
+        let mut command = Command::new(&self.worker_binary);
+        command.env_clear();
+        for name in WORKER_ENV_KEPT {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        let env = launch
+            .worker_env()
+            .into_iter()
+            .filter(|(name, _)| *name != crate::worker::ENV_OTP_TOKEN);
+        let (stdout, stderr) = self.output_for(launch.worker_id)?;
+        command
+            .envs(env)
+            .env(crate::worker::ENV_WORKER_TOKEN_FILE, "/dev/stdin")
+            .current_dir(WORKER_DIR)
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(ids) = ids {
+            command.uid(ids.uid).gid(ids.gid);
+        }
+        Ok(command)
+    }
+
     async fn stop(&self, worker_id: WorkerId, pid: Pid, mut exited: watch::Receiver<bool>) {
         if *exited.borrow() {
             return;
@@ -139,6 +175,32 @@ impl LocalProvider {
             warn!(worker.id = %worker_id, "worker ignored SIGTERM; sending SIGKILL");
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
+        }
+    }
+}
+
+/// Writes the worker's credential and a newline to its stdin and closes it. A worker
+/// that ended before reading it is no error here: its exit is reported as an event.
+async fn hand_over_token(child: &mut Child, token: &str) -> Result<(), ProviderError> {
+    let sent = match child.stdin.take() {
+        Some(mut stdin) => {
+            let mut line = Vec::with_capacity(token.len() + 1);
+            line.extend_from_slice(token.as_bytes());
+            line.push(b'\n');
+            // The pipe holds far more than a token, so this does not wait for the worker.
+            stdin.write_all(&line).await
+        }
+        None => Err(std::io::ErrorKind::NotConnected.into()),
+    };
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => {
+            let _ = child.start_kill();
+            Err(ProviderError::fatal(
+                "SpawnFailed",
+                format!("cannot hand the worker its credential: {e}"),
+            ))
         }
     }
 }
@@ -202,36 +264,11 @@ impl Provider for LocalProvider {
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
         let worker_id = launch.worker_id;
         let span = info_span!("local_worker", worker.id = %worker_id, job.id = %launch.job_id);
-        let mut command = Command::new(&self.worker_binary);
-        command.env_clear();
-        for name in WORKER_ENV_KEPT {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        // The credential goes through a pipe on stdin: an environment is readable in
-        // /proc by every process of the same user.
-        let env = launch
-            .worker_env()
-            .into_iter()
-            .filter(|(name, _)| *name != crate::worker::ENV_OTP_TOKEN);
-        let (stdout, stderr) = self.output_for(worker_id)?;
-        command
-            .envs(env)
-            .env(crate::worker::ENV_WORKER_TOKEN_FILE, "/dev/stdin")
-            .current_dir(WORKER_DIR)
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true);
         let lease = match &self.ids {
             Some(pool) => Some(IdLease::take(pool)?),
             None => None,
         };
-        if let Some(lease) = &lease {
-            command.uid(lease.ids.uid).gid(lease.ids.gid);
-        }
+        let mut command = self.worker_command(&launch, lease.as_ref().map(|l| l.ids))?;
         let as_whom = lease
             .as_ref()
             .map(|lease| format!(" as {}:{}", lease.ids.uid, lease.ids.gid))
@@ -245,30 +282,7 @@ impl Provider for LocalProvider {
                 ),
             )
         })?;
-        let token_sent = match child.stdin.take() {
-            Some(mut stdin) => {
-                let mut line = Vec::with_capacity(launch.otp_token.len() + 1);
-                line.extend_from_slice(launch.otp_token.as_bytes());
-                line.push(b'\n');
-                // The pipe holds far more than a token, so this does not wait for the worker.
-                let sent = stdin.write_all(&line).await;
-                drop(stdin);
-                sent
-            }
-            None => Err(std::io::ErrorKind::NotConnected.into()),
-        };
-        match token_sent {
-            // The worker ended before it read its credential; its exit is reported below.
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                let _ = child.start_kill();
-                return Err(ProviderError::fatal(
-                    "SpawnFailed",
-                    format!("cannot hand the worker its credential: {e}"),
-                ));
-            }
-        }
+        hand_over_token(&mut child, &launch.otp_token).await?;
         let raw_pid = child
             .id()
             .ok_or_else(|| ProviderError::fatal("SpawnFailed", "worker exited at once"))?;
