@@ -91,6 +91,7 @@ fn a_job_sees_neither_a_worker_token_nor_the_servers_environment() {
          done",
     );
     let _ = server.hodei(&["cancel", &other_id]);
+    server.stop();
 
     for name in own.lines() {
         assert!(
@@ -143,6 +144,7 @@ fn processes_a_job_detached_from_its_group_end_with_it() {
         || !alive_with_arg(&setsid) && !alive_with_arg(&double_fork),
     )
     .unwrap();
+    server.stop();
 }
 
 #[test]
@@ -171,6 +173,7 @@ fn a_cancelled_job_takes_its_detached_processes_along() {
         || !alive_with_arg(&marker),
     )
     .unwrap();
+    server.stop();
 }
 
 #[test]
@@ -198,13 +201,24 @@ fn each_job_runs_in_its_own_scratch_home_that_is_gone_afterwards() {
                 .starts_with("hodei-job-"),
             "{scratch}"
         );
+        // The worker's own directory, around the job's, goes with the worker.
+        let worker_dir = Path::new(&scratch).parent().unwrap().to_owned();
+        assert!(
+            worker_dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("hodei-worker-"),
+            "{scratch}"
+        );
         wait_until(
             Duration::from_secs(10),
-            "the scratch dir is removed",
-            || !Path::new(&scratch).exists(),
+            "the scratch and worker dirs are removed",
+            || !Path::new(&scratch).exists() && !worker_dir.exists(),
         )
         .unwrap();
     }
+    server.stop();
 }
 
 #[test]
@@ -223,6 +237,7 @@ fn the_data_directory_is_private() {
     for entry in std::fs::read_dir(data.join("logs")).unwrap().flatten() {
         assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
     }
+    server.stop();
 }
 
 #[test]
@@ -268,6 +283,7 @@ fn with_a_uid_range_a_job_can_touch_neither_the_files_nor_the_environment_of_ano
         ),
     );
     let _ = server.hodei(&["cancel", &first_id]);
+    server.stop();
     assert!(!probe.contains(&secret), "{probe}");
     assert!(!probe.contains("file"), "{probe}");
     let uid_of = |text: &str| {

@@ -32,7 +32,10 @@ use super::{
     Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
     WorkerLaunch,
 };
-use crate::job::{ProcessExit, WorkerId};
+use crate::{
+    job::{ProcessExit, WorkerId},
+    worker::ScratchDir,
+};
 
 /// Name under which the local provider registers by default.
 pub const LOCAL_PROVIDER_NAME: &str = "local";
@@ -179,6 +182,21 @@ impl LocalProvider {
     }
 }
 
+/// A fresh private directory for one worker, owned by the user it runs as.
+fn worker_dir(ids: Option<WorkerIds>) -> Result<ScratchDir, ProviderError> {
+    let failed = |e: std::io::Error| {
+        ProviderError::fatal(
+            "SpawnFailed",
+            format!("cannot create the worker's directory: {e}"),
+        )
+    };
+    let dir = ScratchDir::create(None, "hodei-worker-").map_err(failed)?;
+    if let Some(ids) = ids {
+        std::os::unix::fs::chown(dir.path(), Some(ids.uid), Some(ids.gid)).map_err(failed)?;
+    }
+    Ok(dir)
+}
+
 /// Writes the worker's credential and a newline to its stdin and closes it. A worker
 /// that ended before reading it is no error here: its exit is reported as an event.
 async fn hand_over_token(child: &mut Child, token: &str) -> Result<(), ProviderError> {
@@ -268,7 +286,12 @@ impl Provider for LocalProvider {
             Some(pool) => Some(IdLease::take(pool)?),
             None => None,
         };
-        let mut command = self.worker_command(&launch, lease.as_ref().map(|l| l.ids))?;
+        let ids = lease.as_ref().map(|l| l.ids);
+        let work_dir = worker_dir(ids)?;
+        let mut command = self.worker_command(&launch, ids)?;
+        // The worker's job makes its scratch dir in here; whatever way the worker ends,
+        // the provider removes it.
+        command.env(crate::worker::ENV_WORK_DIR, work_dir.path());
         let as_whom = lease
             .as_ref()
             .map(|lease| format!(" as {}:{}", lease.ids.uid, lease.ids.gid))
@@ -316,9 +339,11 @@ impl Provider for LocalProvider {
                 };
                 info!(?exit, "worker process ended");
                 // A uid of its own is given back only once nothing runs under it.
-                if let Some(lease) = lease {
-                    let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
-                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    drop(lease);
+                    drop(work_dir);
+                })
+                .await;
                 let _ = exited_tx.send(true);
                 workers.lock().remove(&worker_id);
                 let message = match status {
@@ -457,6 +482,7 @@ mod tests {
             "HODEI_WORKER_ID",
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_TOKEN_FILE",
+            "HODEI_WORK_DIR",
             // Set by the shell itself.
             "PWD",
             "SHLVL",
@@ -471,6 +497,33 @@ mod tests {
                 "the worker inherited {name}: {log}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_workers_directory_is_private_and_removed_even_when_the_worker_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = script(
+            dir.path(),
+            "echo \"dir=$HODEI_WORK_DIR\"; mkdir \"$HODEI_WORK_DIR/job\" && \
+             stat -c 'mode=%a' \"$HODEI_WORK_DIR\"; kill -9 $$",
+        );
+        let logs = dir.path().join("logs");
+        let provider = LocalProvider::builder(binary).log_dir(&logs).build();
+        let launch = launch();
+        let worker_id = launch.worker_id;
+        let mut worker = provider.provision(launch).await.unwrap();
+        assert_eq!(exit_of(&mut worker).await, Some(ProcessExit::Signal(9)));
+        let log = std::fs::read_to_string(logs.join(format!("{worker_id}.log"))).unwrap();
+        assert!(log.contains("mode=700\n"), "{log}");
+        let work_dir = log
+            .lines()
+            .find_map(|l| l.strip_prefix("dir="))
+            .unwrap_or_else(|| panic!("{log}"));
+        assert!(work_dir.contains("hodei-worker-"), "{log}");
+        assert!(
+            !std::path::Path::new(work_dir).exists(),
+            "{work_dir} is left"
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ mod session;
 
 use std::{future::Future, io::Read, time::Duration};
 
+pub(crate) use scratch::ScratchDir;
 pub use session::WorkerReport;
 
 use crate::job::{ValidationError, WorkerId};

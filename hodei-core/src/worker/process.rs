@@ -65,7 +65,7 @@ impl JobProcess {
         if sandbox.owns_process {
             reaper::own_descendants();
         }
-        let scratch = ScratchDir::create(sandbox.scratch_base.map(Path::new))
+        let scratch = ScratchDir::create(sandbox.scratch_base.map(Path::new), "hodei-job-")
             .map_err(|e| format!("cannot create the job's scratch directory: {e}"))?;
         let mut command = Command::new(&spec.command);
         command.args(&spec.args).env_clear();

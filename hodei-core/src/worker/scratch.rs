@@ -1,5 +1,6 @@
-//! A job's own scratch directory: its home, and where it runs unless it names a
-//! directory; created empty and private, removed when the job ends.
+//! Scratch directories: a job's own (its home, and where it runs unless it names a
+//! directory), and a local worker's (under which its job's goes); created empty and
+//! private, removed with all they hold when dropped.
 
 use std::{
     fs::DirBuilder,
@@ -17,13 +18,13 @@ pub(crate) struct ScratchDir {
 }
 
 impl ScratchDir {
-    /// Creates `hodei-job-<random>` with mode 0700 under `base` (created if missing), or
+    /// Creates `<prefix><random>` with mode 0700 under `base` (created if missing), or
     /// under the system's temp dir when `base` is `None`. The name is new, so nothing
     /// prepared in a shared base (a symlink, another user's directory) is ever used.
-    pub fn create(base: Option<&Path>) -> io::Result<Self> {
+    pub fn create(base: Option<&Path>, prefix: &str) -> io::Result<Self> {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base)?;
-        let path = base.join(format!("hodei-job-{}", uuid::Uuid::new_v4().simple()));
+        let path = base.join(format!("{prefix}{}", uuid::Uuid::new_v4().simple()));
         DirBuilder::new().mode(0o700).create(&path)?;
         Ok(Self { path })
     }
@@ -76,8 +77,8 @@ mod tests {
     fn each_scratch_dir_is_new_private_and_removed_with_its_content() {
         let base = tempfile::tempdir().unwrap();
         let nested = base.path().join("missing/base");
-        let first = ScratchDir::create(Some(&nested)).unwrap();
-        let second = ScratchDir::create(Some(&nested)).unwrap();
+        let first = ScratchDir::create(Some(&nested), "hodei-job-").unwrap();
+        let second = ScratchDir::create(Some(&nested), "hodei-job-").unwrap();
         assert_ne!(first.path(), second.path());
         assert!(first.path().starts_with(&nested));
         let mode = std::fs::metadata(first.path())
@@ -101,7 +102,7 @@ mod tests {
 
     #[test]
     fn without_a_base_it_goes_to_the_temp_dir() {
-        let scratch = ScratchDir::create(None).unwrap();
+        let scratch = ScratchDir::create(None, "hodei-job-").unwrap();
         assert!(scratch.path().starts_with(std::env::temp_dir()));
     }
 }

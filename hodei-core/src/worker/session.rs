@@ -113,6 +113,8 @@ pub(super) async fn run(
                 };
                 let exit = run.until_exit(shutdown).await?;
                 let last_seq = run.sequencer.last_seq();
+                // Nothing of the job (processes, scratch dir) is left once it is reported.
+                drop(run);
                 link.send(WorkerMessage::Result {
                     outcome: oom::outcome(exit, oom_kills_before, oom::kills()),
                     last_seq,
