@@ -41,9 +41,10 @@ pub fn main() -> ExitCode {
 
 async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ServerArgs {
-        settings,
+        mut settings,
         kubernetes,
     } = args;
+    settings.run_jobs_unprivileged_when_root();
     if let Some(addr) = settings.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)

@@ -9,6 +9,7 @@ use clap::Args;
 use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
     controller::{self, ControllerConfig},
+    provider::{RunAs, RunAsError},
     server::DEFAULT_LISTEN_ADDR,
 };
 
@@ -17,6 +18,10 @@ pub use self::{kubernetes::KubernetesArgs, parse::parse};
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
 const WORKER_BIN_NAME: &str = "hodei-worker-bin";
+
+/// The user local jobs of a server running as root run as, unless `HODEI_LOCAL_RUN_AS`
+/// names another.
+pub const DEFAULT_RUN_AS_FOR_ROOT: &str = "nobody";
 
 /// Server settings; every flag can also come from its `HODEI_*` variable.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +44,11 @@ pub struct ServerSettings {
     /// The `hodei-worker-bin` local workers run [default: next to this program, then PATH].
     #[arg(long, env = ENV_WORKER_BIN)]
     pub worker_bin: Option<PathBuf>,
+    /// User (name or uid) local workers and their jobs run as, or a uid range FIRST-LAST
+    /// to give each worker a uid of its own [default: nobody when the server runs as
+    /// root, else the server's user].
+    #[arg(long, env = "HODEI_LOCAL_RUN_AS")]
+    pub local_run_as: Option<String>,
     /// How often workers send heartbeats.
     #[arg(long, env = "HODEI_HEARTBEAT_INTERVAL", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_HEARTBEAT_INTERVAL.into())]
@@ -75,6 +85,12 @@ pub enum SettingsError {
     /// A setting is invalid; the error names its variable.
     #[error(transparent)]
     Invalid(ValidationError),
+    /// The user to run local workers as cannot be used; the error names its variable.
+    #[error(transparent)]
+    RunAs(#[from] RunAsError),
+    /// Only a server running as root can run jobs as another user.
+    #[error("HODEI_LOCAL_RUN_AS={0}: only a server running as root can run jobs as another user")]
+    RunAsNeedsRoot(String),
     /// The Kubernetes provider could not start.
     #[cfg(feature = "kubernetes")]
     #[error("the Kubernetes provider cannot start")]
@@ -96,6 +112,14 @@ impl ServerSettings {
         match &self.data_dir {
             Some(dir) => Ok(dir.clone()),
             None => default_data_dir(),
+        }
+    }
+
+    /// A standalone server running as root runs local jobs as [`DEFAULT_RUN_AS_FOR_ROOT`]
+    /// unless `HODEI_LOCAL_RUN_AS` names a user.
+    pub fn run_jobs_unprivileged_when_root(&mut self) {
+        if self.local_run_as.is_none() && nix::unistd::geteuid().is_root() {
+            self.local_run_as = Some(DEFAULT_RUN_AS_FOR_ROOT.to_owned());
         }
     }
 
@@ -124,9 +148,23 @@ impl ServerSettings {
                 Some(path) => path.clone(),
                 None => find_worker_bin().ok_or(SettingsError::WorkerBinNotFound)?,
             };
+            let run_as = self.local_run_as.as_deref().map(RunAs::parse).transpose()?;
+            if let Some(run_as) = &run_as {
+                let me = nix::unistd::geteuid();
+                if !me.is_root() && !run_as.is_only(me.as_raw()) {
+                    return Err(SettingsError::RunAsNeedsRoot(run_as.to_string()));
+                }
+                tracing::info!(%run_as, "local workers and their jobs run as this user");
+            }
+            // Jobs of this user (the default, and always with `hodei --embedded`) must
+            // not read this process's environment or memory through /proc or ptrace.
+            if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+                tracing::warn!(%error, "cannot hide the server's memory from its local jobs");
+            }
             builder = builder.provider(
                 LocalProvider::builder(worker_bin)
                     .max_workers(self.local_max_workers)
+                    .maybe_run_as(run_as)
                     .build(),
             );
         } else if !has_preferred {

@@ -255,7 +255,7 @@ echo "pid 1: $(tr '\0' ' ' </proc/1/cmdline)""#;
         "NoNewPrivs: 1",
         "root read-only",
         "tmp writable",
-        "work dir writable: /workspace",
+        "work dir writable: /workspace/hodei-job-",
         "pid 1: /usr/local/bin/hodei-worker-bin",
     ] {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");

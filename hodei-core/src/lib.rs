@@ -10,6 +10,7 @@ pub mod controller;
 pub mod job;
 pub mod logs;
 pub mod observe;
+pub(crate) mod private_fs;
 pub mod provider;
 pub mod server;
 pub mod store;

@@ -29,6 +29,9 @@ pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 /// Env var naming the file the worker reads its credential from: the projected token.
 pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
+/// Env var naming the directory under which the worker makes the job's scratch home
+/// and working directory: the pod's working-dir volume.
+pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 /// Audience of the projected identity token unless told otherwise.
 pub const DEFAULT_IDENTITY_TOKEN_AUDIENCE: &str = "hodei";
 
@@ -287,6 +290,10 @@ impl WorkerPodSpec {
         env.insert(ENV_WORKER_ID.to_owned(), self.worker_id.clone());
         env.insert(ENV_SERVER_ADDRESS.to_owned(), self.server_address.clone());
         env.insert(
+            ENV_WORK_DIR.to_owned(),
+            self.effective_working_dir().to_owned(),
+        );
+        env.insert(
             ENV_WORKER_TOKEN_FILE.to_owned(),
             format!("{IDENTITY_TOKEN_DIR}/{IDENTITY_TOKEN_FILE}"),
         );
@@ -401,6 +408,7 @@ mod tests {
                 {"name": ENV_SERVER_ADDRESS, "value": "http://hodei:50051"},
                 {"name": ENV_WORKER_ID, "value": "w-1"},
                 {"name": ENV_WORKER_TOKEN_FILE, "value": "/var/run/secrets/hodei/token"},
+                {"name": ENV_WORK_DIR, "value": "/workspace"},
             ])
         );
     }

@@ -30,6 +30,8 @@ impl EmbeddedServer {
             .settings;
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.advertise_address = None;
+        // Jobs run as the calling user, the only one who can reach this server.
+        settings.local_run_as = None;
         let server = settings.start(Vec::new()).await.map_err(|e| {
             CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
         })?;

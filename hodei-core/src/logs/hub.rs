@@ -21,10 +21,10 @@ pub struct LogHub {
 }
 
 impl LogHub {
-    /// Keeps logs in `dir`, creating it if needed.
+    /// Keeps logs in `dir`, creating it (mode 0700) if needed.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        crate::private_fs::create_dir(&dir)?;
         Ok(Self {
             dir,
             live: Mutex::new(HashMap::new()),
@@ -103,6 +103,19 @@ mod tests {
             seqs.extend(batch.iter().map(|c| c.seq));
         }
         seqs
+    }
+
+    #[test]
+    fn the_log_dir_and_each_log_are_private() {
+        use crate::private_fs::tests::mode_of;
+
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        let hub = LogHub::open(&dir).unwrap();
+        let job = JobId::new();
+        hub.create(job).unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        assert_eq!(mode_of(&hub.path(job)), 0o600);
     }
 
     #[tokio::test]

@@ -65,7 +65,10 @@ pub struct JobLog {
 
 impl JobLog {
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        let file = File::options().create(true).append(true).open(path)?;
+        let file = crate::private_fs::file_options()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(Writer {

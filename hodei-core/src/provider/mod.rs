@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesProvider, KubernetesSettings};
-pub use local::{LocalProvider, LocalProviderBuilder};
+pub use local::{LocalProvider, LocalProviderBuilder, RunAs, RunAsError};
 pub use registry::{ProviderRegistry, SelectionError};
 
 use crate::job::{JobId, JobSpec, ProcessExit, WorkerId};

@@ -114,6 +114,10 @@ impl HodeiServer {
             source,
         })?;
         let advertise_address = advertise_address.unwrap_or_else(|| advertise_for(local_addr));
+        crate::private_fs::create_dir(&data_dir).map_err(|source| ServerError::DataDir {
+            dir: data_dir.clone(),
+            source,
+        })?;
         let store: Arc<dyn JobStore> = match store {
             Some(store) => store,
             None => Arc::new(SqliteStore::open(&data_dir).await?),

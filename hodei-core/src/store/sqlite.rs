@@ -11,7 +11,13 @@ use sqlx::{
 };
 
 use super::{JobStore, StoreError};
-use crate::job::{Job, JobId};
+use crate::{
+    job::{Job, JobId},
+    private_fs,
+};
+
+/// The database file under the data directory.
+const DB_FILE: &str = "jobs.db";
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY NOT NULL,
@@ -29,11 +35,22 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `jobs.db` under `data_dir`.
+    /// Opens (or creates) `jobs.db` under `data_dir`. The directory is made private
+    /// (0700) and the database 0600; SQLite gives its `-wal` and `-shm` files the
+    /// database's mode.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
+        private_fs::create_dir(data_dir)?;
+        let db = data_dir.join(DB_FILE);
+        // Created here first, because SQLite would create it with the umask's mode.
+        private_fs::file_options()
+            .create(true)
+            .append(true)
+            .open(&db)?;
+        for file in [DB_FILE, "jobs.db-wal", "jobs.db-shm"] {
+            private_fs::tighten(&data_dir.join(file));
+        }
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("jobs.db"))
+            .filename(db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -150,6 +167,25 @@ mod tests {
             .collect();
         assert_eq!(unfinished, vec![second.id]);
         assert_eq!(store.get(JobId::new()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_data_dir_and_the_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::private_fs::tests::mode_of;
+
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = SqliteStore::open(&dir).await.unwrap();
+        let job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        store.insert(&job).await.unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        for file in ["jobs.db", "jobs.db-wal", "jobs.db-shm"] {
+            assert_eq!(mode_of(&dir.join(file)), 0o600, "{file}");
+        }
     }
 
     #[tokio::test]

@@ -4,10 +4,13 @@
 mod oom;
 mod output;
 mod process;
+mod reaper;
+mod scratch;
 mod session;
 
 use std::{future::Future, io::Read, path::Path, time::Duration};
 
+pub(crate) use scratch::ScratchDir;
 pub use session::WorkerReport;
 
 use crate::job::{ValidationError, WorkerId};
@@ -21,28 +24,28 @@ pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
 /// Longest credential file the worker reads.
 pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
-/// Env var with the directory jobs run in when their spec names none.
+/// Env var with the directory under which each job gets its scratch directory.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
-
-/// Keeps this process's `HODEI_*` settings out of a child's env.
-pub(crate) fn remove_hodei_env(command: &mut tokio::process::Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HODEI_") {
-            command.env_remove(key);
-        }
-    }
-}
 
 /// Reads a credential file: at most [`MAX_CREDENTIAL_FILE_BYTES`], surrounding whitespace
 /// trimmed, not empty. Errors name [`ENV_WORKER_TOKEN_FILE`] and the path, never the content.
 pub fn read_credential(path: &Path) -> Result<String, ValidationError> {
     let invalid = |message: String| ValidationError::new(ENV_WORKER_TOKEN_FILE, message);
-    let file = std::fs::File::open(path)
-        .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
     let mut bytes = Vec::new();
-    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    // `/dev/stdin` is read from the inherited descriptor: reopening it fails where the
+    // pipe belongs to another user (a local worker run as another uid).
+    let read = if path == Path::new("/dev/stdin") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_CREDENTIAL_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|file| {
+            file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+        })
+    };
+    read.map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
     if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
         return Err(invalid(format!(
             "{} is longer than {MAX_CREDENTIAL_FILE_BYTES} bytes",
@@ -97,9 +100,16 @@ pub struct WorkerAgent {
     /// platform credential its provider gave it.
     #[builder(start_fn, into)]
     credential: String,
-    /// Directory jobs run in when their spec names none; the worker's own when absent.
+    /// Directory under which each job gets its own scratch directory, where it runs
+    /// when its spec names none; the system's temp dir when absent.
     #[builder(into)]
     work_dir: Option<String>,
+    /// This process runs nothing but this worker (as `hodei-worker-bin` does): it becomes
+    /// the subreaper of the job's processes, hides its memory from them, and when the job
+    /// ends kills every process left under it. Off by default, because it would kill
+    /// the other children of a program that embeds the worker.
+    #[builder(default)]
+    owns_process: bool,
     /// Most bytes of output sent and not yet acknowledged; the job waits beyond it.
     #[builder(default = 8 << 20)]
     output_window_bytes: usize,
@@ -122,7 +132,8 @@ impl std::fmt::Debug for WorkerAgent {
 impl WorkerAgent {
     /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, the credential from the file named
     /// by `HODEI_WORKER_TOKEN_FILE`, and the optional `HODEI_WORK_DIR`. A missing or invalid
-    /// variable or an unreadable credential file is an error naming the variable.
+    /// variable or an unreadable credential file is an error naming the variable. The agent
+    /// owns its process (see `owns_process`): this is how a worker program starts.
     pub fn from_env() -> Result<Self, ValidationError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -139,6 +150,7 @@ impl WorkerAgent {
             read_credential(Path::new(&var(ENV_WORKER_TOKEN_FILE)?))?,
         )
         .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
+        .owns_process(true)
         .build())
     }
 
@@ -185,7 +197,7 @@ mod tests {
         let binary = dir.path().join("binary");
         std::fs::write(&binary, b"secret\xff").unwrap();
         for (path, says) in [
-            (dir.path().join("missing"), "cannot open"),
+            (dir.path().join("missing"), "cannot read"),
             (empty, "is empty"),
             (long, "longer than 65536 bytes"),
             (binary, "not UTF-8"),

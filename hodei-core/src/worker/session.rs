@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{
     WorkerAgent, WorkerError, oom,
     output::OutputSequencer,
-    process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece},
+    process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece, Sandbox},
 };
 use crate::{
     controller::WorkerOutcome,
@@ -100,7 +100,11 @@ pub(super) async fn run(
 
         let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
         let oom_kills_before = oom::kills();
-        let process = JobProcess::spawn(&spec, agent.work_dir.as_deref(), pieces_tx);
+        let sandbox = Sandbox {
+            scratch_base: agent.work_dir.as_deref(),
+            owns_process: agent.owns_process,
+        };
+        let process = JobProcess::spawn(&spec, sandbox, pieces_tx);
         let (exit, chunks) = match process {
             Ok(process) => {
                 let mut run = Running {
@@ -113,6 +117,8 @@ pub(super) async fn run(
                 };
                 let exit = run.until_exit(shutdown).await?;
                 let last_seq = run.sequencer.last_seq();
+                // Nothing of the job (processes, scratch dir) is left once it is reported.
+                drop(run);
                 link.send(WorkerMessage::Result {
                     outcome: oom::outcome(exit, oom_kills_before, oom::kills()),
                     last_seq,

@@ -103,6 +103,7 @@ fn expected_pod_body() -> Value {
                     {"name": "HODEI_SERVER_ADDRESS", "value": "http://hodei-server.hodei:50051"},
                     {"name": "HODEI_WORKER_ID", "value": "0b7c4c8e-5d0f-4c1b-9a57-1e0f2d3c4b5a"},
                     {"name": "HODEI_WORKER_TOKEN_FILE", "value": "/var/run/secrets/hodei/token"},
+                    {"name": "HODEI_WORK_DIR", "value": "/work"},
                     {"name": "RUST_LOG", "value": "info"}
                 ],
                 "resources": {

@@ -309,7 +309,8 @@ async fn the_worker_pod_holds_no_credential_and_gets_a_pod_bound_token() {
         [
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_ID",
-            "HODEI_WORKER_TOKEN_FILE"
+            "HODEI_WORKER_TOKEN_FILE",
+            "HODEI_WORK_DIR"
         ]
     );
     assert_eq!(env[2]["value"], "/var/run/secrets/hodei/token");

@@ -1,0 +1,207 @@
+//! Finds and kills what a job leaves behind, including processes that left its process
+//! group (`setsid`, double forks): a worker that owns its process is their child
+//! subreaper, so they stay its descendants and it can kill and reap them by pid.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        prctl,
+        signal::{Signal, kill},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{Pid, getpid},
+};
+use tracing::{debug, warn};
+
+/// Rounds of find-and-kill before giving up on a job that forks as fast as it is killed.
+const KILL_ROUNDS: usize = 50;
+/// Longest time spent finding, killing and reaping, so a stuck process (e.g. in
+/// uninterruptible sleep) cannot hold the worker.
+const SWEEP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Makes this process the subreaper of its descendants, so an orphaned job process is
+/// re-parented to it instead of to init; and makes it non-dumpable, so processes of the
+/// same user (its jobs) can neither read its memory and environment through `/proc` nor
+/// trace it.
+pub(crate) fn own_descendants() {
+    if let Err(error) = prctl::set_child_subreaper(true) {
+        warn!(%error, "cannot become the subreaper of the job's processes");
+    }
+    if let Err(error) = prctl::set_dumpable(false) {
+        warn!(%error, "cannot hide the worker's memory from its jobs");
+    }
+}
+
+/// One process as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    parent: i32,
+    zombie: bool,
+}
+
+/// The parent pid and state from the text of `/proc/PID/stat`. The command name in
+/// parentheses may hold any byte, so the fields are read after its last `)`.
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        parent,
+        zombie: state == "Z" || state == "X",
+    })
+}
+
+/// Every process visible in `/proc`. Processes that end while it is read are skipped.
+fn processes() -> HashMap<i32, ProcStat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            Some((pid, parse_stat(&stat)?))
+        })
+        .collect()
+}
+
+/// The descendants of `root` (not `root` itself) in `table`, parents before children.
+fn descendants_in(table: &HashMap<i32, ProcStat>, root: i32) -> Vec<(i32, ProcStat)> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (pid, stat) in table {
+        children.entry(stat.parent).or_default().push(*pid);
+    }
+    let mut seen = HashSet::from([root]);
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    while let Some(parent) = next.pop() {
+        for child in children.get(&parent).into_iter().flatten() {
+            if seen.insert(*child) {
+                found.push((*child, table[child]));
+                next.push(*child);
+            }
+        }
+    }
+    found
+}
+
+/// Sends `signal` to every live descendant of `root`: the processes of a running job,
+/// also those outside its process group.
+pub(crate) fn signal_descendants(root: Pid, signal: Signal) {
+    for (pid, stat) in descendants_in(&processes(), root.as_raw()) {
+        if !stat.zombie {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+/// SIGKILLs every descendant of this process and reaps each of its children by pid,
+/// round after round, until none is left. `spare` is a child someone else waits for
+/// (the job's command, which tokio reaps): it is killed but not reaped here. Never
+/// waits for "any child", so no other waiter loses its child's status.
+pub(crate) fn kill_all_descendants(spare: Option<Pid>) {
+    let me = getpid().as_raw();
+    let spare = spare.map(Pid::as_raw);
+    let deadline = Instant::now() + SWEEP_LIMIT;
+    for _ in 0..KILL_ROUNDS {
+        let left: Vec<_> = descendants_in(&processes(), me)
+            .into_iter()
+            .filter(|(pid, _)| Some(*pid) != spare)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        debug!(count = left.len(), "killing processes the job left behind");
+        for (pid, stat) in &left {
+            if !stat.zombie {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
+        let children: Vec<_> = left
+            .iter()
+            .filter(|(_, stat)| stat.parent == me)
+            .map(|(pid, _)| Pid::from_raw(*pid))
+            .collect();
+        reap(children, deadline);
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    warn!("processes of the job are still there after repeated SIGKILLs");
+}
+
+/// Waits for each of `children` by its pid, until `deadline` at the latest.
+fn reap(mut children: Vec<Pid>, deadline: Instant) {
+    while !children.is_empty() {
+        children.retain(|pid| {
+            match waitpid(*pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(_) | Err(Errno::ECHILD) => false,
+                Err(Errno::EINTR) => true,
+                Err(error) => {
+                    debug!(pid = pid.as_raw(), %error, "reaping a leftover process failed");
+                    false
+                }
+            }
+        });
+        if children.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_last_parenthesis() {
+        assert_eq!(
+            parse_stat("42 (a) b) c) S 7 42 42 0 -1"),
+            Some(ProcStat {
+                parent: 7,
+                zombie: false
+            })
+        );
+        assert_eq!(
+            parse_stat("43 (sh) Z 1 43"),
+            Some(ProcStat {
+                parent: 1,
+                zombie: true
+            })
+        );
+        assert_eq!(parse_stat("44 (sh"), None);
+        assert_eq!(parse_stat("45 (sh) S x"), None);
+    }
+
+    #[test]
+    fn descendants_are_found_through_every_generation_and_nothing_else() {
+        let stat = |parent| ProcStat {
+            parent,
+            zombie: false,
+        };
+        let table = HashMap::from([
+            (10, stat(1)),
+            (11, stat(10)),
+            (12, stat(11)),
+            (13, stat(10)),
+            (20, stat(1)),
+            (21, stat(20)),
+        ]);
+        let mut found: Vec<_> = descendants_in(&table, 10)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, [11, 12, 13]);
+        assert!(descendants_in(&table, 12).is_empty());
+    }
+}
