@@ -8,7 +8,7 @@ use std::{
 
 use futures::{Stream, StreamExt, future::BoxFuture};
 use hodei_proto::v1::{self as pb, job_service_client::JobServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
     controller::CancelOutcome,
@@ -47,6 +47,32 @@ impl ClientError {
     }
 }
 
+/// The TLS side of a connection to the server: used with `https://` URLs only.
+#[derive(Clone, Default)]
+pub(crate) struct ClientTls {
+    /// CA bundle (PEM) the server's certificate must chain to; the system's roots when absent.
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and key (PEM) to present.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An endpoint for `url`, with TLS when its scheme is `https`.
+pub(crate) fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut config = ClientTlsConfig::new();
+        config = match &tls.ca {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint)
+}
+
 fn status(status: tonic::Status) -> ClientError {
     ClientError::Status(Box::new(status))
 }
@@ -73,23 +99,34 @@ pub struct HodeiClient {
 
 #[bon::bon]
 impl HodeiClient {
-    /// Connects to `url`, e.g. `http://localhost:50051`.
+    /// Connects to `url`, e.g. `http://localhost:50051` or `https://hodei.example:50051`.
     #[builder(finish_fn = connect)]
     pub async fn new(
-        /// Server URL.
+        /// Server URL; `https://` for TLS.
         #[builder(start_fn, into)]
         url: String,
+        /// CA bundle (PEM) that signed the server's certificate; the system's roots when
+        /// absent. Used with `https://` only.
+        #[builder(into)]
+        ca_certificate: Option<Vec<u8>>,
+        /// Client certificate and its key (PEM), for servers that authenticate callers by
+        /// certificate. Used with `https://` only.
+        #[builder(with = |cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>| (cert.into(), key.into()))]
+        client_identity: Option<(Vec<u8>, Vec<u8>)>,
         /// Longest wait for the connection.
         #[builder(default = Duration::from_secs(5))]
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(url.clone())
+        let tls = ClientTls {
+            ca: ca_certificate,
+            identity: client_identity,
+        };
+        let endpoint = endpoint(&url, &tls)
             .map_err(|source| ClientError::Connect {
                 url: url.clone(),
                 source,
             })?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true);
+            .connect_timeout(connect_timeout);
         let channel = endpoint
             .connect()
             .await

@@ -29,6 +29,7 @@ impl EmbeddedServer {
             .map_err(|e| CliError::new(exit_code::USAGE, super::one_line(&e.to_string())))?
             .settings;
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.worker_listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.advertise_address = None;
         let server = settings.start(Vec::new()).await.map_err(|e| {
             CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))

@@ -44,6 +44,7 @@ pub struct LocalProvider {
     worker_binary: PathBuf,
     max_workers: Option<usize>,
     log_dir: Option<PathBuf>,
+    server_ca: Option<PathBuf>,
     stop_grace: Duration,
     registration_timeout: Duration,
     workers: Arc<Mutex<HashMap<WorkerId, RunningWorker>>>,
@@ -63,6 +64,10 @@ impl LocalProvider {
         /// Where each worker's own diagnostics go (`<worker-id>.log`); discarded when absent.
         #[builder(into)]
         log_dir: Option<PathBuf>,
+        /// CA bundle (PEM path) workers verify an `https://` server with; handed to them
+        /// as `HODEI_SERVER_CA`.
+        #[builder(into)]
+        server_ca: Option<PathBuf>,
         /// Time between SIGTERM and SIGKILL when a worker is destroyed.
         #[builder(default = Duration::from_secs(5))]
         stop_grace: Duration,
@@ -75,6 +80,7 @@ impl LocalProvider {
             worker_binary,
             max_workers,
             log_dir,
+            server_ca,
             stop_grace,
             registration_timeout,
             workers: Arc::default(),
@@ -159,6 +165,11 @@ impl Provider for LocalProvider {
         let (stdout, stderr) = self.output_for(worker_id)?;
         command
             .envs(launch.worker_env())
+            .envs(
+                self.server_ca
+                    .iter()
+                    .map(|path| (crate::worker::ENV_SERVER_CA, path)),
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

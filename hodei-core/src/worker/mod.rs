@@ -18,6 +18,8 @@ pub const ENV_WORKER_ID: &str = "HODEI_WORKER_ID";
 pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 /// Env var with the worker's one-time token.
 pub const ENV_OTP_TOKEN: &str = "HODEI_OTP_TOKEN";
+/// Env var with the path of the CA bundle (PEM) the worker verifies the server with.
+pub const ENV_SERVER_CA: &str = "HODEI_SERVER_CA";
 /// Env var with the directory jobs run in when their spec names none.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 
@@ -68,6 +70,10 @@ pub struct WorkerAgent {
     /// The one-time token the provider gave this worker.
     #[builder(start_fn, into)]
     otp_token: String,
+    /// CA bundle (PEM) the server's certificate must chain to, for `https://` server
+    /// addresses; the system's roots when absent.
+    #[builder(into)]
+    server_ca: Option<Vec<u8>>,
     /// Directory jobs run in when their spec names none; the worker's own when absent.
     #[builder(into)]
     work_dir: Option<String>,
@@ -85,6 +91,7 @@ impl std::fmt::Debug for WorkerAgent {
             .field("server_address", &self.server_address)
             .field("worker_id", &self.worker_id)
             .field("otp_token", &"<redacted>")
+            .field("server_ca", &self.server_ca.is_some())
             .field("work_dir", &self.work_dir)
             .finish_non_exhaustive()
     }
@@ -92,7 +99,8 @@ impl std::fmt::Debug for WorkerAgent {
 
 impl WorkerAgent {
     /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, `HODEI_OTP_TOKEN` and the optional
-    /// `HODEI_WORK_DIR`. A missing or invalid variable is an error naming it.
+    /// `HODEI_WORK_DIR` and `HODEI_SERVER_CA` (a path, whose file is read here). A missing
+    /// or invalid variable is an error naming it.
     pub fn from_env() -> Result<Self, ValidationError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -103,9 +111,19 @@ impl WorkerAgent {
         let worker_id = var(ENV_WORKER_ID)?.parse().map_err(|e: ValidationError| {
             ValidationError::new(ENV_WORKER_ID, e.message().to_owned())
         })?;
+        let server_ca = match std::env::var_os(ENV_SERVER_CA).filter(|v| !v.is_empty()) {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                ValidationError::new(
+                    ENV_SERVER_CA,
+                    format!("cannot read {}: {e}", std::path::Path::new(&path).display()),
+                )
+            })?),
+            None => None,
+        };
         Ok(
             Self::builder(var(ENV_SERVER_ADDRESS)?, worker_id, var(ENV_OTP_TOKEN)?)
                 .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
+                .maybe_server_ca(server_ca)
                 .build(),
         )
     }

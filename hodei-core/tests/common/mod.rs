@@ -150,6 +150,7 @@ impl TestServer {
         let server = HodeiServer::builder(data_dir)
             .shared_provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
+            .worker_listen_addr("127.0.0.1:0".parse().unwrap())
             .controller(ControllerConfig {
                 heartbeat_interval: Duration::from_millis(200),
                 heartbeat_timeout: Duration::from_secs(3),
