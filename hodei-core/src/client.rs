@@ -20,7 +20,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server address is invalid or unreachable.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", crate::server::error_chain(source))]
     Connect {
         /// The address.
         url: String,

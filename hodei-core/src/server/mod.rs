@@ -23,8 +23,9 @@ use rustls::ServerConfig;
 pub use tls::{CertificateSubject, TlsError, TlsFiles, client_certificate};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
+use tonic::{service::InterceptorLayer, transport::server::Router};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
 use tracing::{info, warn};
 pub use worker_service::WorkerApi;
 
@@ -232,6 +233,7 @@ impl HodeiServer {
         let (job_health, job_health_service) = tonic_health::server::health_reporter();
         let (worker_health, worker_health_service) = tonic_health::server::health_reporter();
         let mut job_router = tonic::transport::Server::builder()
+            .layer(connection_layer())
             .add_service(job_health_service)
             .add_service(JobServiceServer::new(JobApi::new(self.controller.clone())));
         if self.reflection {
@@ -243,6 +245,7 @@ impl HodeiServer {
             );
         }
         let worker_router = tonic::transport::Server::builder()
+            .layer(connection_layer())
             .add_service(worker_health_service)
             .add_service(WorkerServiceServer::new(WorkerApi::new(
                 self.controller.clone(),
@@ -311,9 +314,17 @@ async fn not_serving<S: tonic::server::NamedService>(health: &HealthReporter) {
     health.set_not_serving::<S>().await;
 }
 
+/// The interceptor every request passes first.
+type ConnectionInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+type HodeiRouter = Router<Stack<InterceptorLayer<ConnectionInterceptor>, Identity>>;
+
+fn connection_layer() -> InterceptorLayer<ConnectionInterceptor> {
+    InterceptorLayer::new(tls::connection_interceptor as ConnectionInterceptor)
+}
+
 /// Serves `router` on `listener`, over TLS with `tls`, until `stopped`.
 async fn serve(
-    router: Router,
+    router: HodeiRouter,
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     stopped: CancellationToken,

@@ -39,6 +39,8 @@ pub struct TaskProvider {
     pub behaviour: Behaviour,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
+    /// CA bundle (PEM) the workers verify an `https://` server with.
+    pub server_ca: Option<Vec<u8>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -48,6 +50,7 @@ impl TaskProvider {
             behaviour,
             launches: Arc::default(),
             destroyed: Arc::default(),
+            server_ca: None,
             tasks: Arc::default(),
         }
     }
@@ -94,6 +97,7 @@ impl Provider for TaskProvider {
         if self.behaviour == Behaviour::RunWorker {
             let agent =
                 WorkerAgent::builder(launch.server_address, launch.worker_id, launch.otp_token)
+                    .maybe_server_ca(self.server_ca.clone())
                     .build();
             let task = tokio::spawn(async move {
                 let result = agent.run(std::future::pending()).await;
