@@ -205,7 +205,7 @@ async fn job_with_fake_worker(
     let job = server.client.submit(spec).await.unwrap();
     let launch = provider.next_launch().await;
     let (tx, stream) = attach(
-        &server.url,
+        &server.worker_url,
         register(&launch.worker_id.to_string(), &launch.otp_token),
     )
     .await;
@@ -233,17 +233,21 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
     let launch = provider.next_launch().await;
     let worker_id = launch.worker_id.to_string();
 
-    let (_tx, wrong) = attach(&server.url, register(&worker_id, "not-the-token")).await;
+    let (_tx, wrong) = attach(&server.worker_url, register(&worker_id, "not-the-token")).await;
     assert_names(&wrong.unwrap_err(), Code::Unauthenticated, "otp_token");
     let other_worker = uuid::Uuid::new_v4().to_string();
-    let (_tx, mismatched) = attach(&server.url, register(&other_worker, &launch.otp_token)).await;
+    let (_tx, mismatched) = attach(
+        &server.worker_url,
+        register(&other_worker, &launch.otp_token),
+    )
+    .await;
     assert_names(
         &mismatched.unwrap_err(),
         Code::Unauthenticated,
         "another worker",
     );
 
-    let (_tx, accepted) = attach(&server.url, register(&worker_id, &launch.otp_token)).await;
+    let (_tx, accepted) = attach(&server.worker_url, register(&worker_id, &launch.otp_token)).await;
     let mut accepted = accepted.unwrap();
     let first = accepted.next().await.unwrap().unwrap();
     assert!(
@@ -251,7 +255,7 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
         "{first:?}"
     );
 
-    let (_tx, replayed) = attach(&server.url, register(&worker_id, &launch.otp_token)).await;
+    let (_tx, replayed) = attach(&server.worker_url, register(&worker_id, &launch.otp_token)).await;
     assert_names(
         &replayed.unwrap_err(),
         Code::Unauthenticated,
@@ -266,7 +270,7 @@ async fn a_worker_stream_must_start_with_a_valid_registration() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(TaskProvider::new(Behaviour::NeverStart), dir.path()).await;
     let (_tx, heartbeat_first) = attach(
-        &server.url,
+        &server.worker_url,
         worker_message::Message::Heartbeat(pb::Heartbeat {}),
     )
     .await;
@@ -275,7 +279,7 @@ async fn a_worker_stream_must_start_with_a_valid_registration() {
         Code::InvalidArgument,
         "register",
     );
-    let (_tx, bad_id) = attach(&server.url, register("not-a-uuid", "x")).await;
+    let (_tx, bad_id) = attach(&server.worker_url, register("not-a-uuid", "x")).await;
     assert_names(&bad_id.unwrap_err(), Code::InvalidArgument, "worker_id");
     server.stop().await;
 }

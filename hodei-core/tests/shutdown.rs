@@ -41,6 +41,7 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
     let server = TestServer::start_shared(provider, dir.path(), Duration::from_secs(3)).await;
     let client = server.client.clone();
     let url = server.url.clone();
+    let worker_url = server.worker_url.clone();
     let job = client
         .submit(&sh("trap '' TERM; echo started; sleep 1000"))
         .await
@@ -53,6 +54,10 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
     assert_eq!(health(&url, "").await, ServingStatus::Serving);
     assert_eq!(
         health(&url, "hodei.v1.JobService").await,
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        health(&worker_url, "hodei.v1.WorkerService").await,
         ServingStatus::Serving
     );
 
@@ -68,11 +73,43 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
         health(&url, "hodei.v1.JobService").await,
         ServingStatus::NotServing
     );
+    assert_eq!(health(&worker_url, "").await, ServingStatus::NotServing);
     assert_eq!(
-        health(&url, "hodei.v1.WorkerService").await,
+        health(&worker_url, "hodei.v1.WorkerService").await,
         ServingStatus::NotServing
     );
     let refused = client.submit(&sh("echo late")).await.unwrap_err();
     assert_eq!(refused.code(), Some(tonic::Code::Unavailable), "{refused}");
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn each_listener_serves_only_its_own_api() {
+    use hodei_proto::v1::{
+        ListJobsRequest, job_service_client::JobServiceClient,
+        worker_service_client::WorkerServiceClient,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(TaskProvider::new(Behaviour::NeverStart), dir.path()).await;
+    let mut jobs_on_worker_port = JobServiceClient::connect(server.worker_url.clone())
+        .await
+        .unwrap();
+    let refused = jobs_on_worker_port
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    let mut workers_on_job_port = WorkerServiceClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let refused = workers_on_job_port
+        .attach(futures::stream::empty())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    // Health answers on both; the job API is served on its own port.
+    assert_eq!(health(&server.worker_url, "").await, ServingStatus::Serving);
+    server.client.list(0).await.unwrap();
+    server.stop().await;
 }

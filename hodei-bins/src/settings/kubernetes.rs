@@ -126,6 +126,14 @@ mod supported {
             value_name = "AUDIENCE"
         )]
         pub identity_token_audience: Option<String>,
+        /// ConfigMap (key ca.crt) with the CA bundle worker pods verify an https://
+        /// server with [default: the system's roots].
+        #[arg(
+            long = "k8s-server-ca-configmap",
+            env = "HODEI_K8S_SERVER_CA_CONFIGMAP",
+            value_name = "NAME"
+        )]
+        pub server_ca_config_map: Option<String>,
     }
 
     impl KubernetesArgs {
@@ -160,6 +168,7 @@ mod supported {
                 advertise_address,
                 api_writes_per_second: self.api_writes_per_second,
                 identity_token_audience: self.identity_token_audience.clone(),
+                server_ca_config_map: self.server_ca_config_map.clone(),
                 ..KubernetesSettings::default()
             };
             settings.validate().map_err(|error| {

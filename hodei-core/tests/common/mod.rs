@@ -134,7 +134,10 @@ impl Provider for TaskProvider {
 /// A server on 127.0.0.1 with a temporary data dir, and a client connected to it.
 pub struct TestServer {
     pub client: HodeiClient,
+    /// The job API.
     pub url: String,
+    /// The worker API.
+    pub worker_url: String,
     pub data_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -165,6 +168,7 @@ impl TestServer {
             .await
             .unwrap();
         let url = format!("http://{}", server.local_addr());
+        let worker_url = format!("http://{}", server.worker_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -178,6 +182,7 @@ impl TestServer {
         Self {
             client,
             url,
+            worker_url,
             data_dir: data_dir.to_owned(),
             stop: Some(stop),
             task: Some(task),

@@ -82,6 +82,10 @@ pub struct KubernetesSettings {
     /// absent. The token is useless against the API server as long as the worker
     /// ServiceAccount holds no rights.
     pub identity_token_audience: Option<String>,
+    /// ConfigMap in `namespace` whose key `ca.crt` holds the CA bundle workers verify an
+    /// `https://` server with; mounted read-only into worker pods and named by
+    /// `HODEI_SERVER_CA`. The system's roots when absent.
+    pub server_ca_config_map: Option<String>,
 }
 
 impl Default for KubernetesSettings {
@@ -108,6 +112,7 @@ impl Default for KubernetesSettings {
             advertise_address: None,
             api_writes_per_second: DEFAULT_API_WRITES_PER_SECOND,
             identity_token_audience: None,
+            server_ca_config_map: None,
         }
     }
 }
@@ -121,6 +126,9 @@ impl KubernetesSettings {
         dns_label("service_account", &self.service_account)?;
         for secret in &self.image_pull_secrets {
             dns_label("image_pull_secrets", secret)?;
+        }
+        if let Some(config_map) = &self.server_ca_config_map {
+            dns_label("server_ca_config_map", config_map)?;
         }
         if !IMAGE_PULL_POLICIES.contains(&self.image_pull_policy.as_str()) {
             return Err(ValidationError::new(
@@ -223,7 +231,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_field() {
         type Change = fn(&mut KubernetesSettings);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             ("namespace", |s| s.namespace = "Bad_NS".into()),
             ("service_account", |s| s.service_account = "-sa".into()),
             ("image_pull_secrets", |s| {
@@ -243,6 +251,9 @@ mod tests {
             }),
             ("identity_token_audience", |s| {
                 s.identity_token_audience = Some("two words".into());
+            }),
+            ("server_ca_config_map", |s| {
+                s.server_ca_config_map = Some("Server CA".into());
             }),
         ];
         for (field, change) in cases {
