@@ -9,7 +9,7 @@ use clap::Args;
 use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
     controller::{self, ControllerConfig},
-    server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, TlsFiles},
+    server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, Protection, TlsFiles},
 };
 
 pub use self::{kubernetes::KubernetesArgs, parse::parse};
@@ -110,13 +110,26 @@ pub enum SettingsError {
     )]
     NoKubernetesSupport,
     /// A listener off loopback lacks TLS or caller authentication.
-    #[error(
-        "refusing to serve: {0}; set HODEI_TLS_CERT and HODEI_TLS_KEY, and authenticate callers with HODEI_AUTH_TOKENS_FILE, HODEI_AUTH_KUBERNETES=1 or HODEI_TLS_CLIENT_CA; or listen on 127.0.0.1, or set HODEI_INSECURE=1 to serve unprotected anyway"
-    )]
+    #[error("refusing to serve: {0}; {how}; or listen on 127.0.0.1, or set HODEI_INSECURE=1 to serve unprotected anyway", how = how_to_protect(.0))]
     Unprotected(hodei_core::server::Unprotected),
     /// The server could not start.
     #[error(transparent)]
     Server(ServerError),
+}
+
+/// The settings that supply what an unprotected listener lacks.
+fn how_to_protect(unprotected: &hodei_core::server::Unprotected) -> String {
+    unprotected
+        .missing
+        .iter()
+        .map(|missing| match missing {
+            Protection::Tls => "set HODEI_TLS_CERT and HODEI_TLS_KEY",
+            Protection::CallerAuthentication => {
+                "authenticate callers with HODEI_AUTH_TOKENS_FILE, HODEI_AUTH_KUBERNETES=1 or HODEI_TLS_CLIENT_CA"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", and ")
 }
 
 impl From<ServerError> for SettingsError {

@@ -50,6 +50,7 @@ pub enum ServerError {
 #[must_use]
 pub struct ServerCommand {
     program: OsString,
+    args: Vec<OsString>,
     port: Option<u16>,
     worker_port: Option<u16>,
     env: Vec<(OsString, OsString)>,
@@ -64,6 +65,7 @@ impl ServerCommand {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         Self {
             program: program.as_ref().to_owned(),
+            args: Vec::new(),
             port: None,
             worker_port: None,
             env: Vec::new(),
@@ -82,6 +84,12 @@ impl ServerCommand {
     /// Serves the worker API on this loopback port instead.
     pub fn worker_port(mut self, port: u16) -> Self {
         self.worker_port = Some(port);
+        self
+    }
+
+    /// Adds a command-line argument; flags win over the variables set here.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
         self
     }
 
@@ -150,6 +158,7 @@ impl ServerCommand {
             None => (Stdio::null(), Stdio::null()),
         };
         let child = command
+            .args(self.args)
             .envs(self.env)
             .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env(
