@@ -113,3 +113,57 @@ async fn each_listener_serves_only_its_own_api() {
     server.client.list(0).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_is_served_on_the_job_api_only_when_asked() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+
+    async fn reflection(url: String) -> Result<(), tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await?
+            .into_inner();
+        answers.message().await?;
+        Ok(())
+    }
+
+    for enabled in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = hodei_core::HodeiServer::builder(dir.path())
+            .provider(TaskProvider::new(Behaviour::NeverStart))
+            .listen_addr("127.0.0.1:0".parse().unwrap())
+            .worker_listen_addr("127.0.0.1:0".parse().unwrap())
+            .reflection(enabled)
+            .start()
+            .await
+            .unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let worker_url = format!("http://{}", server.worker_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = stopped.await;
+        }));
+        let on_jobs = reflection(url).await;
+        assert_eq!(on_jobs.is_ok(), enabled, "{on_jobs:?}");
+        if let Err(status) = on_jobs {
+            assert_eq!(status.code(), tonic::Code::Unimplemented);
+        }
+        let on_workers = reflection(worker_url).await.unwrap_err();
+        assert_eq!(on_workers.code(), tonic::Code::Unimplemented);
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+}

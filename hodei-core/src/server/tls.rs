@@ -699,4 +699,51 @@ mod tests {
         stop.cancel();
         serving.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_handshake_does_not_hold_up_the_next() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+        let pki = Pki::new();
+        let (cert, key) = pki.issue("localhost");
+        let (_health, health_service) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(
+                    incoming(listener, server_config(&TlsFiles::new(cert, key)).unwrap()),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        // Silent, and half a TLS record: both wait in their own handshake task.
+        let _silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut stalled = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stalled, &[TLS_HANDSHAKE_RECORD, 3, 1])
+            .await
+            .unwrap();
+
+        let tls = crate::client::ClientTls {
+            ca: Some(ca_pem(&pki.ca).into_bytes()),
+            identity: None,
+        };
+        let channel = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::client::endpoint(&format!("https://localhost:{port}"), &tls)
+                .unwrap()
+                .connect(),
+        )
+        .await
+        .expect("the handshake waited for the stalled ones")
+        .unwrap();
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap();
+        stop.cancel();
+        drop((_silent, stalled));
+        serving.await.unwrap().unwrap();
+    }
 }
