@@ -61,7 +61,7 @@ pub enum WorkerError {
 /// The worker agent. Build it with [`WorkerAgent::builder`] or [`WorkerAgent::from_env`].
 #[derive(Clone, bon::Builder)]
 pub struct WorkerAgent {
-    /// Server address, e.g. `http://127.0.0.1:50051`.
+    /// Address of the server's worker API, e.g. `https://127.0.0.1:50052`.
     #[builder(start_fn, into)]
     server_address: String,
     /// This worker's id.

@@ -72,7 +72,8 @@ pub struct KubernetesSettings {
     pub scheduling_timeout: Duration,
     /// How long a pod may take to start and register.
     pub registration_timeout: Duration,
-    /// Server address workers in the cluster dial, e.g. `http://hodei-server:50051`;
+    /// Address of the worker API workers in the cluster dial, e.g.
+    /// `https://hodei-server:50052`;
     /// the server's own advertise address when absent.
     pub advertise_address: Option<String>,
     /// Most writes (create, delete) per second to the API server.
@@ -162,7 +163,7 @@ impl KubernetesSettings {
         {
             return Err(ValidationError::new(
                 "advertise_address",
-                format!("{address:?} must be a URL such as http://hodei-server:50051"),
+                format!("{address:?} must be a URL such as https://hodei-server:50052"),
             ));
         }
         if let Some(audience) = &self.identity_token_audience
