@@ -134,9 +134,18 @@ pub(crate) fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<io::Result<ServerIo>> {
+    incoming_bounded(listener, config, MAX_PENDING_HANDSHAKES)
+}
+
+/// [`incoming`] with at most `max_pending` handshakes at once.
+fn incoming_bounded(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    max_pending: usize,
+) -> ReceiverStream<io::Result<ServerIo>> {
     let (accepted, stream) = mpsc::channel(ACCEPTED_QUEUE);
     let acceptor = TlsAcceptor::from(config);
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Arc::new(Semaphore::new(max_pending));
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -342,5 +351,51 @@ mod tests {
         stop.cancel();
         drop((_silent, stalled));
         serving.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_nothing_is_dropped_after_the_handshake_timeout() {
+        use tokio::io::AsyncReadExt;
+
+        let pki = Pki::new();
+        let (cert, key) = pki.issue("localhost");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accepted = incoming(listener, server_config(&TlsFiles::new(cert, key)).unwrap());
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT * 3, silent.read(&mut [0_u8; 1])).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        assert!(
+            start.elapsed() >= HANDSHAKE_TIMEOUT,
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_handshake_bound_wait_for_a_free_slot() {
+        use tokio::io::AsyncReadExt;
+
+        let pki = Pki::new();
+        let (cert, key) = pki.issue("localhost");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = server_config(&TlsFiles::new(cert, key)).unwrap();
+        let _accepted = incoming_bounded(listener, config, 1);
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let limit = HANDSHAKE_TIMEOUT * 5;
+        let read = tokio::time::timeout(limit, first.read(&mut [0_u8; 1])).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        let read = tokio::time::timeout(limit, second.read(&mut [0_u8; 1])).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+        // The second handshake only started when the first gave up its slot.
+        assert!(
+            start.elapsed() >= HANDSHAKE_TIMEOUT * 2,
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
