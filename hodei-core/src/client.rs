@@ -30,7 +30,7 @@ pub enum ClientError {
     },
     /// The server answered with an error.
     #[error("{}", .0.message())]
-    Status(#[from] Box<tonic::Status>),
+    Status(Box<tonic::Status>),
     /// The server's answer could not be understood.
     #[error("invalid response from the server: {0}")]
     InvalidResponse(#[from] ValidationError),
@@ -74,6 +74,14 @@ pub(crate) fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, tonic::tr
 }
 
 fn status(status: tonic::Status) -> ClientError {
+    // The worker API's port answers job API calls with a bare UNIMPLEMENTED.
+    let status = if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
+        tonic::Status::unimplemented(
+            "this address does not serve the job API; is it the worker API's port? Clients use the job API's port (50051 by default)",
+        )
+    } else {
+        status
+    };
     ClientError::Status(Box::new(status))
 }
 
