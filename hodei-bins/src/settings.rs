@@ -243,3 +243,32 @@ pub async fn termination_signal() {
         _ = int.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hodei_core::server::Unprotected;
+
+    use super::*;
+
+    #[test]
+    fn an_unprotected_listener_is_told_only_what_it_lacks() {
+        let refusal = |missing: Vec<Protection>| {
+            SettingsError::Unprotected(Unprotected {
+                addr: "0.0.0.0:50052".parse().unwrap(),
+                missing,
+            })
+            .to_string()
+        };
+        let tls_only = refusal(vec![Protection::Tls]);
+        assert!(
+            tls_only.contains("HODEI_TLS_CERT and HODEI_TLS_KEY"),
+            "{tls_only}"
+        );
+        assert!(!tls_only.contains("HODEI_AUTH_TOKENS_FILE"), "{tls_only}");
+        assert!(tls_only.contains("HODEI_INSECURE=1"), "{tls_only}");
+        let auth_only = refusal(vec![Protection::CallerAuthentication]);
+        assert!(auth_only.contains("HODEI_AUTH_KUBERNETES=1"), "{auth_only}");
+        assert!(!auth_only.contains("HODEI_TLS_KEY"), "{auth_only}");
+        assert_eq!(auth_only.lines().count(), 1);
+    }
+}
