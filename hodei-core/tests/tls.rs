@@ -32,6 +32,17 @@ impl TestCa {
         }
     }
 
+    /// A client certificate for `name` and its key, PEM encoded.
+    fn issue_client(&self, name: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes a certificate for localhost and 127.0.0.1 and its key into `dir`.
     fn issue_server(&self, dir: &Path) -> TlsFiles {
         let params =
@@ -180,5 +191,45 @@ async fn a_certificate_rotated_on_disk_is_served_to_the_next_connection() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     server.client(&new_ca).await.unwrap().list(0).await.unwrap();
     assert!(server.client(&old_ca).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_must_come_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("server ca");
+    let clients = TestCa::new("client ca");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &clients.pem).unwrap();
+    let tls = ca.issue_server(dir.path()).client_ca(&client_ca);
+    let server = TlsServer::start(
+        TaskProvider::new(Behaviour::RunWorker),
+        &dir.path().join("data"),
+        tls,
+    )
+    .await;
+    let connect = |(cert, key): (String, String)| {
+        HodeiClient::builder(format!("https://localhost:{}", server.port))
+            .ca_certificate(ca.pem.as_bytes())
+            .client_identity(cert, key)
+            .connect()
+    };
+    connect(clients.issue_client("alice"))
+        .await
+        .unwrap()
+        .list(0)
+        .await
+        .unwrap();
+    // Without a certificate the TLS level still lets a caller in.
+    server.client(&ca).await.unwrap().list(0).await.unwrap();
+    let stranger = TestCa::new("stranger ca").issue_client("mallory");
+    let refused = match connect(stranger).await {
+        Ok(client) => client.list(0).await.map(drop),
+        Err(error) => Err(error),
+    };
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA was accepted"
+    );
     server.stop().await;
 }
