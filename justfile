@@ -40,9 +40,9 @@ images:
 images-smoke: images
     scripts/smoke-images.sh
 
-# Start a server with the local provider on 0.0.0.0:50051
+# Start a server with the local provider on 127.0.0.1:50051 (workers on 127.0.0.1:50052)
 server: build
-    target/debug/hodei-server-bin
+    HODEI_LISTEN_ADDR="${HODEI_LISTEN_ADDR:-127.0.0.1:50051}" HODEI_WORKER_LISTEN_ADDR="${HODEI_WORKER_LISTEN_ADDR:-127.0.0.1:50052}" target/debug/hodei-server-bin
 
 # Run a job against the server at HODEI_SERVER_URL
 run *ARGS: build

@@ -2,9 +2,10 @@
 # Prepares a Kubernetes cluster for Hodei Jobs: the worker namespace (Pod
 # Security "restricted"), the worker and server ServiceAccounts, the server's
 # Role and RoleBinding in the worker namespace, its ClusterRole to create
-# TokenReviews (to check worker identities), a ResourceQuota and a
-# LimitRange; optionally the network policies, an image pull secret, and the
-# worker and server images.
+# TokenReviews (to check worker identities), a ResourceQuota, a LimitRange
+# and the network policies; optionally a TLS certificate for the server (and
+# its CA for the workers), an image pull secret, and the worker and server
+# images.
 #
 # The manifests are k8s/namespaces.yaml, k8s/rbac.yaml, k8s/quota.yaml and
 # k8s/network-policies.yaml: this script only substitutes the values marked
@@ -21,6 +22,8 @@ readonly K8S_DIR="$REPO_ROOT/k8s"
 readonly FIELD_MANAGER="hodei-jobs-setup"
 readonly SERVER_ROLE="hodei-jobs-server"
 readonly REVIEW_ROLE="hodei-jobs-server-token-review"
+readonly TLS_SECRET="hodei-server-tls"
+readonly CA_CONFIGMAP="hodei-server-ca"
 
 # ---------------------------------------------------------------- options ----
 
@@ -33,7 +36,8 @@ registry_url=""
 image_tag=""
 pull_secret=""
 credentials_file=""
-network_policies=0
+network_policies=1
+generate_tls=0
 dry_run=0
 verify_only=0
 quota_pods="100"
@@ -60,9 +64,15 @@ What to create:
   --quota-limits-cpu Q         ResourceQuota limits.cpu (default: 100)
   --quota-requests-memory Q    ResourceQuota requests.memory (default: 200Gi)
   --quota-limits-memory Q      ResourceQuota limits.memory (default: 400Gi)
-  --network-policies           also apply k8s/network-policies.yaml (workers may reach only DNS
-                               and the in-cluster server on 50051; skip it when the server runs
-                               outside the cluster)
+  --no-network-policies        do not apply k8s/network-policies.yaml (applied by default:
+                               workers may reach only DNS and the in-cluster server's worker
+                               port 50052; the job port 50051 accepts namespaces labeled
+                               hodei.io/job-api-access=true). Skip them when the server runs
+                               outside the cluster
+  --generate-tls               without cert-manager: create a CA and a server certificate with
+                               openssl into the Secret hodei-server-tls (server namespace; kept
+                               when it exists, delete it to issue a new one) and the CA into the
+                               ConfigMap hodei-server-ca (key ca.crt, worker namespace)
 
 Images and registry:
   --build-image                build hodei-worker and hodei-server from Dockerfile.worker and
@@ -133,6 +143,8 @@ while [[ $# -gt 0 ]]; do
     --image-pull-secret) need_value "$@"; pull_secret="$2"; shift 2 ;;
     --registry-credentials-file) need_value "$@"; credentials_file="$2"; shift 2 ;;
     --network-policies) network_policies=1; shift ;;
+    --no-network-policies) network_policies=0; shift ;;
+    --generate-tls) generate_tls=1; shift ;;
     --dry-run) dry_run=1; shift ;;
     --verify) verify_only=1; shift ;;
     --quota-pods) need_value "$@"; quota_pods="$2"; shift 2 ;;
@@ -396,6 +408,85 @@ data:
 EOF
 }
 
+# ---------------------------------------------------------------- tls --------
+
+# The server's DNS names in the cluster, as the certificate must hold them.
+server_names() {
+  printf 'DNS:hodei-server,DNS:hodei-server.%s,DNS:hodei-server.%s.svc,DNS:hodei-server.%s.svc.cluster.local' \
+    "$server_ns" "$server_ns" "$server_ns"
+}
+
+# Writes a new CA ($tmp/ca.crt) and a server certificate it signed
+# ($tmp/tls.crt, $tmp/tls.key). The CA's key is never stored: to rotate, delete
+# the Secret and run again.
+issue_certificate() {
+  command -v openssl >/dev/null 2>&1 ||
+    fail "openssl is not installed" "install openssl, or issue the certificate with cert-manager (docs/KUBERNETES_PRODUCTION_READY.md)"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=hodei-jobs CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$tmp/ca.key" -out "$tmp/ca.crt" 2>"$tmp/openssl.err" &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=hodei-server.$server_ns.svc" -keyout "$tmp/tls.key" -out "$tmp/tls.csr" 2>>"$tmp/openssl.err" &&
+      printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        "$(server_names)" >"$tmp/tls.ext" &&
+      openssl x509 -req -in "$tmp/tls.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial \
+        -days 825 -extfile "$tmp/tls.ext" -out "$tmp/tls.crt" 2>>"$tmp/openssl.err"
+  ) || fail "openssl could not issue the certificate: $(tail -n 1 "$tmp/openssl.err")" "check that openssl is 1.1.1 or newer"
+  rm -f "$tmp/ca.key" "$tmp/ca.srl" "$tmp/tls.csr"
+}
+
+tls_secret_manifest() { # CERT_B64 KEY_B64 CA_B64
+  cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $TLS_SECRET
+  namespace: $server_ns
+  labels:
+    app.kubernetes.io/part-of: hodei-jobs
+type: kubernetes.io/tls
+data:
+  tls.crt: $1
+  tls.key: $2
+  ca.crt: $3
+EOF
+}
+
+ca_configmap_manifest() { # CA_PEM
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\n  labels:\n    app.kubernetes.io/part-of: hodei-jobs\ndata:\n  ca.crt: |\n' \
+    "$CA_CONFIGMAP" "$worker_ns"
+  printf '%s\n' "$1" | sed 's/^/    /'
+}
+
+# Creates the server's TLS Secret unless it exists, and the workers' CA
+# ConfigMap from its ca.crt. Returns 10 when it changed something.
+ensure_tls() {
+  local ca changed=0 rc
+  if k get secret "$TLS_SECRET" -n "$server_ns" >/dev/null 2>&1; then
+    info "secret $TLS_SECRET: exists, kept (delete it to issue a new certificate)"
+    ca="$(k get secret "$TLS_SECRET" -n "$server_ns" -o 'jsonpath={.data.ca\.crt}' 2>"$tmp/get.err" | base64 -d)"
+    [[ -n "$ca" ]] ||
+      fail "Secret $server_ns/$TLS_SECRET has no ca.crt" \
+        "add the CA that signed its certificate as key ca.crt (cert-manager does), or delete the Secret to have a new one generated"
+  else
+    issue_certificate
+    stdin_doc="$(tls_secret_manifest "$(b64 <"$tmp/tls.crt")" "$(b64 <"$tmp/tls.key")" "$(b64 <"$tmp/ca.crt")")"
+    rc=0; diff_and_apply "secret $TLS_SECRET (values masked)" - || rc=$?
+    stdin_doc=""
+    ((rc == 0)) || changed=1
+    ca="$(cat "$tmp/ca.crt")"
+    rm -f "$tmp/tls.key"
+  fi
+  stdin_doc="$(ca_configmap_manifest "$ca")"
+  rc=0; diff_and_apply "configmap $CA_CONFIGMAP" - || rc=$?
+  stdin_doc=""
+  ((rc == 0)) || changed=1
+  ((changed == 0)) || return 10
+}
+
 # ---------------------------------------------------------------- images -----
 
 build_images() {
@@ -503,8 +594,18 @@ check_operator_rights() {
       missing+=("$verb $resource${nsarg[1]:+ in ${nsarg[1]}}")
     fi
   done
-  ((network_policies == 0)) || [[ "$(k auth can-i create networkpolicies.networking.k8s.io -n "$worker_ns" 2>/dev/null || true)" == yes ]] ||
-    missing+=("create networkpolicies in $worker_ns")
+  if ((network_policies)); then
+    for ns in "$worker_ns" "$server_ns"; do
+      [[ "$(k auth can-i create networkpolicies.networking.k8s.io -n "$ns" 2>/dev/null || true)" == yes ]] ||
+        missing+=("create networkpolicies in $ns")
+    done
+  fi
+  if ((generate_tls)); then
+    [[ "$(k auth can-i create secrets -n "$server_ns" 2>/dev/null || true)" == yes ]] ||
+      missing+=("create secrets in $server_ns")
+    [[ "$(k auth can-i create configmaps -n "$worker_ns" 2>/dev/null || true)" == yes ]] ||
+      missing+=("create configmaps in $worker_ns")
+  fi
   [[ -z "$pull_secret" ]] || [[ "$(k auth can-i create secrets -n "$worker_ns" 2>/dev/null || true)" == yes ]] ||
     missing+=("create secrets in $worker_ns")
   # RBAC lets you grant only rights you hold yourself, unless you may escalate.
@@ -734,7 +835,8 @@ Next steps:
     HODEI_KUBERNETES_ENABLED=1 HODEI_LOCAL_ENABLED=false \\
     HODEI_K8S_NAMESPACE=$worker_ns HODEI_K8S_SERVICE_ACCOUNT=$WORKER_SA \\
     HODEI_WORKER_IMAGE=$worker_image${pull_secret:+ HODEI_K8S_IMAGE_PULL_SECRET=$pull_secret} \\
-    HODEI_ADVERTISE_ADDRESS=<URL worker pods can reach, e.g. http://hodei-server.$server_ns.svc:50051>
+    HODEI_ADVERTISE_ADDRESS=<URL of the worker port pods can reach, e.g. https://hodei-server.$server_ns.svc:50052>
+    and TLS (HODEI_TLS_CERT/HODEI_TLS_KEY, HODEI_K8S_SERVER_CA_CONFIGMAP=$CA_CONFIGMAP)
   Then check a real job end to end:  scripts/verify-k8s-jobs.sh --namespace $worker_ns
 EOF
 }
@@ -758,6 +860,11 @@ main() {
     printf -- '---\n'
     cat "$tmp/resources.yaml"
     [[ -z "$pull_secret" ]] || { printf -- '---\n'; pull_secret_manifest "<redacted>"; }
+    if ((generate_tls)); then
+      printf -- '---\n'
+      tls_secret_manifest "<generated unless it exists>" "<redacted>" "<generated>"
+      info "dry run: --generate-tls would create a CA and a certificate for $(server_names) unless Secret $server_ns/$TLS_SECRET exists, and copy its ca.crt into ConfigMap $worker_ns/$CA_CONFIGMAP"
+    fi
     if ! has_kubectl; then
       info "dry run: kubectl not found; printed the manifests only (not validated)"
       return 0
@@ -807,6 +914,11 @@ main() {
   step "$what"
   rc=0; diff_and_apply "$what" "$tmp/resources.yaml" || rc=$?
   ((rc == 0)) || changed=1
+  if ((generate_tls)); then
+    step "TLS: Secret $server_ns/$TLS_SECRET, ConfigMap $worker_ns/$CA_CONFIGMAP"
+    rc=0; ensure_tls || rc=$?
+    ((rc == 0)) || changed=1
+  fi
   if [[ -n "$pull_secret" ]]; then
     step "image pull secret $worker_ns/$pull_secret"
     stdin_doc="$(pull_secret_manifest "$(printf '%s' "$dockerconfig" | b64)")"

@@ -38,9 +38,11 @@ impl ServerProcess {
             .tempdir()
             .context("cannot create a temporary directory")?;
         let port = hodei_test_fixtures::free_port()?;
-        let advertise = target.advertise_address(port)?;
+        let worker_port = hodei_test_fixtures::free_port()?;
+        let advertise = target.advertise_address(worker_port)?;
         let process = ServerCommand::new(&bins.server)
             .port(port)
+            .worker_port(worker_port)
             .without_inherited_hodei_env()
             .env("HODEI_DATA_DIR", dir.path().join("data"))
             .env("HODEI_WORKER_BIN", &bins.worker)

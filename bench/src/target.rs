@@ -49,7 +49,7 @@ impl Target {
         }
     }
 
-    /// The URL workers dial for a server listening on loopback `port`: the loopback URL
+    /// The URL workers dial for a worker API listening on loopback `port`: the loopback URL
     /// itself, or what the cluster's expose program prints for it.
     pub fn advertise_address(&self, port: u16) -> anyhow::Result<String> {
         let loopback = format!("http://127.0.0.1:{port}");

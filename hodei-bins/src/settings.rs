@@ -10,7 +10,7 @@ use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
     controller::{self, ControllerConfig},
     provider::{RunAs, RunAsError},
-    server::DEFAULT_LISTEN_ADDR,
+    server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, Protection, TlsFiles},
 };
 
 pub use self::{kubernetes::KubernetesArgs, parse::parse};
@@ -26,9 +26,33 @@ pub const DEFAULT_RUN_AS_FOR_ROOT: &str = "nobody";
 /// Server settings; every flag can also come from its `HODEI_*` variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServerSettings {
-    /// Address to listen on.
+    /// Address of the job API (clients).
     #[arg(long, env = "HODEI_LISTEN_ADDR", default_value_t = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
+    /// Address of the worker API (workers).
+    #[arg(long, env = "HODEI_WORKER_LISTEN_ADDR", default_value_t = DEFAULT_WORKER_LISTEN_ADDR)]
+    pub worker_listen_addr: SocketAddr,
+    /// The server's TLS certificate chain (PEM file); TLS on both listeners when set.
+    #[arg(long, env = "HODEI_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of HODEI_TLS_CERT (PEM file).
+    #[arg(long, env = "HODEI_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM file) that signs client certificates; callers may then authenticate
+    /// with one.
+    #[arg(long, env = "HODEI_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// CA bundle (PEM file) local workers verify this server's certificate with.
+    #[arg(long, env = "HODEI_LOCAL_SERVER_CA")]
+    pub local_server_ca: Option<PathBuf>,
+    /// Serve gRPC reflection on the job API.
+    #[arg(long, env = "HODEI_REFLECTION", default_value_t = false, action = clap::ArgAction::Set,
+        value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse::switch)]
+    pub reflection: bool,
+    /// Serve off loopback without TLS or caller authentication (never in production).
+    #[arg(long, env = "HODEI_INSECURE", default_value_t = false, action = clap::ArgAction::Set,
+        value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = parse::switch)]
+    pub insecure: bool,
     /// Where jobs and logs are kept [default: the user's data dir + /hodei].
     #[arg(long, env = "HODEI_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -101,12 +125,52 @@ pub enum SettingsError {
         "HODEI_KUBERNETES_ENABLED is set but this build has no Kubernetes support (feature `kubernetes`)"
     )]
     NoKubernetesSupport,
+    /// A listener off loopback lacks TLS or caller authentication.
+    #[error("refusing to serve: {0}; {how}; or listen on 127.0.0.1, or set HODEI_INSECURE=1 to serve unprotected anyway", how = how_to_protect(.0))]
+    Unprotected(hodei_core::server::Unprotected),
     /// The server could not start.
     #[error(transparent)]
-    Server(#[from] ServerError),
+    Server(ServerError),
+}
+
+/// The settings that supply what an unprotected listener lacks.
+fn how_to_protect(unprotected: &hodei_core::server::Unprotected) -> String {
+    unprotected
+        .missing
+        .iter()
+        .map(|missing| match missing {
+            Protection::Tls => "set HODEI_TLS_CERT and HODEI_TLS_KEY",
+            Protection::CallerAuthentication => {
+                "authenticate callers with HODEI_AUTH_TOKENS_FILE, HODEI_AUTH_KUBERNETES=1 or HODEI_TLS_CLIENT_CA"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", and ")
+}
+
+impl From<ServerError> for SettingsError {
+    fn from(error: ServerError) -> Self {
+        match error {
+            ServerError::Unprotected(unprotected) => Self::Unprotected(unprotected),
+            other => Self::Server(other),
+        }
+    }
 }
 
 impl ServerSettings {
+    /// TLS for both listeners, when a certificate is set.
+    #[must_use]
+    pub fn tls(&self) -> Option<TlsFiles> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return None;
+        };
+        let files = TlsFiles::new(cert, key);
+        Some(match &self.tls_client_ca {
+            Some(ca) => files.client_ca(ca),
+            None => files,
+        })
+    }
+
     /// The data directory to use.
     pub fn data_dir(&self) -> Result<PathBuf, SettingsError> {
         match &self.data_dir {
@@ -131,6 +195,10 @@ impl ServerSettings {
     ) -> Result<HodeiServer, SettingsError> {
         let mut builder = HodeiServer::builder(self.data_dir()?)
             .listen_addr(self.listen_addr)
+            .worker_listen_addr(self.worker_listen_addr)
+            .maybe_tls(self.tls())
+            .reflection(self.reflection)
+            .insecure(self.insecure)
             .maybe_advertise_address(self.advertise_address.clone())
             .controller(ControllerConfig {
                 heartbeat_interval: self.heartbeat_interval.into(),
@@ -165,6 +233,7 @@ impl ServerSettings {
                 LocalProvider::builder(worker_bin)
                     .max_workers(self.local_max_workers)
                     .maybe_run_as(run_as)
+                    .maybe_server_ca(self.local_server_ca.clone())
                     .build(),
             );
         } else if !has_preferred {
@@ -210,5 +279,34 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hodei_core::server::Unprotected;
+
+    use super::*;
+
+    #[test]
+    fn an_unprotected_listener_is_told_only_what_it_lacks() {
+        let refusal = |missing: Vec<Protection>| {
+            SettingsError::Unprotected(Unprotected {
+                addr: "0.0.0.0:50052".parse().unwrap(),
+                missing,
+            })
+            .to_string()
+        };
+        let tls_only = refusal(vec![Protection::Tls]);
+        assert!(
+            tls_only.contains("HODEI_TLS_CERT and HODEI_TLS_KEY"),
+            "{tls_only}"
+        );
+        assert!(!tls_only.contains("HODEI_AUTH_TOKENS_FILE"), "{tls_only}");
+        assert!(tls_only.contains("HODEI_INSECURE=1"), "{tls_only}");
+        let auth_only = refusal(vec![Protection::CallerAuthentication]);
+        assert!(auth_only.contains("HODEI_AUTH_KUBERNETES=1"), "{auth_only}");
+        assert!(!auth_only.contains("HODEI_TLS_KEY"), "{auth_only}");
+        assert_eq!(auth_only.lines().count(), 1);
     }
 }

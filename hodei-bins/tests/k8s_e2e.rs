@@ -53,7 +53,7 @@ fn pods(job_id: Option<&str>) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// The address pods dial to reach a server on this host's loopback `port`: the local
+/// The address pods dial to reach a worker API on this host's loopback `port`: the local
 /// cluster's forwarder at the node IP when `HODEI_E2E_EXPOSE` names its script (pods
 /// live in a network namespace of their own), else loopback itself.
 fn advertise_address(port: u16) -> String {
@@ -75,8 +75,9 @@ fn k8s_server(data_dir: &Path, port: u16) -> Server {
 
 /// A server with only the Kubernetes provider, on `port`, with `extra` settings.
 fn k8s_server_with(data_dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
+    let worker_port = free_port();
     let mut env = vec![
-        ("HODEI_ADVERTISE_ADDRESS", advertise_address(port)),
+        ("HODEI_ADVERTISE_ADDRESS", advertise_address(worker_port)),
         ("HODEI_LOCAL_ENABLED", "false".to_owned()),
         ("HODEI_KUBERNETES_ENABLED", "1".to_owned()),
         ("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG")),
@@ -88,7 +89,7 @@ fn k8s_server_with(data_dir: &Path, port: u16, extra: &[(&str, String)]) -> Serv
         ("HODEI_LOG", "info".to_owned()),
     ];
     env.extend(extra.iter().cloned());
-    Server::start_on(data_dir, port, &env)
+    Server::start_with_ports(data_dir, port, worker_port, &env)
 }
 
 fn detach(server: &Server, args: &[&str]) -> String {

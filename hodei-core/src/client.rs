@@ -8,7 +8,7 @@ use std::{
 
 use futures::{Stream, StreamExt, future::BoxFuture};
 use hodei_proto::v1::{self as pb, job_service_client::JobServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
     controller::CancelOutcome,
@@ -20,7 +20,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server address is invalid or unreachable.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", crate::server::error_chain(source))]
     Connect {
         /// The address.
         url: String,
@@ -30,7 +30,7 @@ pub enum ClientError {
     },
     /// The server answered with an error.
     #[error("{}", .0.message())]
-    Status(#[from] Box<tonic::Status>),
+    Status(Box<tonic::Status>),
     /// The server's answer could not be understood.
     #[error("invalid response from the server: {0}")]
     InvalidResponse(#[from] ValidationError),
@@ -47,7 +47,41 @@ impl ClientError {
     }
 }
 
+/// The TLS side of a connection to the server: used with `https://` URLs only.
+#[derive(Clone, Default)]
+pub(crate) struct ClientTls {
+    /// CA bundle (PEM) the server's certificate must chain to; the system's roots when absent.
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and key (PEM) to present.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An endpoint for `url`, with TLS when its scheme is `https`.
+pub(crate) fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut config = ClientTlsConfig::new();
+        config = match &tls.ca {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint.tls_config(config)?;
+    }
+    Ok(endpoint)
+}
+
 fn status(status: tonic::Status) -> ClientError {
+    // The worker API's port answers job API calls with a bare UNIMPLEMENTED.
+    let status = if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
+        tonic::Status::unimplemented(
+            "this address does not serve the job API; is it the worker API's port? Clients use the job API's port (50051 by default)",
+        )
+    } else {
+        status
+    };
     ClientError::Status(Box::new(status))
 }
 
@@ -73,23 +107,34 @@ pub struct HodeiClient {
 
 #[bon::bon]
 impl HodeiClient {
-    /// Connects to `url`, e.g. `http://localhost:50051`.
+    /// Connects to `url`, e.g. `http://localhost:50051` or `https://hodei.example:50051`.
     #[builder(finish_fn = connect)]
     pub async fn new(
-        /// Server URL.
+        /// Server URL; `https://` for TLS.
         #[builder(start_fn, into)]
         url: String,
+        /// CA bundle (PEM) that signed the server's certificate; the system's roots when
+        /// absent. Used with `https://` only.
+        #[builder(into)]
+        ca_certificate: Option<Vec<u8>>,
+        /// Client certificate and its key (PEM), for servers that authenticate callers by
+        /// certificate. Used with `https://` only.
+        #[builder(with = |cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>| (cert.into(), key.into()))]
+        client_identity: Option<(Vec<u8>, Vec<u8>)>,
         /// Longest wait for the connection.
         #[builder(default = Duration::from_secs(5))]
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(url.clone())
+        let tls = ClientTls {
+            ca: ca_certificate,
+            identity: client_identity,
+        };
+        let endpoint = endpoint(&url, &tls)
             .map_err(|source| ClientError::Connect {
                 url: url.clone(),
                 source,
             })?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true);
+            .connect_timeout(connect_timeout);
         let channel = endpoint
             .connect()
             .await

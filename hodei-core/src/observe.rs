@@ -32,6 +32,9 @@ pub const OUTPUT_LINES: &str = "hodei_output_lines_total";
 pub const WORKERS_ACTIVE: &str = "hodei_workers_active";
 /// 1 when a provider reports healthy, 0 when not, by provider.
 pub const PROVIDER_HEALTHY: &str = "hodei_provider_healthy";
+/// 1 when the server serves off loopback without TLS or caller authentication because the
+/// operator said so, else 0.
+pub const INSECURE: &str = "hodei_insecure";
 /// Kubernetes API writes and lists made by the provider, by verb and outcome.
 pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
 
@@ -102,4 +105,9 @@ pub(crate) fn provider_health(provider: &str, healthy: bool) {
     } else {
         0.0
     });
+}
+
+/// Whether the server serves unprotected off loopback.
+pub(crate) fn insecure(insecure: bool) {
+    gauge!(INSECURE).set(if insecure { 1.0 } else { 0.0 });
 }

@@ -205,7 +205,7 @@ async fn job_with_fake_worker(
     let job = server.client.submit(spec).await.unwrap();
     let launch = provider.next_launch().await;
     let (tx, stream) = attach(
-        &server.url,
+        &server.worker_url,
         register(
             &launch.worker_id.to_string(),
             launch.otp_token.as_deref().unwrap(),
@@ -236,11 +236,11 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
     let launch = provider.next_launch().await;
     let worker_id = launch.worker_id.to_string();
 
-    let (_tx, wrong) = attach(&server.url, register(&worker_id, "not-the-token")).await;
+    let (_tx, wrong) = attach(&server.worker_url, register(&worker_id, "not-the-token")).await;
     assert_names(&wrong.unwrap_err(), Code::Unauthenticated, "credential");
     let other_worker = uuid::Uuid::new_v4().to_string();
     let (_tx, mismatched) = attach(
-        &server.url,
+        &server.worker_url,
         register(&other_worker, launch.otp_token.as_deref().unwrap()),
     )
     .await;
@@ -251,7 +251,7 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
     );
 
     let (_tx, accepted) = attach(
-        &server.url,
+        &server.worker_url,
         register(&worker_id, launch.otp_token.as_deref().unwrap()),
     )
     .await;
@@ -263,7 +263,7 @@ async fn tokens_are_one_time_and_bound_to_their_worker() {
     );
 
     let (_tx, replayed) = attach(
-        &server.url,
+        &server.worker_url,
         register(&worker_id, launch.otp_token.as_deref().unwrap()),
     )
     .await;
@@ -292,25 +292,25 @@ async fn a_platform_identity_is_checked_by_the_provider_and_retried_while_it_can
     let worker_id = launch.worker_id.to_string();
     let credential = format!("pod-token-{worker_id}");
 
-    let (_tx, unavailable) = attach(&server.url, register(&worker_id, &credential)).await;
+    let (_tx, unavailable) = attach(&server.worker_url, register(&worker_id, &credential)).await;
     assert_names(
         &unavailable.unwrap_err(),
         Code::Unavailable,
         "cannot be checked now",
     );
-    let (_tx, forged) = attach(&server.url, register(&worker_id, "pod-token-other")).await;
+    let (_tx, forged) = attach(&server.worker_url, register(&worker_id, "pod-token-other")).await;
     let forged = forged.unwrap_err();
     assert_names(&forged, Code::Unauthenticated, "identity was refused");
     assert!(!forged.message().contains("pod-token-other"), "{forged:?}");
 
-    let (_tx, accepted) = attach(&server.url, register(&worker_id, &credential)).await;
+    let (_tx, accepted) = attach(&server.worker_url, register(&worker_id, &credential)).await;
     let mut accepted = accepted.unwrap();
     let first = accepted.next().await.unwrap().unwrap();
     assert!(
         matches!(first.message, Some(server_message::Message::Assignment(_))),
         "{first:?}"
     );
-    let (_tx, replayed) = attach(&server.url, register(&worker_id, &credential)).await;
+    let (_tx, replayed) = attach(&server.worker_url, register(&worker_id, &credential)).await;
     assert_names(
         &replayed.unwrap_err(),
         Code::Unauthenticated,
@@ -351,7 +351,7 @@ async fn a_worker_stream_must_start_with_a_valid_registration() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(TaskProvider::new(Behaviour::NeverStart), dir.path()).await;
     let (_tx, heartbeat_first) = attach(
-        &server.url,
+        &server.worker_url,
         worker_message::Message::Heartbeat(pb::Heartbeat {}),
     )
     .await;
@@ -360,7 +360,7 @@ async fn a_worker_stream_must_start_with_a_valid_registration() {
         Code::InvalidArgument,
         "register",
     );
-    let (_tx, bad_id) = attach(&server.url, register("not-a-uuid", "x")).await;
+    let (_tx, bad_id) = attach(&server.worker_url, register("not-a-uuid", "x")).await;
     assert_names(&bad_id.unwrap_err(), Code::InvalidArgument, "worker_id");
     server.stop().await;
 }

@@ -13,7 +13,7 @@
 //!     .job_id("job-1")
 //!     .namespace("jobs")
 //!     .image("ghcr.io/example/hodei-worker:1")
-//!     .server_address("http://hodei-server:50051")
+//!     .server_address("https://hodei-server:50052")
 //!     .resources(WorkerResources {
 //!         cpu_request: "500m".into(),
 //!         cpu_limit: "2".into(),

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, LocalObjectReference, Pod,
-    PodSecurityContext, PodSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    LocalObjectReference, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection,
+    Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -43,6 +43,14 @@ pub const IDENTITY_TOKEN_FILE: &str = "token";
 /// kubelet renews it before it expires. The server accepts it once.
 pub const IDENTITY_TOKEN_SECONDS: i64 = 600;
 const IDENTITY_TOKEN_VOLUME: &str = "hodei-identity";
+
+/// Env var with the path of the CA bundle the worker verifies the server with.
+pub const ENV_SERVER_CA: &str = "HODEI_SERVER_CA";
+/// Directory the server CA ConfigMap is mounted at in the worker container.
+pub const SERVER_CA_DIR: &str = "/etc/hodei/ca";
+/// Key of the CA bundle in the server CA ConfigMap, and its file name in [`SERVER_CA_DIR`].
+pub const SERVER_CA_KEY: &str = "ca.crt";
+const SERVER_CA_VOLUME: &str = "hodei-server-ca";
 
 /// UID and GID the worker runs as; the image must not need root.
 const RUN_AS: i64 = 1000;
@@ -113,6 +121,10 @@ pub struct WorkerPodSpec {
     /// created. The pod spec itself holds no secret.
     #[builder(default = DEFAULT_IDENTITY_TOKEN_AUDIENCE.to_owned())]
     pub identity_token_audience: String,
+    /// ConfigMap (in the pod's namespace) whose key [`SERVER_CA_KEY`] holds the CA bundle
+    /// the worker verifies the server with; mounted read-only at [`SERVER_CA_DIR`] and
+    /// named by `HODEI_SERVER_CA`. Not mounted when absent.
+    pub server_ca_config_map: Option<String>,
 }
 
 impl fmt::Debug for WorkerPodSpec {
@@ -129,6 +141,7 @@ impl fmt::Debug for WorkerPodSpec {
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
             .field("service_account", &self.service_account)
             .field("working_dir", &self.working_dir)
+            .field("server_ca_config_map", &self.server_ca_config_map)
             .finish_non_exhaustive()
     }
 }
@@ -262,6 +275,14 @@ impl WorkerPodSpec {
             read_only: Some(true),
             ..VolumeMount::default()
         });
+        if self.server_ca_config_map.is_some() {
+            mounts.push(VolumeMount {
+                name: SERVER_CA_VOLUME.to_owned(),
+                mount_path: SERVER_CA_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
@@ -297,6 +318,12 @@ impl WorkerPodSpec {
             ENV_WORKER_TOKEN_FILE.to_owned(),
             format!("{IDENTITY_TOKEN_DIR}/{IDENTITY_TOKEN_FILE}"),
         );
+        if self.server_ca_config_map.is_some() {
+            env.insert(
+                ENV_SERVER_CA.to_owned(),
+                format!("{SERVER_CA_DIR}/{SERVER_CA_KEY}"),
+            );
+        }
         env.into_iter()
             .map(|(name, value)| EnvVar {
                 name,
@@ -346,6 +373,22 @@ impl WorkerPodSpec {
             }),
             ..Volume::default()
         });
+        if let Some(config_map) = &self.server_ca_config_map {
+            volumes.push(Volume {
+                name: SERVER_CA_VOLUME.to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: SERVER_CA_KEY.to_owned(),
+                        path: SERVER_CA_KEY.to_owned(),
+                        mode: None,
+                    }]),
+                    default_mode: Some(0o444),
+                    optional: Some(false),
+                }),
+                ..Volume::default()
+            });
+        }
         volumes
     }
 }
@@ -497,6 +540,55 @@ mod tests {
             "{names:?}"
         );
         assert!(env.iter().all(|e| e.get("valueFrom").is_none()), "{env:?}");
+    }
+
+    #[test]
+    fn a_server_ca_is_mounted_read_only_from_its_config_map_only_when_asked() {
+        let mut s = spec();
+        let pod = render_json(&s);
+        assert!(!pod.to_string().contains(ENV_SERVER_CA));
+        assert!(!pod.to_string().contains("configMap"));
+
+        s.server_ca_config_map = Some("hodei-server-ca".into());
+        let pod = render_json(&s);
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == SERVER_CA_VOLUME)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            volume["configMap"],
+            json!({
+                "name": "hodei-server-ca",
+                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                "defaultMode": 0o444,
+                "optional": false,
+            })
+        );
+        let container = &pod["spec"]["containers"][0];
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == SERVER_CA_VOLUME)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            mount,
+            json!({"name": SERVER_CA_VOLUME, "mountPath": "/etc/hodei/ca", "readOnly": true})
+        );
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": ENV_SERVER_CA, "value": "/etc/hodei/ca/ca.crt"}))
+        );
+        // Still "restricted": no host paths, the same locked-down container.
+        assert!(!pod.to_string().contains("hostPath"));
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
     }
 
     #[test]

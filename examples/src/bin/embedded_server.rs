@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let server = HodeiServer::builder(data_dir.path())
         .provider(LocalProvider::builder(worker_bin).build())
         .listen_addr("127.0.0.1:0".parse()?)
+        .worker_listen_addr("127.0.0.1:0".parse()?)
         .start()
         .await?;
     let url = format!("http://{}", server.local_addr());

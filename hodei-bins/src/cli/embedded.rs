@@ -29,6 +29,7 @@ impl EmbeddedServer {
             .map_err(|e| CliError::new(exit_code::USAGE, super::one_line(&e.to_string())))?
             .settings;
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.worker_listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.advertise_address = None;
         // Jobs run as the calling user, the only one who can reach this server.
         settings.local_run_as = None;

@@ -5,7 +5,7 @@ mod inspect;
 mod render;
 mod run;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use hodei_core::HodeiClient;
@@ -22,6 +22,26 @@ pub struct Cli {
     /// Server to talk to.
     #[arg(long, global = true, env = "HODEI_SERVER_URL", default_value = DEFAULT_SERVER_URL)]
     server: String,
+    /// CA bundle (PEM file) that signed the server's certificate, for https:// servers
+    /// [default: the system's roots].
+    #[arg(long, global = true, env = "HODEI_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM file) for servers that authenticate callers by certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "HODEI_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM file).
+    #[arg(
+        long,
+        global = true,
+        env = "HODEI_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     /// Run an in-process server with the local provider for this one command.
     #[arg(long, global = true)]
     embedded: bool,
@@ -72,6 +92,36 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Connects to `url` with the TLS files the command line names.
+async fn connect(cli: &Cli, url: String) -> Result<HodeiClient, CliError> {
+    let read = |path: &PathBuf, flag: &str| {
+        std::fs::read(path).map_err(|e| {
+            CliError::new(
+                exit_code::USAGE,
+                format!("cannot read {flag} {}: {e}", path.display()),
+            )
+        })
+    };
+    let ca = cli
+        .ca_cert
+        .as_ref()
+        .map(|path| read(path, "--ca-cert (HODEI_CA_CERT)"))
+        .transpose()?;
+    let identity = match (&cli.client_cert, &cli.client_key) {
+        (Some(cert), Some(key)) => Some((
+            read(cert, "--client-cert (HODEI_CLIENT_CERT)")?,
+            read(key, "--client-key (HODEI_CLIENT_KEY)")?,
+        )),
+        _ => None,
+    };
+    let builder = HodeiClient::builder(url).maybe_ca_certificate(ca);
+    let client = match identity {
+        Some((cert, key)) => builder.client_identity(cert, key).connect().await?,
+        None => builder.connect().await?,
+    };
+    Ok(client)
+}
+
 /// Parses the command line, runs it, and returns the documented exit code.
 #[must_use]
 pub fn main() -> ExitCode {
@@ -107,7 +157,7 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
     let url = embedded
         .as_ref()
         .map_or(cli.server.clone(), embedded::EmbeddedServer::url);
-    let client = HodeiClient::connect(url).await?;
+    let client = connect(&cli, url).await?;
     let code = match cli.command {
         Command::Run(args) => run::run(&client, *args, embedded.is_some()).await,
         Command::Logs(args) => inspect::logs(&client, args).await,

@@ -128,6 +128,14 @@ mod supported {
             default_value = k8s::DEFAULT_IDENTITY_TOKEN_AUDIENCE
         )]
         pub identity_token_audience: String,
+        /// ConfigMap (key ca.crt) with the CA bundle worker pods verify an https://
+        /// server with [default: the system's roots].
+        #[arg(
+            long = "k8s-server-ca-configmap",
+            env = "HODEI_K8S_SERVER_CA_CONFIGMAP",
+            value_name = "NAME"
+        )]
+        pub server_ca_config_map: Option<String>,
     }
 
     impl KubernetesArgs {
@@ -162,6 +170,7 @@ mod supported {
                 advertise_address,
                 api_writes_per_second: self.api_writes_per_second,
                 identity_token_audience: self.identity_token_audience.clone(),
+                server_ca_config_map: self.server_ca_config_map.clone(),
                 ..KubernetesSettings::default()
             };
             settings.validate().map_err(|error| {

@@ -46,9 +46,21 @@ impl Server {
 
     /// Starts a server on `port` with `env` and waits until it answers.
     pub fn start_on(data_dir: &Path, port: u16, env: &[(&str, String)]) -> Self {
+        Self::start_with_ports(data_dir, port, free_port(), env)
+    }
+
+    /// Starts a server with its job API on `port` and its worker API on `worker_port`,
+    /// with `env`, and waits until it answers.
+    pub fn start_with_ports(
+        data_dir: &Path,
+        port: u16,
+        worker_port: u16,
+        env: &[(&str, String)],
+    ) -> Self {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let process = ServerCommand::new(SERVER)
             .port(port)
+            .worker_port(worker_port)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("HODEI_DATA_DIR", data_dir)
             .env("HODEI_METRICS_ADDR", &metrics_addr)
@@ -71,9 +83,14 @@ impl Server {
         self.process.url()
     }
 
-    /// Its port.
+    /// The port of its job API.
     pub fn port(&self) -> u16 {
         self.process.port()
+    }
+
+    /// The port of its worker API.
+    pub fn worker_port(&self) -> u16 {
+        self.process.worker_port()
     }
 
     /// Runs `hodei args` against it.

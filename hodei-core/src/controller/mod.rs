@@ -48,13 +48,13 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RESULT_GRACE: Duration = Duration::from_secs(10);
 /// How often workers the server does not know are removed, by default.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// Address workers dial by default: a server on this host's default port.
-pub const DEFAULT_ADVERTISE_ADDRESS: &str = "http://127.0.0.1:50051";
+/// Address workers dial by default: the worker API of a server on this host's default port.
+pub const DEFAULT_ADVERTISE_ADDRESS: &str = "http://127.0.0.1:50052";
 
 /// Timing of the job lifecycle. Every wait has a deadline.
 #[derive(Debug, Clone, bon::Builder)]
 pub struct ControllerConfig {
-    /// Address workers dial to reach this server, e.g. `http://127.0.0.1:50051`. A
+    /// Address workers dial to reach this server, e.g. `http://127.0.0.1:50052`. A
     /// [`HodeiServer`](crate::HodeiServer) sets it to its own advertise address.
     #[builder(start_fn, into)]
     pub advertise_address: String,

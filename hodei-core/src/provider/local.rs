@@ -62,6 +62,7 @@ pub struct LocalProvider {
     ids: Option<Arc<IdPool>>,
     max_workers: Option<usize>,
     log_dir: Option<PathBuf>,
+    server_ca: Option<PathBuf>,
     stop_grace: Duration,
     registration_timeout: Duration,
     workers: Arc<Mutex<HashMap<WorkerId, RunningWorker>>>,
@@ -81,6 +82,10 @@ impl LocalProvider {
         /// Where each worker's own diagnostics go (`<worker-id>.log`); discarded when absent.
         #[builder(into)]
         log_dir: Option<PathBuf>,
+        /// CA bundle (PEM path) workers verify an `https://` server with; handed to them
+        /// as `HODEI_SERVER_CA`.
+        #[builder(into)]
+        server_ca: Option<PathBuf>,
         /// Time between SIGTERM and SIGKILL when a worker is destroyed.
         #[builder(default = Duration::from_secs(5))]
         stop_grace: Duration,
@@ -98,6 +103,7 @@ impl LocalProvider {
             ids: run_as.map(|run_as| Arc::new(IdPool::new(run_as))),
             max_workers,
             log_dir,
+            server_ca,
             stop_grace,
             registration_timeout,
             workers: Arc::default(),
@@ -149,6 +155,11 @@ impl LocalProvider {
         let (stdout, stderr) = self.output_for(launch.worker_id)?;
         command
             .envs(launch.worker_env())
+            .envs(
+                self.server_ca
+                    .iter()
+                    .map(|path| (crate::worker::ENV_SERVER_CA, path)),
+            )
             .env(crate::worker::ENV_WORKER_TOKEN_FILE, "/dev/stdin")
             .current_dir(WORKER_DIR)
             .stdin(Stdio::piped())

@@ -26,7 +26,7 @@ pub struct WorkerLaunch {
     pub job_id: JobId,
     /// The job's spec (image, resources and labels matter to providers).
     pub spec: JobSpec,
-    /// Address the worker dials, e.g. `http://127.0.0.1:50051`.
+    /// Address the worker dials (the worker API), e.g. `http://127.0.0.1:50052`.
     pub server_address: String,
     /// One-time token the worker registers with, when the provider's workers prove
     /// themselves with one ([`WorkerProof::OneTimeToken`]). Secret: never logged, never

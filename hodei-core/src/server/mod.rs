@@ -1,6 +1,9 @@
-//! The gRPC server: job and worker services, health and reflection, over one listener.
+//! The gRPC server: the job API and the worker API on listeners of their own, each with
+//! gRPC health, TLS when configured, and reflection on the job API when asked for.
 
+mod exposure;
 mod job_service;
+mod tls;
 mod worker_service;
 
 use std::{
@@ -11,13 +14,19 @@ use std::{
     time::Duration,
 };
 
+pub use exposure::{Protection, Unprotected};
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
 };
 pub use job_service::JobApi;
+use rustls::ServerConfig;
+pub use tls::{CertificateSubject, TlsError, TlsFiles, client_certificate};
 use tokio::net::TcpListener;
-use tonic_health::ServingStatus;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::InterceptorLayer, transport::server::Router};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
+use tracing::{info, warn};
 pub use worker_service::WorkerApi;
 
 use crate::{
@@ -27,9 +36,12 @@ use crate::{
     store::{JobStore, SqliteStore, StoreError},
 };
 
-/// Default address the server listens on.
+/// Default address of the job API (clients).
 pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 50051);
+/// Default address of the worker API (workers).
+pub const DEFAULT_WORKER_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 50052);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +70,12 @@ pub enum ServerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// TLS could not be set up.
+    #[error("TLS cannot be set up")]
+    Tls(#[from] TlsError),
+    /// A listener other hosts can reach lacks a protection and `insecure` is not set.
+    #[error("refusing to serve: {0}")]
+    Unprotected(Unprotected),
     /// gRPC reflection could not be set up.
     #[error("setting up gRPC reflection failed")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -70,14 +88,32 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct HodeiServer {
     controller: JobController,
+    jobs: Listener,
+    workers: Listener,
+    tls: Option<Arc<ServerConfig>>,
+    reflection: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
     listener: TcpListener,
-    local_addr: SocketAddr,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    async fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Self { listener, addr })
+    }
 }
 
 #[bon::bon]
 impl HodeiServer {
-    /// Binds the listener, opens the store under `data_dir`, marks jobs interrupted by a
-    /// previous stop as failed, and starts the controller.
+    /// Checks that the server is protected as far as it is exposed, binds both listeners,
+    /// opens the store under `data_dir`, marks jobs interrupted by a previous stop as
+    /// failed, and starts the controller.
     #[builder(finish_fn = start)]
     pub async fn new(
         /// Where jobs and logs are kept.
@@ -86,13 +122,29 @@ impl HodeiServer {
         /// Providers in preference order.
         #[builder(field)]
         providers: Vec<Arc<dyn Provider>>,
-        /// Address to listen on. Port 0 picks a free port.
+        /// Whether job API callers are authenticated; set by the authentication settings.
+        #[builder(field)]
+        caller_authentication: bool,
+        /// Address of the job API (clients). Port 0 picks a free port.
         #[builder(default = DEFAULT_LISTEN_ADDR)]
         listen_addr: SocketAddr,
-        /// Address workers dial; default `http://<listen ip>:<port>` with 127.0.0.1 for
-        /// an unspecified ip. It replaces the `advertise_address` of `controller`.
+        /// Address of the worker API (workers). Port 0 picks a free port.
+        #[builder(default = DEFAULT_WORKER_LISTEN_ADDR)]
+        worker_listen_addr: SocketAddr,
+        /// Address workers dial; default `http://<worker listen ip>:<port>` (`https://` with
+        /// TLS) with 127.0.0.1 for an unspecified ip. It replaces the `advertise_address` of
+        /// `controller`.
         #[builder(into)]
         advertise_address: Option<String>,
+        /// TLS on both listeners; plaintext when absent.
+        tls: Option<TlsFiles>,
+        /// Serve gRPC reflection on the job API.
+        #[builder(default)]
+        reflection: bool,
+        /// Serve even when a listener off loopback lacks TLS or the job API lacks caller
+        /// authentication; the server then warns and sets the `hodei_insecure` gauge.
+        #[builder(default)]
+        insecure: bool,
         /// Timing of the job lifecycle: heartbeats, deadlines, graces, sweeps.
         #[builder(default)]
         controller: ControllerConfig,
@@ -102,18 +154,28 @@ impl HodeiServer {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
         }
-        let listener =
-            TcpListener::bind(listen_addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: listen_addr,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: listen_addr,
-            source,
-        })?;
-        let advertise_address = advertise_address.unwrap_or_else(|| advertise_for(local_addr));
+        let exposure = exposure::Exposure {
+            job_addr: listen_addr,
+            worker_addr: worker_listen_addr,
+            tls: tls.is_some(),
+            caller_authentication,
+        };
+        match exposure.check() {
+            Ok(()) => crate::observe::insecure(false),
+            Err(unprotected) if insecure => {
+                warn!(
+                    addr = %unprotected.addr,
+                    "serving insecurely as asked: {unprotected}; anyone who reaches it can run commands"
+                );
+                crate::observe::insecure(true);
+            }
+            Err(unprotected) => return Err(ServerError::Unprotected(unprotected)),
+        }
+        let tls = tls.as_ref().map(tls::server_config).transpose()?;
+        let jobs = Listener::bind(listen_addr).await?;
+        let workers = Listener::bind(worker_listen_addr).await?;
+        let advertise_address =
+            advertise_address.unwrap_or_else(|| advertise_for(workers.addr, tls.is_some()));
         crate::private_fs::create_dir(&data_dir).map_err(|source| ServerError::DataDir {
             dir: data_dir.clone(),
             source,
@@ -140,15 +202,23 @@ impl HodeiServer {
         let controller = JobController::start(config, store, logs, registry).await?;
         Ok(Self {
             controller,
-            listener,
-            local_addr,
+            jobs,
+            workers,
+            tls,
+            reflection,
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The address of the job API actually bound (useful with port 0).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.jobs.addr
+    }
+
+    /// The address of the worker API actually bound (useful with port 0).
+    #[must_use]
+    pub fn worker_addr(&self) -> SocketAddr {
+        self.workers.addr
     }
 
     /// The controller, for host programs that submit jobs in-process.
@@ -158,58 +228,155 @@ impl HodeiServer {
     }
 
     /// Serves until `shutdown` completes, then stops active jobs and removes their workers.
+    /// Both listeners report NOT_SERVING from the start of the drain; workers can still
+    /// report during it.
     pub async fn serve_with_shutdown(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(hodei_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let jobs = JobServiceServer::new(JobApi::new(self.controller.clone()));
-        let workers = WorkerServiceServer::new(WorkerApi::new(self.controller.clone()));
-        health.set_serving::<JobServiceServer<JobApi>>().await;
-        health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
-        info!(addr = %self.local_addr, providers = ?self.controller.providers().all().iter().map(|p| p.name()).collect::<Vec<_>>(), "serving");
-        let controller = self.controller.clone();
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(jobs)
-            .add_service(workers)
-            // Our own listener bypasses tonic's tcp_nodelay setting; set it on each accepted
-            // socket, or small messages wait for delayed ACKs (about 40 ms each).
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async move {
-                    shutdown.await;
-                    info!("shutting down: stopping active jobs");
-                    // Health tells load balancers the truth from the first moment of the drain.
-                    health
-                        .set_service_status("", ServingStatus::NotServing)
-                        .await;
-                    health.set_not_serving::<JobServiceServer<JobApi>>().await;
-                    health
-                        .set_not_serving::<WorkerServiceServer<WorkerApi>>()
-                        .await;
-                    controller.shutdown(Duration::from_secs(30)).await;
-                },
-            )
-            .await?;
+        let (job_health, job_health_service) = tonic_health::server::health_reporter();
+        let (worker_health, worker_health_service) = tonic_health::server::health_reporter();
+        let mut job_router = tonic::transport::Server::builder()
+            .layer(connection_layer())
+            .add_service(job_health_service)
+            .add_service(JobServiceServer::new(JobApi::new(self.controller.clone())));
+        if self.reflection {
+            job_router = job_router.add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(hodei_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            );
+        }
+        let worker_router = tonic::transport::Server::builder()
+            .layer(connection_layer())
+            .add_service(worker_health_service)
+            .add_service(WorkerServiceServer::new(WorkerApi::new(
+                self.controller.clone(),
+            )));
+        job_health.set_serving::<JobServiceServer<JobApi>>().await;
+        worker_health
+            .set_serving::<WorkerServiceServer<WorkerApi>>()
+            .await;
+        info!(
+            jobs = %self.jobs.addr,
+            workers = %self.workers.addr,
+            tls = self.tls.is_some(),
+            providers = ?self.controller.providers().all().iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "serving"
+        );
+        let stopped = CancellationToken::new();
+        let drain = {
+            let controller = self.controller.clone();
+            let stopped = stopped.clone();
+            async move {
+                shutdown.await;
+                info!("shutting down: stopping active jobs");
+                // Health tells load balancers the truth from the first moment of the drain.
+                not_serving::<JobServiceServer<JobApi>>(&job_health).await;
+                not_serving::<WorkerServiceServer<WorkerApi>>(&worker_health).await;
+                controller.shutdown(Duration::from_secs(30)).await;
+                stopped.cancel();
+            }
+        };
+        let serve_jobs = serve(
+            job_router,
+            self.jobs.listener,
+            self.tls.clone(),
+            stopped.clone(),
+        );
+        let serve_workers = serve(
+            worker_router,
+            self.workers.listener,
+            self.tls,
+            stopped.clone(),
+        );
+        let served = async {
+            let result = tokio::try_join!(serve_jobs, serve_workers);
+            // If one listener failed, the other stops too.
+            stopped.cancel();
+            result
+        };
+        let ((), result) = tokio::join!(
+            async {
+                tokio::select! {
+                    () = drain => {}
+                    () = stopped.cancelled() => {}
+                }
+            },
+            served
+        );
+        result?;
         Ok(())
     }
 }
 
-/// The address workers on this host dial to reach a server bound to `addr`.
-fn advertise_for(addr: SocketAddr) -> String {
+async fn not_serving<S: tonic::server::NamedService>(health: &HealthReporter) {
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health.set_not_serving::<S>().await;
+}
+
+/// The interceptor every request passes first.
+type ConnectionInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+type HodeiRouter = Router<Stack<InterceptorLayer<ConnectionInterceptor>, Identity>>;
+
+fn connection_layer() -> InterceptorLayer<ConnectionInterceptor> {
+    InterceptorLayer::new(tls::connection_interceptor as ConnectionInterceptor)
+}
+
+/// Serves `router` on `listener`, over TLS with `tls`, until `stopped`.
+async fn serve(
+    router: HodeiRouter,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    stopped: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let signal = stopped.cancelled_owned();
+    match tls {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(tls::incoming(listener, config), signal)
+                .await
+        }
+        // Our own listener bypasses tonic's tcp_nodelay setting; set it on each accepted
+        // socket, or small messages wait for delayed ACKs (about 40 ms each).
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    signal,
+                )
+                .await
+        }
+    }
+}
+
+/// The address workers on this host dial to reach a worker listener bound to `addr`.
+fn advertise_for(addr: SocketAddr, tls: bool) -> String {
     let ip = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
-        addr.ip().to_string()
+        addr.ip()
     };
-    format!("http://{ip}:{}", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl<S: hodei_server_builder::State> HodeiServerBuilder<S> {
@@ -232,14 +399,22 @@ mod tests {
     use crate::controller::DEFAULT_ADVERTISE_ADDRESS;
 
     #[test]
-    fn the_default_advertise_address_is_that_of_the_default_listen_address() {
+    fn the_default_advertise_address_is_that_of_the_default_worker_listen_address() {
         assert_eq!(
-            advertise_for(DEFAULT_LISTEN_ADDR),
+            advertise_for(DEFAULT_WORKER_LISTEN_ADDR, false),
             DEFAULT_ADVERTISE_ADDRESS
         );
         assert_eq!(
-            advertise_for("10.0.0.7:7000".parse().unwrap()),
+            advertise_for("10.0.0.7:7000".parse().unwrap(), false),
             "http://10.0.0.7:7000"
+        );
+        assert_eq!(
+            advertise_for("[::]:7000".parse().unwrap(), true),
+            "https://127.0.0.1:7000"
+        );
+        assert_eq!(
+            advertise_for("[fd00::1]:7000".parse().unwrap(), true),
+            "https://[fd00::1]:7000"
         );
     }
 }

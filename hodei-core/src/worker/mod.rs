@@ -24,6 +24,8 @@ pub const ENV_SERVER_ADDRESS: &str = "HODEI_SERVER_ADDRESS";
 pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
 /// Longest credential file the worker reads.
 pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+/// Env var with the path of the CA bundle (PEM) the worker verifies the server with.
+pub const ENV_SERVER_CA: &str = "HODEI_SERVER_CA";
 /// Env var with the directory under which each job gets its scratch directory.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
 
@@ -90,7 +92,7 @@ pub enum WorkerError {
 /// The worker agent. Build it with [`WorkerAgent::builder`] or [`WorkerAgent::from_env`].
 #[derive(Clone, bon::Builder)]
 pub struct WorkerAgent {
-    /// Server address, e.g. `http://127.0.0.1:50051`.
+    /// Address of the server's worker API, e.g. `https://127.0.0.1:50052`.
     #[builder(start_fn, into)]
     server_address: String,
     /// This worker's id.
@@ -100,6 +102,10 @@ pub struct WorkerAgent {
     /// platform credential its provider gave it.
     #[builder(start_fn, into)]
     credential: String,
+    /// CA bundle (PEM) the server's certificate must chain to, for `https://` server
+    /// addresses; the system's roots when absent.
+    #[builder(into)]
+    server_ca: Option<Vec<u8>>,
     /// Directory under which each job gets its own scratch directory, where it runs
     /// when its spec names none; the system's temp dir when absent.
     #[builder(into)]
@@ -124,6 +130,7 @@ impl std::fmt::Debug for WorkerAgent {
             .field("server_address", &self.server_address)
             .field("worker_id", &self.worker_id)
             .field("credential", &"<redacted>")
+            .field("server_ca", &self.server_ca.is_some())
             .field("work_dir", &self.work_dir)
             .finish_non_exhaustive()
     }
@@ -131,9 +138,10 @@ impl std::fmt::Debug for WorkerAgent {
 
 impl WorkerAgent {
     /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, the credential from the file named
-    /// by `HODEI_WORKER_TOKEN_FILE`, and the optional `HODEI_WORK_DIR`. A missing or invalid
-    /// variable or an unreadable credential file is an error naming the variable. The agent
-    /// owns its process (see `owns_process`): this is how a worker program starts.
+    /// by `HODEI_WORKER_TOKEN_FILE`, and the optional `HODEI_WORK_DIR` and `HODEI_SERVER_CA`
+    /// (a path, whose file is read here). A missing or invalid variable or an unreadable
+    /// file is an error naming the variable. The agent owns its process (see
+    /// `owns_process`): this is how a worker program starts.
     pub fn from_env() -> Result<Self, ValidationError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -144,12 +152,22 @@ impl WorkerAgent {
         let worker_id = var(ENV_WORKER_ID)?.parse().map_err(|e: ValidationError| {
             ValidationError::new(ENV_WORKER_ID, e.message().to_owned())
         })?;
+        let server_ca = match std::env::var_os(ENV_SERVER_CA).filter(|v| !v.is_empty()) {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                ValidationError::new(
+                    ENV_SERVER_CA,
+                    format!("cannot read {}: {e}", Path::new(&path).display()),
+                )
+            })?),
+            None => None,
+        };
         Ok(Self::builder(
             var(ENV_SERVER_ADDRESS)?,
             worker_id,
             read_credential(Path::new(&var(ENV_WORKER_TOKEN_FILE)?))?,
         )
         .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
+        .maybe_server_ca(server_ca)
         .owns_process(true)
         .build())
     }

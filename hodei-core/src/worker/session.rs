@@ -9,7 +9,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Streaming, transport::Endpoint};
+use tonic::Streaming;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
@@ -18,6 +18,7 @@ use super::{
     process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece, Sandbox},
 };
 use crate::{
+    client::ClientTls,
     controller::WorkerOutcome,
     job::{JobId, ProcessExit},
     wire::{Registration, ServerMessage, WorkerMessage},
@@ -167,13 +168,16 @@ async fn register(agent: &WorkerAgent) -> Result<Link, WorkerError> {
 }
 
 async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
-    let endpoint = Endpoint::from_shared(agent.server_address.clone())
+    let tls = ClientTls {
+        ca: agent.server_ca.clone(),
+        identity: None,
+    };
+    let endpoint = crate::client::endpoint(&agent.server_address, &tls)
         .map_err(|source| WorkerError::Connect {
             address: agent.server_address.clone(),
             source,
         })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .connect_timeout(Duration::from_secs(5));
     let mut attempt = 0;
     let channel = loop {
         attempt += 1;

@@ -45,6 +45,8 @@ pub struct TaskProvider {
     pub verified: Arc<Mutex<Vec<String>>>,
     pub launches: Arc<Mutex<Vec<WorkerLaunch>>>,
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
+    /// CA bundle (PEM) the workers verify an `https://` server with.
+    pub server_ca: Option<Vec<u8>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -56,6 +58,7 @@ impl TaskProvider {
             verified: Arc::default(),
             launches: Arc::default(),
             destroyed: Arc::default(),
+            server_ca: None,
             tasks: Arc::default(),
         }
     }
@@ -112,6 +115,7 @@ impl Provider for TaskProvider {
                     .otp_token
                     .unwrap_or_else(|| format!("pod-token-{}", launch.worker_id)),
             )
+            .maybe_server_ca(self.server_ca.clone())
             .build();
             let task = tokio::spawn(async move {
                 let result = agent.run(std::future::pending()).await;
@@ -174,7 +178,10 @@ impl Provider for TaskProvider {
 /// A server on 127.0.0.1 with a temporary data dir, and a client connected to it.
 pub struct TestServer {
     pub client: HodeiClient,
+    /// The job API.
     pub url: String,
+    /// The worker API.
+    pub worker_url: String,
     pub data_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -194,6 +201,7 @@ impl TestServer {
         let server = HodeiServer::builder(data_dir)
             .shared_provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
+            .worker_listen_addr("127.0.0.1:0".parse().unwrap())
             .controller(ControllerConfig {
                 heartbeat_interval: Duration::from_millis(200),
                 heartbeat_timeout: Duration::from_secs(3),
@@ -204,6 +212,7 @@ impl TestServer {
             .await
             .unwrap();
         let url = format!("http://{}", server.local_addr());
+        let worker_url = format!("http://{}", server.worker_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -217,6 +226,7 @@ impl TestServer {
         Self {
             client,
             url,
+            worker_url,
             data_dir: data_dir.to_owned(),
             stop: Some(stop),
             task: Some(task),

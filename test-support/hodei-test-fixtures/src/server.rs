@@ -50,7 +50,9 @@ pub enum ServerError {
 #[must_use]
 pub struct ServerCommand {
     program: OsString,
+    args: Vec<OsString>,
     port: Option<u16>,
+    worker_port: Option<u16>,
     env: Vec<(OsString, OsString)>,
     clear_hodei_env: bool,
     log: Option<PathBuf>,
@@ -58,11 +60,14 @@ pub struct ServerCommand {
 }
 
 impl ServerCommand {
-    /// Runs `program` listening on a free loopback port (`HODEI_LISTEN_ADDR`).
+    /// Runs `program` with its job API on a free loopback port (`HODEI_LISTEN_ADDR`) and
+    /// its worker API on another (`HODEI_WORKER_LISTEN_ADDR`).
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         Self {
             program: program.as_ref().to_owned(),
+            args: Vec::new(),
             port: None,
+            worker_port: None,
             env: Vec::new(),
             clear_hodei_env: false,
             log: None,
@@ -73,6 +78,18 @@ impl ServerCommand {
     /// Listens on this loopback port instead, e.g. the port of a server that ran before.
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Serves the worker API on this loopback port instead.
+    pub fn worker_port(mut self, port: u16) -> Self {
+        self.worker_port = Some(port);
+        self
+    }
+
+    /// Adds a command-line argument; flags win over the variables set here.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
         self
     }
 
@@ -121,6 +138,10 @@ impl ServerCommand {
             Some(port) => port,
             None => free_port()?,
         };
+        let worker_port = match self.worker_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let mut command = Command::new(&self.program);
         if self.clear_hodei_env {
             for (key, _) in std::env::vars_os() {
@@ -137,8 +158,13 @@ impl ServerCommand {
             None => (Stdio::null(), Stdio::null()),
         };
         let child = command
+            .args(self.args)
             .envs(self.env)
             .env("HODEI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "HODEI_WORKER_LISTEN_ADDR",
+                format!("127.0.0.1:{worker_port}"),
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -150,6 +176,7 @@ impl ServerCommand {
         Ok(ServerProcess {
             child,
             port,
+            worker_port,
             log: self.log,
             drop_grace: self.drop_grace,
         })
@@ -162,15 +189,22 @@ impl ServerCommand {
 pub struct ServerProcess {
     child: Child,
     port: u16,
+    worker_port: u16,
     log: Option<PathBuf>,
     drop_grace: Option<Duration>,
 }
 
 impl ServerProcess {
-    /// The loopback port it listens on.
+    /// The loopback port of its job API.
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The loopback port of its worker API.
+    #[must_use]
+    pub fn worker_port(&self) -> u16 {
+        self.worker_port
     }
 
     /// Its URL, `http://127.0.0.1:<port>`.

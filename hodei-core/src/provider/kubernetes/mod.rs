@@ -222,6 +222,7 @@ impl KubernetesProvider {
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
             .identity_token_audience(s.identity_token_audience.clone())
+            .maybe_server_ca_config_map(s.server_ca_config_map.clone())
             .build()
     }
 

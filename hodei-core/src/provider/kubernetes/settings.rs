@@ -73,7 +73,8 @@ pub struct KubernetesSettings {
     pub scheduling_timeout: Duration,
     /// How long a pod may take to start and register.
     pub registration_timeout: Duration,
-    /// Server address workers in the cluster dial, e.g. `http://hodei-server:50051`;
+    /// Address of the worker API workers in the cluster dial, e.g.
+    /// `https://hodei-server:50052`;
     /// the server's own advertise address when absent.
     pub advertise_address: Option<String>,
     /// Most writes (create, delete) per second to the API server.
@@ -84,6 +85,10 @@ pub struct KubernetesSettings {
     /// It is useless against the API server as long as the worker ServiceAccount holds no
     /// rights.
     pub identity_token_audience: String,
+    /// ConfigMap in `namespace` whose key `ca.crt` holds the CA bundle workers verify an
+    /// `https://` server with; mounted read-only into worker pods and named by
+    /// `HODEI_SERVER_CA`. The system's roots when absent.
+    pub server_ca_config_map: Option<String>,
 }
 
 impl Default for KubernetesSettings {
@@ -110,6 +115,7 @@ impl Default for KubernetesSettings {
             advertise_address: None,
             api_writes_per_second: DEFAULT_API_WRITES_PER_SECOND,
             identity_token_audience: DEFAULT_IDENTITY_TOKEN_AUDIENCE.to_owned(),
+            server_ca_config_map: None,
         }
     }
 }
@@ -123,6 +129,9 @@ impl KubernetesSettings {
         dns_label("service_account", &self.service_account)?;
         for secret in &self.image_pull_secrets {
             dns_label("image_pull_secrets", secret)?;
+        }
+        if let Some(config_map) = &self.server_ca_config_map {
+            dns_label("server_ca_config_map", config_map)?;
         }
         if !IMAGE_PULL_POLICIES.contains(&self.image_pull_policy.as_str()) {
             return Err(ValidationError::new(
@@ -156,7 +165,7 @@ impl KubernetesSettings {
         {
             return Err(ValidationError::new(
                 "advertise_address",
-                format!("{address:?} must be a URL such as http://hodei-server:50051"),
+                format!("{address:?} must be a URL such as https://hodei-server:50052"),
             ));
         }
         let audience = &self.identity_token_audience;
@@ -226,7 +235,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_field() {
         type Change = fn(&mut KubernetesSettings);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             ("namespace", |s| s.namespace = "Bad_NS".into()),
             ("service_account", |s| s.service_account = "-sa".into()),
             ("image_pull_secrets", |s| {
@@ -246,6 +255,9 @@ mod tests {
             }),
             ("identity_token_audience", |s| {
                 s.identity_token_audience = "two words".into();
+            }),
+            ("server_ca_config_map", |s| {
+                s.server_ca_config_map = Some("Server CA".into());
             }),
         ];
         for (field, change) in cases {

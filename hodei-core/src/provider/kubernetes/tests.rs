@@ -104,13 +104,18 @@ impl FakeApi {
 }
 
 async fn provider(api: &FakeApi) -> KubernetesProvider {
+    provider_with(api, KubernetesSettings::default()).await
+}
+
+/// A provider on the fake API with `settings`, its namespace, image and address replaced.
+async fn provider_with(api: &FakeApi, settings: KubernetesSettings) -> KubernetesProvider {
     let (client, handle) = mock_client();
     tokio::spawn(api.clone().serve(handle));
     let settings = KubernetesSettings {
         namespace: "jobs".into(),
         worker_image: "registry.local/hodei-worker:1".into(),
         advertise_address: Some("http://hodei-server:50051".into()),
-        ..KubernetesSettings::default()
+        ..settings
     };
     KubernetesProvider::with_client(client, settings)
         .await
@@ -429,5 +434,35 @@ async fn the_token_review_asks_for_the_configured_audience() {
     assert_eq!(
         created["spec"]["volumes"][2]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
         "hodei-prod"
+    );
+}
+
+#[tokio::test]
+async fn workers_get_the_server_ca_from_the_configured_config_map() {
+    let api = FakeApi::default();
+    let provider = provider_with(
+        &api,
+        KubernetesSettings {
+            server_ca_config_map: Some("hodei-server-ca".into()),
+            ..KubernetesSettings::default()
+        },
+    )
+    .await;
+    provider
+        .provision(launch(JobSpec::builder("echo").build().unwrap()))
+        .await
+        .unwrap();
+    let pod = api.created.lock().unwrap()[0].clone();
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["configMap"]["name"] == "hodei-server-ca"),
+        "{volumes:?}"
+    );
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "HODEI_SERVER_CA", "value": "/etc/hodei/ca/ca.crt"})),
+        "{env:?}"
     );
 }
