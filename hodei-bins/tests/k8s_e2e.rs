@@ -676,19 +676,19 @@ fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
 
     let other_pod = worker_token("hodei", Some((&pod_b, &uid_b)));
     assert_refused(
-        register_raw(&server.url(), &worker_a, &other_pod),
+        register_raw(&server.worker_url(), &worker_a, &other_pod),
         "a token bound to another pod",
         &format!("bound to pod \"{pod_b}\""),
     );
     let wrong_audience = worker_token("not-hodei", Some((&pod_a, &uid_a)));
     assert_refused(
-        register_raw(&server.url(), &worker_a, &wrong_audience),
+        register_raw(&server.worker_url(), &worker_a, &wrong_audience),
         "a token for another audience",
         "the API server refused the token",
     );
     let unbound = worker_token("hodei", None);
     assert_refused(
-        register_raw(&server.url(), &worker_a, &unbound),
+        register_raw(&server.worker_url(), &worker_a, &unbound),
         "a token bound to no pod",
         "bound to pod \"none\"",
     );
@@ -696,9 +696,9 @@ fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
     // The refusals did not use up the registration: the right pod's token still works,
     // once.
     let right = worker_token("hodei", Some((&pod_a, &uid_a)));
-    register_raw(&server.url(), &worker_a, &right).expect("the pod's own token registers");
+    register_raw(&server.worker_url(), &worker_a, &right).expect("the pod's own token registers");
     assert_refused(
-        register_raw(&server.url(), &worker_a, &right),
+        register_raw(&server.worker_url(), &worker_a, &right),
         "the same token again",
         "already used",
     );
@@ -734,7 +734,7 @@ fn a_registered_workers_pod_token_cannot_register_again() {
     .unwrap();
     let replay = worker_token("hodei", Some((&pod, &uid)));
     assert_refused(
-        register_raw(&server.url(), &worker, &replay),
+        register_raw(&server.worker_url(), &worker, &replay),
         "a valid pod token after the worker registered",
         "already used",
     );

@@ -93,6 +93,11 @@ impl Server {
         self.process.worker_port()
     }
 
+    /// The URL of its worker API.
+    pub fn worker_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.worker_port())
+    }
+
     /// Runs `hodei args` against it.
     pub fn hodei(&self, args: &[&str]) -> Output {
         Command::new(HODEI)
