@@ -25,6 +25,9 @@ pub use self::token_file::{
 /// Name of the identity every caller gets from an open [`Authenticator`].
 pub const ANONYMOUS: &str = "anonymous";
 
+/// What a caller who may not see a job's env values gets instead of each value.
+pub const REDACTED_ENV_VALUE: &str = "<redacted>";
+
 /// The longest bearer token accepted; longer ones are refused without further checks.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 

@@ -14,13 +14,14 @@ use std::{
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
 };
-pub use job_service::JobApi;
+pub use job_service::{AUDIT_TARGET, JobApi};
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tracing::info;
 pub use worker_service::WorkerApi;
 
 use crate::{
+    auth::Authenticator,
     controller::{ControllerConfig, JobController},
     logs::LogHub,
     provider::{Provider, ProviderRegistry},
@@ -72,6 +73,7 @@ pub struct HodeiServer {
     controller: JobController,
     listener: TcpListener,
     local_addr: SocketAddr,
+    auth: Authenticator,
 }
 
 #[bon::bon]
@@ -98,6 +100,9 @@ impl HodeiServer {
         controller: ControllerConfig,
         /// A store other than the embedded SQLite one under `data_dir`.
         store: Option<Arc<dyn JobStore>>,
+        /// Who may call the job API; default open (every caller is an anonymous admin).
+        #[builder(default)]
+        auth: Authenticator,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
@@ -138,6 +143,7 @@ impl HodeiServer {
             controller,
             listener,
             local_addr,
+            auth,
         })
     }
 
@@ -163,7 +169,7 @@ impl HodeiServer {
             .register_encoded_file_descriptor_set(hodei_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let jobs = JobServiceServer::new(JobApi::new(self.controller.clone()));
+        let jobs = JobServiceServer::new(JobApi::new(self.controller.clone(), self.auth.clone()));
         let workers = WorkerServiceServer::new(WorkerApi::new(self.controller.clone()));
         health.set_serving::<JobServiceServer<JobApi>>().await;
         health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
