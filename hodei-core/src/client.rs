@@ -99,6 +99,12 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the server refused the call's credentials (UNAUTHENTICATED).
+    #[must_use]
+    pub fn is_unauthenticated(&self) -> bool {
+        self.code() == Some(tonic::Code::Unauthenticated)
+    }
 }
 
 fn status(status: tonic::Status) -> ClientError {

@@ -30,9 +30,12 @@ impl EmbeddedServer {
             .settings;
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.advertise_address = None;
-        let server = settings.start(Vec::new()).await.map_err(|e| {
-            CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
-        })?;
+        let server = settings
+            .start(Vec::new(), hodei_core::auth::Authenticator::open())
+            .await
+            .map_err(|e| {
+                CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
+            })?;
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {

@@ -4,8 +4,9 @@ mod embedded;
 mod inspect;
 mod render;
 mod run;
+mod token;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use hodei_core::HodeiClient;
@@ -25,6 +26,18 @@ pub struct Cli {
     /// Run an in-process server with the local provider for this one command.
     #[arg(long, global = true)]
     embedded: bool,
+    /// Bearer token sent to the server.
+    #[arg(
+        long,
+        global = true,
+        env = "HODEI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// File holding the bearer token (used when no --token / HODEI_TOKEN is given).
+    #[arg(long, global = true, env = "HODEI_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +54,9 @@ enum Command {
     List(inspect::ListArgs),
     /// Cancel a job.
     Cancel(inspect::CancelArgs),
+    /// Make bearer tokens for the server's tokens file.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// A failure of the CLI itself, printed on one line.
@@ -59,12 +75,17 @@ impl CliError {
     }
 }
 
+/// Printed after an UNAUTHENTICATED answer.
+const TOKEN_HINT: &str =
+    "hint: set HODEI_TOKEN (or --token, or HODEI_TOKEN_FILE) to a token the server accepts";
+
 impl From<hodei_core::ClientError> for CliError {
     fn from(error: hodei_core::ClientError) -> Self {
-        Self::new(
-            exit_code::HODEI_ERROR,
-            one_line(&crate::server_main::format_chain(&error)),
-        )
+        let mut message = one_line(&crate::server_main::format_chain(&error));
+        if error.is_unauthenticated() {
+            message = format!("{message}\nhodei: {TOKEN_HINT}");
+        }
+        Self::new(exit_code::HODEI_ERROR, message)
     }
 }
 
@@ -99,6 +120,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Token(command) = cli.command {
+        return Ok(token::run(command));
+    }
+    let token = token::resolve(cli.token, cli.token_file.as_deref())?;
     let embedded = if cli.embedded {
         Some(embedded::EmbeddedServer::start().await?)
     } else {
@@ -107,13 +132,18 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
     let url = embedded
         .as_ref()
         .map_or(cli.server.clone(), embedded::EmbeddedServer::url);
-    let client = HodeiClient::connect(url).await?;
+    let client = HodeiClient::builder(url)
+        .maybe_token(token)
+        .connect()
+        .await?;
     let code = match cli.command {
         Command::Run(args) => run::run(&client, *args, embedded.is_some()).await,
         Command::Logs(args) => inspect::logs(&client, args).await,
         Command::Get(args) => inspect::get(&client, args).await,
         Command::List(args) => inspect::list(&client, args).await,
         Command::Cancel(args) => inspect::cancel(&client, args).await,
+        // Answered above, before connecting.
+        Command::Token(command) => Ok(token::run(command)),
     };
     if let Some(server) = embedded {
         server.stop().await;

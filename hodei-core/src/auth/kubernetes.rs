@@ -77,6 +77,14 @@ impl KubernetesAuth {
         }
     }
 
+    /// A client of the API server named by `settings` (`kubeconfig`, `context`; else
+    /// in-cluster, then the default kubeconfig), for [`builder`](Self::builder).
+    pub async fn client(
+        settings: &crate::provider::KubernetesSettings,
+    ) -> Result<kube::Client, crate::provider::kubernetes::KubernetesError> {
+        crate::provider::kubernetes::client_for(settings).await
+    }
+
     pub(crate) async fn authenticate(
         &self,
         token: &str,

@@ -38,6 +38,15 @@ pub(crate) fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A new random bearer token: 256 bits from a cryptographically secure generator seeded
+/// by the operating system, as 64 lowercase hex digits.
+#[must_use]
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
 /// A named bundle of rights, as written in a tokens file or a certificate's O field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -249,3 +249,11 @@ fn debug_output_shows_no_token() {
     let shown = format!("{:?}", bearer("very-secret"));
     assert!(!shown.contains("very-secret"), "{shown}");
 }
+
+#[test]
+fn generated_tokens_are_256_random_bits() {
+    let token = generate_token();
+    assert_eq!(token.len(), 64);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(token, generate_token());
+}
