@@ -17,9 +17,10 @@ use std::{
 use common::{Behaviour, TaskProvider};
 use hodei_core::{
     ClientError, HodeiClient, HodeiServer, Job, JobId, JobSpec,
-    auth::{Authenticator, REDACTED_ENV_VALUE, Role, token_line},
-    server::AUDIT_TARGET,
+    auth::{Authenticator, CertificateIdentity, REDACTED_ENV_VALUE, Role, token_line},
+    server::{AUDIT_TARGET, JobApi},
 };
+use hodei_proto::v1::{self as pb, job_service_server::JobService};
 use hodei_test_fixtures::wait_until;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -344,4 +345,59 @@ async fn a_changed_tokens_file_is_picked_up_and_a_broken_one_ignored() {
     let alice = server.client(Some("alice-token")).await;
     assert!(alice.list(0).await.is_ok());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_verified_client_certificate_names_the_caller_and_its_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HodeiServer::builder(dir.path())
+        .provider(TaskProvider::new(Behaviour::NeverStart))
+        .listen_addr("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let auth = Authenticator::builder()
+        .client_certificates(true)
+        .build()
+        .await
+        .unwrap();
+    let api = JobApi::new(server.controller().clone(), auth);
+    let submit = |certificate: Option<CertificateIdentity>| {
+        let mut request = tonic::Request::new(pb::SubmitJobRequest {
+            spec: Some((&spec_with_secret("s")).into()),
+        });
+        if let Some(certificate) = certificate {
+            // What the TLS layer puts there for a certificate it verified.
+            request.extensions_mut().insert(certificate);
+        }
+        request
+    };
+    let ci = CertificateIdentity {
+        common_name: "ci-runner".into(),
+        organizations: vec!["submit".into()],
+    };
+    let job = api
+        .submit_job(submit(Some(ci)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.owner, "ci-runner");
+    let viewer = CertificateIdentity {
+        common_name: "viewer".into(),
+        organizations: vec!["read".into()],
+    };
+    assert_eq!(
+        api.submit_job(submit(Some(viewer)))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        api.submit_job(submit(None)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    server.controller().shutdown(Duration::from_secs(1)).await;
 }
