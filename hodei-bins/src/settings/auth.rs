@@ -98,3 +98,74 @@ impl AuthArgs {
         Ok(builder)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(flatten)]
+        auth: AuthArgs,
+        #[command(flatten)]
+        kubernetes: KubernetesArgs,
+    }
+
+    fn parse(args: &[&str]) -> Args {
+        super::super::parse(std::iter::once("hodei-server-bin").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_set_the_sources() {
+        let args = parse(&[
+            "--auth-tokens-file=/etc/hodei/tokens",
+            "--auth-kubernetes=yes",
+            "--auth-audience=jobs",
+        ]);
+        assert_eq!(
+            args.auth.tokens_file.as_deref(),
+            Some(std::path::Path::new("/etc/hodei/tokens"))
+        );
+        assert!(args.auth.kubernetes);
+        assert_eq!(args.auth.audience, "jobs");
+    }
+
+    #[tokio::test]
+    async fn without_sources_the_server_is_open_and_a_tokens_file_configures_it() {
+        let open = parse(&[]);
+        let auth = open
+            .auth
+            .authenticator(&open.kubernetes, false)
+            .await
+            .unwrap();
+        assert!(!auth.is_configured());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# nobody yet\n").unwrap();
+        let flag = format!("--auth-tokens-file={}", file.display());
+        let args = parse(&[&flag]);
+        let auth = args
+            .auth
+            .authenticator(&args.kubernetes, false)
+            .await
+            .unwrap();
+        assert!(auth.is_configured());
+
+        let missing = parse(&["--auth-tokens-file=/nonexistent/tokens"]);
+        let error = missing
+            .auth
+            .authenticator(&missing.kubernetes, false)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("HODEI_AUTH_TOKENS_FILE"),
+            "{error}"
+        );
+    }
+}
