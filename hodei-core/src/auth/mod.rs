@@ -7,6 +7,7 @@
 //! client certificates. With no source configured the authenticator is *open*: every
 //! caller is `anonymous` with every right, which is only fit for a loopback listener.
 
+#[cfg(feature = "kubernetes")]
 mod cache;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;

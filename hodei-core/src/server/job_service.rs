@@ -130,8 +130,13 @@ impl JobApi {
         if !read_all && !submit {
             return Err(Self::denied(who, METHOD, Some(id), "cancel jobs"));
         }
-        let job = self.existing(id).await.inspect_err(|_| {
-            audit(who.name(), METHOD, Some(id), "not_found");
+        let job = self.existing(id).await.inspect_err(|status| {
+            let outcome = if status.code() == tonic::Code::NotFound {
+                "not_found"
+            } else {
+                "failed"
+            };
+            audit(who.name(), METHOD, Some(id), outcome);
         })?;
         if submit && owns(who, &job) {
             Ok(())
