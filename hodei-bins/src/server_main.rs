@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::settings::{KubernetesArgs, ServerSettings};
+use crate::settings::{AuthArgs, KubernetesArgs, ServerSettings};
 
 /// The Hodei Jobs server.
 #[derive(Debug, Parser)]
@@ -15,6 +15,8 @@ struct ServerArgs {
     settings: ServerSettings,
     #[command(flatten)]
     kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 /// Runs the server until it is told to stop.
@@ -43,6 +45,7 @@ async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ServerArgs {
         mut settings,
         kubernetes,
+        auth,
     } = args;
     settings.run_jobs_unprivileged_when_root();
     if let Some(addr) = settings.metrics_addr {
@@ -54,7 +57,17 @@ async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The Kubernetes provider comes first, so jobs go to pods unless they name another.
     let preferred = kubernetes.start(settings.advertise_address.clone()).await?;
-    let server = settings.start(preferred.into_iter().collect()).await?;
+    // Client certificates become identities when the TLS layer verifies them.
+    let client_certificates = settings.tls().is_some() && settings.tls_client_ca.is_some();
+    let auth = auth.authenticator(&kubernetes, client_certificates).await?;
+    if !auth.is_configured() {
+        tracing::warn!(
+            "no authentication is configured: every job API caller is an anonymous admin; set HODEI_AUTH_TOKENS_FILE or HODEI_AUTH_KUBERNETES"
+        );
+    }
+    let server = settings
+        .start(preferred.into_iter().collect(), auth)
+        .await?;
     tracing::info!(addr = %server.local_addr(), data_dir = %settings.data_dir()?.display(), "hodei server ready");
     server
         .serve_with_shutdown(crate::settings::termination_signal())

@@ -1,5 +1,6 @@
 //! Settings shared by the binaries: server flags and env vars, paths, signals.
 
+mod auth;
 mod kubernetes;
 mod parse;
 
@@ -8,12 +9,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use clap::Args;
 use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
+    auth::Authenticator,
     controller::{self, ControllerConfig},
     provider::{RunAs, RunAsError},
     server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, Protection, TlsFiles},
 };
 
-pub use self::{kubernetes::KubernetesArgs, parse::parse};
+pub use self::{auth::AuthArgs, kubernetes::KubernetesArgs, parse::parse};
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
@@ -131,6 +133,13 @@ pub enum SettingsError {
     /// The server could not start.
     #[error(transparent)]
     Server(ServerError),
+    /// Authentication could not be set up (e.g. a bad HODEI_AUTH_TOKENS_FILE).
+    #[error(transparent)]
+    Auth(hodei_core::auth::AuthSetupError),
+    /// Kubernetes authentication (HODEI_AUTH_KUBERNETES) could not reach the cluster.
+    #[cfg(feature = "kubernetes")]
+    #[error("HODEI_AUTH_KUBERNETES is set but no Kubernetes client can be made")]
+    KubernetesAuth(#[source] hodei_core::provider::kubernetes::KubernetesError),
 }
 
 /// The settings that supply what an unprotected listener lacks.
@@ -188,12 +197,14 @@ impl ServerSettings {
     }
 
     /// Starts a server with these settings: `preferred` providers first, then the local
-    /// provider if enabled.
+    /// provider if enabled; `auth` decides who may call the job API.
     pub async fn start(
         &self,
         preferred: Vec<Arc<dyn Provider>>,
+        auth: Authenticator,
     ) -> Result<HodeiServer, SettingsError> {
         let mut builder = HodeiServer::builder(self.data_dir()?)
+            .auth(auth)
             .listen_addr(self.listen_addr)
             .worker_listen_addr(self.worker_listen_addr)
             .maybe_tls(self.tls())

@@ -662,6 +662,39 @@ fn assert_refused(result: Result<(), tonic::Status>, what: &str, why: &str) {
     assert!(status.message().contains(why), "{what}: {status:?}");
 }
 
+/// `kubectl apply` (or `delete` with `verb`) of a manifest given inline.
+fn kubectl_manifest(verb: &str, manifest: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(env("HODEI_E2E_KUBECONFIG"))
+        .args([verb, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `hodei args` against `url` with `token` as HODEI_TOKEN.
+fn hodei_with_token(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(HODEI)
+        .args(args)
+        .env("HODEI_SERVER_URL", url)
+        .env("HODEI_TOKEN", token)
+        .env_remove("HODEI_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn only_a_token_bound_to_the_workers_own_pod_registers_and_only_once() {
@@ -779,4 +812,148 @@ fn a_worker_identity_token_is_useless_against_the_api_server() {
     assert!(!out.status.success(), "{}", text(&out.stdout));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("Unauthorized"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_kubernetes_token_submits_jobs_only_when_a_role_allows_it() {
+    use hodei_test_fixtures::ServerCommand;
+
+    const ACCOUNT: &str = "hodei-e2e-submitter";
+    let server_account = "system:serviceaccount:hodei-jobs:hodei-jobs-server";
+    // The server reviews tokens and access; the setup grants that when Kubernetes
+    // authentication is on. Grant it here for the test if the cluster does not.
+    let review_rights = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: hodei-e2e-reviews}
+rules:
+  - apiGroups: [authentication.k8s.io]
+    resources: [tokenreviews]
+    verbs: [create]
+  - apiGroups: [authorization.k8s.io]
+    resources: [subjectaccessreviews]
+    verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: hodei-e2e-reviews}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hodei-e2e-reviews}
+subjects: [{kind: ServiceAccount, name: hodei-jobs-server, namespace: hodei-jobs}]
+";
+    let may_review = text(
+        &kubectl(&[
+            "auth",
+            "can-i",
+            "create",
+            "subjectaccessreviews.authorization.k8s.io",
+            "--as",
+            server_account,
+        ])
+        .stdout,
+    )
+    .trim()
+        == "yes";
+    if !may_review {
+        let out = kubectl_manifest("apply", review_rights);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let account = format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {ACCOUNT}, namespace: {NAMESPACE}}}
+"
+    );
+    let role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {ACCOUNT}, namespace: {NAMESPACE}}}
+rules: [{{apiGroups: [hodei.io], resources: [jobs], verbs: [create]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {ACCOUNT}, namespace: {NAMESPACE}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {ACCOUNT}}}
+subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
+"
+    );
+    let out = kubectl_manifest("apply", &account);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token_for = |audience: &str| {
+        let out = kubectl(&[
+            "create",
+            "token",
+            ACCOUNT,
+            "-n",
+            NAMESPACE,
+            "--audience",
+            audience,
+            "--duration",
+            "10m",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let token = token_for("hodei");
+    let wrong_audience = token_for("not-hodei");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let process = ServerCommand::new(support::SERVER)
+        .port(port)
+        .env("HODEI_DATA_DIR", dir.path())
+        .env("HODEI_ADVERTISE_ADDRESS", advertise_address(port))
+        .env("HODEI_LOCAL_ENABLED", "false")
+        .env("HODEI_KUBERNETES_ENABLED", "1")
+        .env("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG"))
+        .env("HODEI_K8S_NAMESPACE", NAMESPACE)
+        .env("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE"))
+        .env("HODEI_AUTH_KUBERNETES", "1")
+        .log_file(dir.path().join("server.log"))
+        .spawn()
+        .unwrap();
+    let url = process.url();
+    // Without a Role the token is known but may do nothing.
+    wait_until(Duration::from_secs(30), "the server answers", || {
+        let out = hodei_with_token(&url, &token, &["list"]);
+        text(&out.stderr).contains("may not")
+    })
+    .unwrap_or_else(|e| panic!("{e}; server log:\n{}", process.log()));
+    let refused = hodei_with_token(&url, &token, &["run", "--", "true"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("may not submit"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let out = hodei_with_token(&url, &wrong_audience, &["list"]);
+    assert!(
+        text(&out.stderr).contains("hint: set HODEI_TOKEN"),
+        "a token for another audience is unauthenticated: {}",
+        text(&out.stderr)
+    );
+
+    let out = kubectl_manifest("apply", &role);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Access decisions are cached for 10 s.
+    wait_until(Duration::from_secs(30), "the Role takes effect", || {
+        hodei_with_token(&url, &token, &["list"]).status.success()
+    })
+    .unwrap();
+    let ran = hodei_with_token(&url, &token, &["run", "--", "echo", "hello"]);
+    assert_eq!(text(&ran.stdout), "hello\n", "{}", text(&ran.stderr));
+    let listed = hodei_with_token(&url, &token, &["list", "-o", "json"]);
+    let jobs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        jobs[0]["owner"],
+        format!("system:serviceaccount:{NAMESPACE}:{ACCOUNT}")
+    );
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    wait_until_pods_gone(&id);
+
+    process.stop(Duration::from_secs(30)).unwrap();
+    let _ = kubectl_manifest("delete", &role);
+    let _ = kubectl_manifest("delete", &account);
+    if !may_review {
+        let _ = kubectl_manifest("delete", review_rights);
+    }
 }

@@ -8,7 +8,11 @@ use std::{
 
 use futures::{Stream, StreamExt, future::BoxFuture};
 use hodei_proto::v1::{self as pb, job_service_client::JobServiceClient};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
 
 use crate::{
     controller::CancelOutcome,
@@ -34,7 +38,57 @@ pub enum ClientError {
     /// The server's answer could not be understood.
     #[error("invalid response from the server: {0}")]
     InvalidResponse(#[from] ValidationError),
+    /// The bearer token cannot be sent in a header (it is empty or has characters other
+    /// than visible ASCII). The token itself is not shown.
+    #[error("the token is not usable as a bearer token: it must be non-empty visible ASCII")]
+    InvalidToken,
 }
+
+/// Adds `authorization: Bearer <token>` to every call, when a token is set.
+#[derive(Clone, Default)]
+pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        let Some(token) = token else {
+            return Ok(Self(None));
+        };
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::InvalidToken);
+        }
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(<redacted>)"
+        } else {
+            "BearerToken(None)"
+        })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type JobClient = JobServiceClient<InterceptedService<Channel, BearerToken>>;
 
 impl ClientError {
     /// The gRPC code, when the server answered with an error.
@@ -44,6 +98,12 @@ impl ClientError {
             Self::Status(status) => Some(status.code()),
             _ => None,
         }
+    }
+
+    /// Whether the server refused the call's credentials (UNAUTHENTICATED).
+    #[must_use]
+    pub fn is_unauthenticated(&self) -> bool {
+        self.code() == Some(tonic::Code::Unauthenticated)
     }
 }
 
@@ -102,7 +162,7 @@ pub enum JobEvent {
 /// A connection to a Hodei Jobs server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HodeiClient {
-    inner: JobServiceClient<Channel>,
+    inner: JobClient,
 }
 
 #[bon::bon]
@@ -124,7 +184,11 @@ impl HodeiClient {
         /// Longest wait for the connection.
         #[builder(default = Duration::from_secs(5))]
         connect_timeout: Duration,
+        /// Bearer token sent on every call (`authorization: Bearer <token>`).
+        #[builder(into)]
+        token: Option<String>,
     ) -> Result<Self, ClientError> {
+        let token = BearerToken::new(token.as_deref())?;
         let tls = ClientTls {
             ca: ca_certificate,
             identity: client_identity,
@@ -140,7 +204,8 @@ impl HodeiClient {
             .await
             .map_err(|source| ClientError::Connect { url, source })?;
         Ok(Self {
-            inner: JobServiceClient::new(channel).max_decoding_message_size(16 << 20),
+            inner: JobServiceClient::with_interceptor(channel, token)
+                .max_decoding_message_size(16 << 20),
         })
     }
 
@@ -245,7 +310,7 @@ impl HodeiClient {
 #[derive(Debug, Clone)]
 #[must_use = "a follow request does nothing until it is awaited"]
 pub struct FollowRequest {
-    inner: JobServiceClient<Channel>,
+    inner: JobClient,
     id: JobId,
     from_seq: u64,
     include_output: bool,
@@ -319,5 +384,42 @@ impl Stream for JobEvents {
         self.stream
             .poll_next_unpin(cx)
             .map(|event| event.map(|event| Ok(JobEvent::try_from(event.map_err(status)?)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::service::Interceptor;
+
+    use super::*;
+
+    #[test]
+    fn the_token_goes_into_every_call_and_never_into_debug_output() {
+        let mut token = BearerToken::new(Some("s3cr3t-value")).unwrap();
+        let request = token.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer s3cr3t-value"
+        );
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        let mut none = BearerToken::new(None).unwrap();
+        assert!(
+            none.call(tonic::Request::new(()))
+                .unwrap()
+                .metadata()
+                .get("authorization")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused_without_showing_it() {
+        for bad in ["", "has space", "new\nline", "é"] {
+            let error = BearerToken::new(Some(bad)).unwrap_err();
+            assert!(matches!(error, ClientError::InvalidToken));
+            if !bad.is_empty() {
+                assert!(!error.to_string().contains(bad));
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! [`WorkerAgent`] is the worker side. [`LocalProvider`] runs workers as local processes;
 //! `KubernetesProvider` (feature `kubernetes`) runs each in its own pod.
 
+pub mod auth;
 pub mod client;
 pub mod controller;
 pub mod job;

@@ -8,6 +8,9 @@ use metrics::{counter, gauge, histogram};
 
 use crate::job::{FailureReason, JobState};
 
+/// Job API calls refused, by `reason`: `unauthenticated`, `permission_denied`, or
+/// `not_found_hidden` (another identity's job the caller may not read).
+pub const JOB_API_REFUSALS: &str = "hodei_job_api_refusals_total";
 /// Jobs accepted.
 pub const JOBS_SUBMITTED: &str = "hodei_jobs_submitted_total";
 /// Jobs that reached a terminal state, by state and reason.
@@ -37,6 +40,11 @@ pub const PROVIDER_HEALTHY: &str = "hodei_provider_healthy";
 pub const INSECURE: &str = "hodei_insecure";
 /// Kubernetes API writes and lists made by the provider, by verb and outcome.
 pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
+
+/// A job API call was refused for `reason`.
+pub(crate) fn job_api_refusal(reason: &'static str) {
+    counter!(JOB_API_REFUSALS, "reason" => reason).increment(1);
+}
 
 /// A job was accepted.
 pub(crate) fn job_submitted() {

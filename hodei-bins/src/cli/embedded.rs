@@ -8,10 +8,14 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use super::CliError;
 use crate::{exit_code, settings::ServerSettings};
 
-/// A server running inside the CLI process, listening on loopback only.
-#[derive(Debug)]
+/// The identity the CLI calls its embedded server as.
+const EMBEDDED_CALLER: &str = "embedded";
+
+/// A server running inside the CLI process, listening on loopback only, that answers
+/// only calls carrying this run's random token.
 pub(super) struct EmbeddedServer {
     addr: SocketAddr,
+    token: String,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -20,6 +24,15 @@ pub(super) struct EmbeddedServer {
 struct EmbeddedArgs {
     #[command(flatten)]
     settings: ServerSettings,
+}
+
+impl std::fmt::Debug for EmbeddedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedServer")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedServer {
@@ -33,7 +46,23 @@ impl EmbeddedServer {
         settings.advertise_address = None;
         // Jobs run as the calling user, the only one who can reach this server.
         settings.local_run_as = None;
-        let server = settings.start(Vec::new()).await.map_err(|e| {
+        // Only the holder of this run's random token may call it: other users of the
+        // host reach the loopback port too.
+        let token = hodei_core::auth::generate_token();
+        let auth = hodei_core::auth::Authenticator::builder()
+            .token(
+                &token,
+                hodei_core::auth::Identity::new(
+                    EMBEDDED_CALLER,
+                    hodei_core::auth::Permissions::ALL,
+                ),
+            )
+            .build()
+            .await
+            .map_err(|e| {
+                CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
+            })?;
+        let server = settings.start(Vec::new(), auth).await.map_err(|e| {
             CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
         })?;
         let addr = server.local_addr();
@@ -49,11 +78,21 @@ impl EmbeddedServer {
                 );
             }
         });
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            addr,
+            token,
+            stop,
+            task,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The token this run's calls carry.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Stops the server; active jobs (e.g. after `--detach`) are stopped with it.

@@ -4,6 +4,7 @@ mod embedded;
 mod inspect;
 mod render;
 mod run;
+mod token;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -45,6 +46,18 @@ pub struct Cli {
     /// Run an in-process server with the local provider for this one command.
     #[arg(long, global = true)]
     embedded: bool,
+    /// Bearer token sent to the server.
+    #[arg(
+        long,
+        global = true,
+        env = "HODEI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// File holding the bearer token (used when no --token / HODEI_TOKEN is given).
+    #[arg(long, global = true, env = "HODEI_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +74,9 @@ enum Command {
     List(inspect::ListArgs),
     /// Cancel a job.
     Cancel(inspect::CancelArgs),
+    /// Make bearer tokens for the server's tokens file.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// A failure of the CLI itself, printed on one line.
@@ -79,12 +95,17 @@ impl CliError {
     }
 }
 
+/// Printed after an UNAUTHENTICATED answer.
+const TOKEN_HINT: &str =
+    "hint: set HODEI_TOKEN (or --token, or HODEI_TOKEN_FILE) to a token the server accepts";
+
 impl From<hodei_core::ClientError> for CliError {
     fn from(error: hodei_core::ClientError) -> Self {
-        Self::new(
-            exit_code::HODEI_ERROR,
-            one_line(&crate::server_main::format_chain(&error)),
-        )
+        let mut message = one_line(&crate::server_main::format_chain(&error));
+        if error.is_unauthenticated() {
+            message = format!("{message}\nhodei: {TOKEN_HINT}");
+        }
+        Self::new(exit_code::HODEI_ERROR, message)
     }
 }
 
@@ -93,7 +114,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Connects to `url` with the TLS files the command line names.
-async fn connect(cli: &Cli, url: String) -> Result<HodeiClient, CliError> {
+async fn connect(cli: &Cli, url: String, token: Option<String>) -> Result<HodeiClient, CliError> {
     let read = |path: &PathBuf, flag: &str| {
         std::fs::read(path).map_err(|e| {
             CliError::new(
@@ -114,7 +135,9 @@ async fn connect(cli: &Cli, url: String) -> Result<HodeiClient, CliError> {
         )),
         _ => None,
     };
-    let builder = HodeiClient::builder(url).maybe_ca_certificate(ca);
+    let builder = HodeiClient::builder(url)
+        .maybe_token(token)
+        .maybe_ca_certificate(ca);
     let client = match identity {
         Some((cert, key)) => builder.client_identity(cert, key).connect().await?,
         None => builder.connect().await?,
@@ -149,6 +172,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> Result<u8, CliError> {
+    if let Command::Token(command) = cli.command {
+        return Ok(token::run(command));
+    }
+    let token = token::resolve(cli.token.clone(), cli.token_file.as_deref())?;
     let embedded = if cli.embedded {
         Some(embedded::EmbeddedServer::start().await?)
     } else {
@@ -157,13 +184,19 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
     let url = embedded
         .as_ref()
         .map_or(cli.server.clone(), embedded::EmbeddedServer::url);
-    let client = connect(&cli, url).await?;
+    let token = match &embedded {
+        Some(server) => Some(server.token().to_owned()),
+        None => token,
+    };
+    let client = connect(&cli, url, token).await?;
     let code = match cli.command {
         Command::Run(args) => run::run(&client, *args, embedded.is_some()).await,
         Command::Logs(args) => inspect::logs(&client, args).await,
         Command::Get(args) => inspect::get(&client, args).await,
         Command::List(args) => inspect::list(&client, args).await,
         Command::Cancel(args) => inspect::cancel(&client, args).await,
+        // Answered above, before connecting.
+        Command::Token(command) => Ok(token::run(command)),
     };
     if let Some(server) = embedded {
         server.stop().await;

@@ -124,6 +124,14 @@ pub(super) fn job_text(job: &Job) -> String {
         format!("command:   {}", command.join(" ")),
         format!("provider:  {}", job.provider),
         format!(
+            "owner:     {}",
+            if job.owner.is_empty() {
+                "-"
+            } else {
+                &job.owner
+            }
+        ),
+        format!(
             "worker:    {}",
             job.worker_id
                 .map_or_else(|| "-".to_owned(), |w| w.to_string())

@@ -178,14 +178,23 @@ impl JobController {
         Ok(Self { inner })
     }
 
-    /// Validates a spec, picks its provider, stores the job and starts it.
+    /// Validates a spec, picks its provider, stores the job and starts it. The job has no
+    /// owner: only callers who may read every job see it.
     pub async fn submit(&self, spec: JobSpec) -> Result<Job, SubmitError> {
+        self.submit_as("", spec).await
+    }
+
+    /// Like [`submit`](Self::submit), for the identity named `owner`.
+    pub async fn submit_as(&self, owner: &str, spec: JobSpec) -> Result<Job, SubmitError> {
         if self.is_shutting_down() {
             return Err(SubmitError::ShuttingDown);
         }
         spec.validate()?;
         let provider = self.inner.providers.select(&spec).await?;
-        let job = Job::new(spec, provider.name());
+        let job = Job {
+            owner: owner.to_owned(),
+            ..Job::new(spec, provider.name())
+        };
         self.inner.logs.create(job.id).map_err(SubmitError::Log)?;
         if let Err(error) = self.inner.store.insert(&job).await {
             self.inner.logs.discard(job.id);
@@ -229,14 +238,25 @@ impl JobController {
 
     /// Up to `limit` jobs, newest first, with active jobs in their current state.
     pub async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
-        let mut jobs = self.inner.store.list(limit).await?;
+        let jobs = self.inner.store.list(limit).await?;
+        Ok(self.current(jobs))
+    }
+
+    /// Up to `limit` jobs owned by `owner`, newest first, as [`list`](Self::list).
+    pub async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let jobs = self.inner.store.list_owned_by(owner, limit).await?;
+        Ok(self.current(jobs))
+    }
+
+    /// `jobs` with the active ones in their current state.
+    fn current(&self, mut jobs: Vec<Job>) -> Vec<Job> {
         let active = self.inner.lock_active();
         for job in &mut jobs {
             if let Some(a) = active.get(&job.id) {
                 *job = a.status.borrow().clone();
             }
         }
-        Ok(jobs)
+        jobs
     }
 
     /// Asks a job to stop. Returns `None` for an unknown job.

@@ -58,6 +58,15 @@ impl JobStore for MemoryStore {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.values().take(limit as usize).cloned().collect())
     }
+    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .values()
+            .filter(|j| j.owner == owner)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs

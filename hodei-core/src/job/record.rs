@@ -18,6 +18,10 @@ pub struct Job {
     pub detail: Option<String>,
     /// The provider chosen for it.
     pub provider: String,
+    /// Name of the identity that submitted it; empty for jobs submitted in-process or
+    /// before jobs had owners (only callers who may read every job see those).
+    #[serde(default)]
+    pub owner: String,
     /// The worker that runs or ran it, once provisioned.
     pub worker_id: Option<WorkerId>,
     /// When it was accepted.
@@ -41,6 +45,7 @@ impl Job {
             state: JobState::Queued,
             detail: None,
             provider: provider.into(),
+            owner: String::new(),
             worker_id: None,
             created_at: OffsetDateTime::now_utc(),
             started_at: None,

@@ -406,8 +406,17 @@ mod tests {
 
     /// A stand-in worker binary: a shell script.
     fn script(dir: &std::path::Path, body: &str) -> PathBuf {
+        let source = dir.join("worker.sh.in");
+        std::fs::write(&source, format!("#!/bin/sh\n{body}\n")).unwrap();
+        // Written by another process: a test thread forking while this process held the
+        // file open for writing would make running it fail with "text file busy".
         let path = dir.join("worker.sh");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let copied = std::process::Command::new("cp")
+            .arg(&source)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(copied.success());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }

@@ -1,4 +1,5 @@
-//! The client-facing gRPC `JobService`.
+//! The client-facing gRPC `JobService`: every call authenticated, every job visible only
+//! to those who may read it.
 
 use std::pin::Pin;
 
@@ -7,30 +8,107 @@ use hodei_proto::v1::{self as pb, job_service_server::JobService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    auth::{
+        Action, AuthError, Authenticator, CertificateIdentity, Identity, PresentedCredentials,
+        REDACTED_ENV_VALUE,
+    },
     client::JobEvent,
     controller::{JobController, SubmitError},
     job::{Job, JobId, JobSpec, ValidationError},
     logs::{LogFollower, OutputChunk},
+    observe,
     provider::SelectionError,
 };
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
 
-/// Serves `hodei.v1.JobService` from a [`JobController`].
+/// `tracing` target of the audit lines: one per submit, cancel and refused call, with the
+/// fields `identity`, `method`, `job.id` (when the call names a job) and `outcome`.
+pub const AUDIT_TARGET: &str = "hodei::audit";
+
+/// Serves `hodei.v1.JobService` from a [`JobController`], for callers an
+/// [`Authenticator`] lets in.
 #[derive(Debug, Clone)]
 pub struct JobApi {
     controller: JobController,
+    auth: Authenticator,
+}
+
+/// Identity field of audit lines for calls that were not authenticated.
+const UNAUTHENTICATED: &str = "<unauthenticated>";
+
+fn audit(identity: &str, method: &str, job: Option<JobId>, outcome: &str) {
+    match job {
+        Some(id) => {
+            info!(target: AUDIT_TARGET, identity, method, job.id = %id, outcome, "job API call")
+        }
+        None => info!(target: AUDIT_TARGET, identity, method, outcome, "job API call"),
+    }
+}
+
+/// The credentials of a call: its bearer token, and the client certificate the TLS layer
+/// verified and put into the request's extensions as a [`CertificateIdentity`].
+fn presented<T>(request: &Request<T>) -> Result<PresentedCredentials, AuthError> {
+    let mut credentials = PresentedCredentials::from_metadata(request.metadata())?;
+    credentials.certificate = request.extensions().get::<CertificateIdentity>().cloned();
+    Ok(credentials)
+}
+
+fn unavailable(error: &AuthError) -> Status {
+    warn!(%error, "cannot authorize a call");
+    Status::unavailable(error.to_string())
+}
+
+fn not_found(id: JobId) -> Status {
+    Status::not_found(format!("job {id} not found"))
 }
 
 impl JobApi {
-    /// A service backed by `controller`.
+    /// A service backed by `controller`; `auth` decides who may call it.
     #[must_use]
-    pub fn new(controller: JobController) -> Self {
-        Self { controller }
+    pub fn new(controller: JobController, auth: Authenticator) -> Self {
+        Self { controller, auth }
+    }
+
+    /// Who makes `request`; refusals are audited and counted.
+    async fn caller<T>(&self, method: &str, request: &Request<T>) -> Result<Identity, Status> {
+        let result = match presented(request) {
+            Ok(credentials) => self.auth.authenticate(&credentials).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(identity) => Ok(identity),
+            Err(AuthError::Unauthenticated(message)) => {
+                audit(UNAUTHENTICATED, method, None, "unauthenticated");
+                observe::job_api_refusal("unauthenticated");
+                Err(Status::unauthenticated(message))
+            }
+            Err(error @ AuthError::Unavailable(_)) => Err(unavailable(&error)),
+        }
+    }
+
+    fn denied(who: &Identity, method: &str, job: Option<JobId>, what: &str) -> Status {
+        audit(who.name(), method, job, "permission_denied");
+        observe::job_api_refusal("permission_denied");
+        Status::permission_denied(format!("{} may not {what}", who.name()))
+    }
+
+    /// The job, if `who` may see it. Another identity's job that `who` may not read is
+    /// NOT_FOUND with the same message as an unknown one, so ids cannot be probed.
+    async fn visible_job(&self, who: &Identity, method: &str, id: JobId) -> Result<Job, Status> {
+        let read_all = may(who, Action::Get).await?;
+        if !read_all && !may(who, Action::Submit).await? {
+            return Err(Self::denied(who, method, Some(id), "read jobs"));
+        }
+        let job = self.existing(id).await?;
+        if read_all || owns(who, &job) {
+            return Ok(job);
+        }
+        Err(hidden(who, method, id))
     }
 
     async fn existing(&self, id: JobId) -> Result<Job, Status> {
@@ -38,7 +116,85 @@ impl JobApi {
             .get(id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("job {id} not found")))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Decides whether `who` may cancel job `id`.
+    async fn check_cancel(&self, who: &Identity, id: JobId) -> Result<(), Status> {
+        const METHOD: &str = "CancelJob";
+        if may(who, Action::CancelAny).await? {
+            return Ok(());
+        }
+        let read_all = may(who, Action::Get).await?;
+        let submit = may(who, Action::Submit).await?;
+        if !read_all && !submit {
+            return Err(Self::denied(who, METHOD, Some(id), "cancel jobs"));
+        }
+        let job = self.existing(id).await.inspect_err(|status| {
+            let outcome = if status.code() == tonic::Code::NotFound {
+                "not_found"
+            } else {
+                "failed"
+            };
+            audit(who.name(), METHOD, Some(id), outcome);
+        })?;
+        if submit && owns(who, &job) {
+            Ok(())
+        } else if read_all {
+            Err(Self::denied(
+                who,
+                METHOD,
+                Some(id),
+                "cancel other identities' jobs",
+            ))
+        } else {
+            Err(hidden(who, METHOD, id))
+        }
+    }
+}
+
+/// Whether `who` submitted `job`.
+fn owns(who: &Identity, job: &Job) -> bool {
+    !job.owner.is_empty() && job.owner == who.name()
+}
+
+async fn may(who: &Identity, action: Action) -> Result<bool, Status> {
+    who.may(action).await.map_err(|e| unavailable(&e))
+}
+
+/// Answers for a job that exists but that `who` may not see.
+fn hidden(who: &Identity, method: &str, id: JobId) -> Status {
+    audit(who.name(), method, Some(id), "not_found_hidden");
+    observe::job_api_refusal("not_found_hidden");
+    not_found(id)
+}
+
+/// Shows env values only to the job's owner and to identities that may see every env.
+struct EnvView<'a> {
+    who: &'a Identity,
+    see_env: Option<bool>,
+}
+
+impl<'a> EnvView<'a> {
+    fn new(who: &'a Identity) -> Self {
+        Self { who, see_env: None }
+    }
+
+    async fn show(&mut self, job: &Job) -> Result<pb::Job, Status> {
+        let mut shown = pb::Job::from(job);
+        if owns(self.who, job) || job.spec.env.is_empty() {
+            return Ok(shown);
+        }
+        let see_env = match self.see_env {
+            Some(see_env) => see_env,
+            None => *self.see_env.insert(may(self.who, Action::SeeEnv).await?),
+        };
+        if !see_env && let Some(spec) = &mut shown.spec {
+            for value in spec.env.values_mut() {
+                REDACTED_ENV_VALUE.clone_into(value);
+            }
+        }
+        Ok(shown)
     }
 }
 
@@ -79,29 +235,59 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("invalid spec: is missing"))?;
-        let spec = JobSpec::try_from(spec).map_err(|e| invalid(&e))?;
-        let job = self.controller.submit(spec).await.map_err(submit_status)?;
-        Ok(Response::new(pb::SubmitJobResponse {
-            job: Some((&job).into()),
-        }))
+        const METHOD: &str = "SubmitJob";
+        let who = self.caller(METHOD, &request).await?;
+        if !may(&who, Action::Submit).await? {
+            return Err(Self::denied(&who, METHOD, None, "submit jobs"));
+        }
+        let submitted = async {
+            let spec = request
+                .into_inner()
+                .spec
+                .ok_or_else(|| Status::invalid_argument("invalid spec: is missing"))?;
+            let spec = JobSpec::try_from(spec).map_err(|e| invalid(&e))?;
+            self.controller
+                .submit_as(who.name(), spec)
+                .await
+                .map_err(submit_status)
+        }
+        .await;
+        match submitted {
+            Ok(job) => {
+                audit(who.name(), METHOD, Some(job.id), "accepted");
+                Ok(Response::new(pb::SubmitJobResponse {
+                    job: Some((&job).into()),
+                }))
+            }
+            Err(status) => {
+                audit(
+                    who.name(),
+                    METHOD,
+                    None,
+                    &format!("rejected: {:?}", status.code()),
+                );
+                Err(status)
+            }
+        }
     }
 
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        const METHOD: &str = "GetJob";
+        let who = self.caller(METHOD, &request).await?;
         let id = job_id(&request.into_inner().job_id)?;
-        Ok(Response::new((&self.existing(id).await?).into()))
+        let job = self.visible_job(&who, METHOD, id).await?;
+        Ok(Response::new(EnvView::new(&who).show(&job).await?))
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        const METHOD: &str = "ListJobs";
+        let who = self.caller(METHOD, &request).await?;
         let limit = match request.into_inner().limit {
             0 => DEFAULT_LIST_LIMIT,
             n if n > MAX_LIST_LIMIT => {
@@ -111,25 +297,42 @@ impl JobService for JobApi {
             }
             n => n,
         };
-        let jobs = self.controller.list(limit).await.map_err(internal)?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(Into::into).collect(),
-        }))
+        let jobs = if may(&who, Action::List).await? {
+            self.controller.list(limit).await
+        } else if may(&who, Action::Submit).await? {
+            self.controller.list_owned_by(who.name(), limit).await
+        } else {
+            return Err(Self::denied(&who, METHOD, None, "list jobs"));
+        }
+        .map_err(internal)?;
+        let mut view = EnvView::new(&who);
+        let mut shown = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            shown.push(view.show(job).await?);
+        }
+        Ok(Response::new(pb::ListJobsResponse { jobs: shown }))
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        const METHOD: &str = "CancelJob";
+        let who = self.caller(METHOD, &request).await?;
         let id = job_id(&request.into_inner().job_id)?;
-        let outcome = self
-            .controller
-            .cancel(id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("job {id} not found")))?;
+        self.check_cancel(&who, id).await?;
+        let Some(outcome) = self.controller.cancel(id).await.map_err(internal)? else {
+            audit(who.name(), METHOD, Some(id), "not_found");
+            return Err(not_found(id));
+        };
+        let result = if outcome.requested {
+            "cancel_requested"
+        } else {
+            "already_ended"
+        };
+        audit(who.name(), METHOD, Some(id), result);
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some((&outcome.job).into()),
+            job: Some(EnvView::new(&who).show(&outcome.job).await?),
             cancel_requested: outcome.requested,
         }))
     }
@@ -140,8 +343,11 @@ impl JobService for JobApi {
         &self,
         request: Request<pb::FollowJobRequest>,
     ) -> Result<Response<Self::FollowJobStream>, Status> {
+        const METHOD: &str = "FollowJob";
+        let who = self.caller(METHOD, &request).await?;
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
+        let visible = self.visible_job(&who, METHOD, id).await?;
         let watch = if request.follow {
             self.controller.watch(id)
         } else {
@@ -149,7 +355,7 @@ impl JobService for JobApi {
         };
         let job = match &watch {
             Some(rx) => rx.borrow().clone(),
-            None => self.existing(id).await?,
+            None => visible,
         };
         // A snapshot reads what is on disk now and ends; a follow tracks the live log.
         let logs = self.controller.logs();

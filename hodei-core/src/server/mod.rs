@@ -18,9 +18,9 @@ pub use exposure::{Protection, Unprotected};
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
 };
-pub use job_service::JobApi;
+pub use job_service::{AUDIT_TARGET, JobApi};
 use rustls::ServerConfig;
-pub use tls::{CertificateSubject, TlsError, TlsFiles, client_certificate};
+pub use tls::{TlsError, TlsFiles, client_certificate};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::InterceptorLayer, transport::server::Router};
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 pub use worker_service::WorkerApi;
 
 use crate::{
+    auth::Authenticator,
     controller::{ControllerConfig, JobController},
     logs::LogHub,
     provider::{Provider, ProviderRegistry},
@@ -92,6 +93,7 @@ pub struct HodeiServer {
     workers: Listener,
     tls: Option<Arc<ServerConfig>>,
     reflection: bool,
+    auth: Authenticator,
 }
 
 #[derive(Debug)]
@@ -122,9 +124,6 @@ impl HodeiServer {
         /// Providers in preference order.
         #[builder(field)]
         providers: Vec<Arc<dyn Provider>>,
-        /// Whether job API callers are authenticated; set by the authentication settings.
-        #[builder(field)]
-        caller_authentication: bool,
         /// Address of the job API (clients). Port 0 picks a free port.
         #[builder(default = DEFAULT_LISTEN_ADDR)]
         listen_addr: SocketAddr,
@@ -150,6 +149,9 @@ impl HodeiServer {
         controller: ControllerConfig,
         /// A store other than the embedded SQLite one under `data_dir`.
         store: Option<Arc<dyn JobStore>>,
+        /// Who may call the job API; default open (every caller is an anonymous admin).
+        #[builder(default)]
+        auth: Authenticator,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
@@ -158,7 +160,7 @@ impl HodeiServer {
             job_addr: listen_addr,
             worker_addr: worker_listen_addr,
             tls: tls.is_some(),
-            caller_authentication,
+            caller_authentication: auth.is_configured(),
         };
         match exposure.check() {
             Ok(()) => crate::observe::insecure(false),
@@ -206,6 +208,7 @@ impl HodeiServer {
             workers,
             tls,
             reflection,
+            auth,
         })
     }
 
@@ -239,7 +242,10 @@ impl HodeiServer {
         let mut job_router = tonic::transport::Server::builder()
             .layer(connection_layer())
             .add_service(job_health_service)
-            .add_service(JobServiceServer::new(JobApi::new(self.controller.clone())));
+            .add_service(JobServiceServer::new(JobApi::new(
+                self.controller.clone(),
+                self.auth.clone(),
+            )));
         if self.reflection {
             job_router = job_router.add_service(
                 tonic_reflection::server::Builder::configure()

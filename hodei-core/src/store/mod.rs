@@ -43,6 +43,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Up to `limit` jobs, newest first.
     async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// Up to `limit` jobs whose owner is `owner`, newest first.
+    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError>;
     /// Jobs that were not terminal when last written.
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
 }

@@ -28,6 +28,31 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_created_seq ON jobs (created_seq);
 CREATE INDEX IF NOT EXISTS jobs_terminal ON jobs (terminal);";
 
+/// Changes to [`SCHEMA`], in order; `PRAGMA user_version` counts those applied. Append
+/// only: a database remembers how far it got.
+const MIGRATIONS: &[&str] = &[
+    // Jobs record their owner; older rows get an empty one.
+    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+     CREATE INDEX IF NOT EXISTS jobs_owner_created_seq ON jobs (owner, created_seq);",
+];
+
+/// Applies the migrations `pool`'s database has not had yet, each in its own transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(migration).execute(&mut *tx).await?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", index + 1))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// Jobs in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -60,6 +85,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -82,12 +108,13 @@ impl JobStore for SqliteStore {
     async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
         sqlx::query(
-            "INSERT INTO jobs (id, created_seq, terminal, record)
-             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3)",
+            "INSERT INTO jobs (id, created_seq, terminal, record, owner)
+             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3, ?4)",
         )
         .bind(job.id.to_string())
         .bind(job.state.is_terminal())
         .bind(record)
+        .bind(&job.owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -119,6 +146,17 @@ impl JobStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
+        Self::rows_to_jobs(&rows)
+    }
+
+    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, record FROM jobs WHERE owner = ?1 ORDER BY created_seq DESC LIMIT ?2",
+        )
+        .bind(owner)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         Self::rows_to_jobs(&rows)
     }
 
@@ -185,6 +223,65 @@ mod tests {
         assert_eq!(mode_of(&dir), 0o700);
         for file in ["jobs.db", "jobs.db-wal", "jobs.db-shm"] {
             assert_eq!(mode_of(&dir.join(file)), 0o600, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_by_owner_keeps_the_limit_for_that_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut ids = Vec::new();
+        for owner in ["alice", "bob", "alice", "bob", "bob"] {
+            let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+            job.owner = owner.into();
+            store.insert(&job).await.unwrap();
+            ids.push(job.id);
+        }
+        let alice: Vec<_> = store
+            .list_owned_by("alice", 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.id, j.owner))
+            .collect();
+        assert_eq!(alice, vec![(ids[2], "alice".to_owned())]);
+        assert_eq!(store.list_owned_by("alice", 10).await.unwrap().len(), 2);
+        assert!(store.list_owned_by("", 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_owners_is_migrated_and_its_jobs_have_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        {
+            // The first schema, written as the previous version did.
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.path().join("jobs.db"))
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+            let mut record = serde_json::to_value(&job).unwrap();
+            record.as_object_mut().unwrap().remove("owner");
+            sqlx::query(
+                "INSERT INTO jobs (id, created_seq, terminal, record) VALUES (?1, 1, 0, ?2)",
+            )
+            .bind(job.id.to_string())
+            .bind(record.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        for _ in 0..2 {
+            // Opening twice applies the migration once.
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            let stored = store.get(job.id).await.unwrap().unwrap();
+            assert_eq!(stored.owner, "");
+            assert_eq!(store.list_owned_by("", 10).await.unwrap().len(), 1);
+            store.pool.close().await;
         }
     }
 

@@ -301,6 +301,7 @@ impl From<&Job> for pb::Job {
             spec: Some((&job.spec).into()),
             status: Some(status(&job.state, job.detail.as_deref())),
             provider: job.provider.clone(),
+            owner: job.owner.clone(),
             worker_id: job.worker_id.map(|w| w.to_string()).unwrap_or_default(),
             created_at_unix_ms: unix_ms(Some(job.created_at)),
             started_at_unix_ms: unix_ms(job.started_at),
@@ -330,6 +331,7 @@ impl TryFrom<pb::Job> for Job {
             state,
             detail,
             provider: job.provider,
+            owner: job.owner,
             worker_id: non_empty(job.worker_id).map(|w| w.parse()).transpose()?,
             created_at: from_unix_ms("created_at_unix_ms", job.created_at_unix_ms)?
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
@@ -585,6 +587,7 @@ mod tests {
             job.worker_id = Some(crate::job::WorkerId::new());
             job.state = state.clone();
             job.detail = Some("note".into());
+            job.owner = "alice".into();
             assert_eq!(Job::try_from(pb::Job::from(&job)).unwrap(), job);
 
             for detail in [None, Some("pulling image".to_owned())] {

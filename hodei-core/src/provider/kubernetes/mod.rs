@@ -67,7 +67,9 @@ pub enum KubernetesError {
 }
 
 /// A client from the kubeconfig and context the settings name, else inferred.
-async fn client_for(settings: &KubernetesSettings) -> Result<kube::Client, KubernetesError> {
+pub(crate) async fn client_for(
+    settings: &KubernetesSettings,
+) -> Result<kube::Client, KubernetesError> {
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..KubeConfigOptions::default()

@@ -120,6 +120,10 @@ pub(crate) fn connection_interceptor(
     };
     request.extensions_mut().insert(peer.tcp);
     request.extensions_mut().insert(tls);
+    // The authenticator reads who a verified client certificate names from here.
+    if let Some(subject) = super::client_certificate(&request) {
+        request.extensions_mut().insert(subject);
+    }
     Ok(request)
 }
 
@@ -201,9 +205,8 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::server::tls::{
-        CertificateSubject, TlsFiles, client_certificate, server_config, test_pki::Pki,
-    };
+    use crate::auth::CertificateIdentity;
+    use crate::server::tls::{TlsFiles, client_certificate, server_config, test_pki::Pki};
 
     fn client_cert(
         ca: &rcgen::Issuer<'static, rcgen::KeyPair>,
@@ -295,7 +298,7 @@ mod tests {
         assert_eq!(
             *seen.lock(),
             [
-                Some(CertificateSubject {
+                Some(CertificateIdentity {
                     common_name: "alice".into(),
                     organizations: vec!["admin".into()],
                 }),

@@ -10,6 +10,7 @@ use std::{
     sync::Arc,
 };
 
+use crate::auth::CertificateIdentity;
 pub(crate) use accept::{connection_interceptor, incoming};
 use rustls::{
     RootCertStore, ServerConfig,
@@ -170,25 +171,16 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Who a verified client certificate names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateSubject {
-    /// The subject's common name (CN).
-    pub common_name: String,
-    /// The subject's organizations (O), in order.
-    pub organizations: Vec<String>,
-}
-
 /// The subject of the client certificate the caller presented and the server verified
 /// against its client CA; `None` for a caller without one (or without TLS), or whose
 /// certificate names no common name.
 #[must_use]
-pub fn client_certificate<T>(request: &tonic::Request<T>) -> Option<CertificateSubject> {
+pub fn client_certificate<T>(request: &tonic::Request<T>) -> Option<CertificateIdentity> {
     let certs = request.peer_certs()?;
     subject_of(certs.first()?)
 }
 
-fn subject_of(cert: &CertificateDer<'_>) -> Option<CertificateSubject> {
+fn subject_of(cert: &CertificateDer<'_>) -> Option<CertificateIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = cert.subject();
     let common_name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
@@ -196,7 +188,7 @@ fn subject_of(cert: &CertificateDer<'_>) -> Option<CertificateSubject> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_owned))
         .collect();
-    Some(CertificateSubject {
+    Some(CertificateIdentity {
         common_name,
         organizations,
     })
@@ -257,7 +249,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(
             subject_of(cert.der()),
-            Some(CertificateSubject {
+            Some(CertificateIdentity {
                 common_name: "alice".into(),
                 organizations: vec!["submit".into()],
             })
