@@ -616,8 +616,10 @@ check_operator_rights() {
     done
   fi
   if [[ "$(k auth can-i escalate clusterroles.rbac.authorization.k8s.io 2>/dev/null || true)" != yes ]]; then
-    [[ "$(k auth can-i create tokenreviews.authentication.k8s.io 2>/dev/null || true)" == yes ]] ||
-      missing+=("create tokenreviews (needed to grant it to $SERVER_SA)")
+    for review in tokenreviews.authentication.k8s.io subjectaccessreviews.authorization.k8s.io; do
+      [[ "$(k auth can-i create "$review" 2>/dev/null || true)" == yes ]] ||
+        missing+=("create ${review%%.*} (needed to grant it to $SERVER_SA)")
+    done
   fi
   if ((${#missing[@]})); then
     local joined
@@ -712,6 +714,8 @@ check_permissions() {
   expect_can "$SERVER_SA" "$server_ns" no "get secrets" get secrets
   expect_can "$SERVER_SA" "$server_ns" yes "create tokenreviews" create tokenreviews.authentication.k8s.io
   expect_can "$WORKER_SA" "$worker_ns" no "create tokenreviews" create tokenreviews.authentication.k8s.io
+  expect_can "$SERVER_SA" "$server_ns" yes "create subjectaccessreviews" create subjectaccessreviews.authorization.k8s.io
+  expect_can "$WORKER_SA" "$worker_ns" no "create subjectaccessreviews" create subjectaccessreviews.authorization.k8s.io
 }
 
 verify() {

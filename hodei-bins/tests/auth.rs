@@ -78,6 +78,16 @@ fn a_new_token_in_the_tokens_file_runs_jobs_and_no_token_gets_a_hint() {
     let out = hodei(&url, Some(&token), &["run", "--", "sh", "-c", "echo hello"]);
     assert_eq!(text(&out.stdout), "hello\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+
+    // A job that knows the server's address still cannot use its job API.
+    let script = format!("{HODEI} --server {url} list; echo \"exit=$?\"");
+    let out = hodei(&url, Some(&token), &["run", "--", "sh", "-c", &script]);
+    assert_eq!(text(&out.stdout), "exit=125\n", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hint: set HODEI_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
     let listed = hodei(&url, Some(&token), &["list", "-o", "json"]);
     let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let id = jobs[0]["id"].as_str().unwrap().to_owned();
@@ -138,4 +148,35 @@ fn a_broken_tokens_file_stops_the_server_naming_the_line() {
         stderr.contains("HODEI_AUTH_TOKENS_FILE") && stderr.contains("line 2: hash"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_job_of_an_embedded_server_cannot_call_it() {
+    // The job tries the job API on every loopback port that listens (the embedded
+    // server's among them) with no token, as another user of the host could.
+    let script = format!(
+        r#"for hex in $(awk '$4 == "0A" && $2 ~ /^0100007F:/ {{ split($2, a, ":"); print a[2] }}' /proc/net/tcp); do
+  port=$(printf '%d' "0x$hex")
+  if timeout 5 {HODEI} --server "http://127.0.0.1:$port" list >/dev/null 2>"$HOME/err"; then
+    echo "listed jobs on $port"
+  elif grep -q 'hint: set HODEI_TOKEN' "$HOME/err"; then
+    echo "refused on $port"
+  fi
+done"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(HODEI)
+        .args(["--embedded", "run", "--", "sh", "-c", &script])
+        .env("HODEI_DATA_DIR", dir.path())
+        .env("HODEI_WORKER_BIN", WORKER)
+        .env_remove("HODEI_SERVER_URL")
+        .env_remove("HODEI_TOKEN")
+        .env_remove("HODEI_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("refused on "), "{stdout}");
+    assert!(!stdout.contains("listed jobs"), "{stdout}");
 }

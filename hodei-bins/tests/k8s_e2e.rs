@@ -137,7 +137,8 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
         [
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_ID",
-            "HODEI_WORKER_TOKEN_FILE"
+            "HODEI_WORKER_TOKEN_FILE",
+            "HODEI_WORK_DIR"
         ],
         "{pod}"
     );
@@ -473,9 +474,14 @@ fn the_worker_account_cannot_manage_pods_and_the_server_account_can() {
         let out = kubectl(&["auth", "can-i", verb, resource, "--as", who]);
         text(&out.stdout).trim().to_owned()
     };
-    let reviews = "tokenreviews.authentication.k8s.io";
-    assert_eq!(can_cluster(server, "create", reviews), "yes");
-    assert_eq!(can_cluster(&worker, "create", reviews), "no");
+    // Checking job API callers (HODEI_AUTH_KUBERNETES) needs SubjectAccessReviews too.
+    for reviews in [
+        "tokenreviews.authentication.k8s.io",
+        "subjectaccessreviews.authorization.k8s.io",
+    ] {
+        assert_eq!(can_cluster(server, "create", reviews), "yes", "{reviews}");
+        assert_eq!(can_cluster(&worker, "create", reviews), "no", "{reviews}");
+    }
     for (verb, resource) in [
         ("list", "pods"),
         ("get", "secrets"),
@@ -821,25 +827,8 @@ fn a_kubernetes_token_submits_jobs_only_when_a_role_allows_it() {
 
     const ACCOUNT: &str = "hodei-e2e-submitter";
     let server_account = "system:serviceaccount:hodei-jobs:hodei-jobs-server";
-    // The server reviews tokens and access; the setup grants that when Kubernetes
-    // authentication is on. Grant it here for the test if the cluster does not.
-    let review_rights = "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: hodei-e2e-reviews}
-rules:
-  - apiGroups: [authentication.k8s.io]
-    resources: [tokenreviews]
-    verbs: [create]
-  - apiGroups: [authorization.k8s.io]
-    resources: [subjectaccessreviews]
-    verbs: [create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: hodei-e2e-reviews}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hodei-e2e-reviews}
-subjects: [{kind: ServiceAccount, name: hodei-jobs-server, namespace: hodei-jobs}]
-";
+    // The setup lets the server review tokens and access, nothing more (see
+    // the_worker_account_cannot_manage_pods_and_the_server_account_can).
     let may_review = text(
         &kubectl(&[
             "auth",
@@ -853,10 +842,10 @@ subjects: [{kind: ServiceAccount, name: hodei-jobs-server, namespace: hodei-jobs
     )
     .trim()
         == "yes";
-    if !may_review {
-        let out = kubectl_manifest("apply", review_rights);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    assert!(
+        may_review,
+        "the setup grants {server_account} subjectaccessreviews"
+    );
     let account = format!(
         "apiVersion: v1
 kind: ServiceAccount
@@ -897,11 +886,12 @@ subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
     let wrong_audience = token_for("not-hodei");
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let worker_port = free_port();
     let process = ServerCommand::new(support::SERVER)
-        .port(port)
+        .port(free_port())
+        .worker_port(worker_port)
         .env("HODEI_DATA_DIR", dir.path())
-        .env("HODEI_ADVERTISE_ADDRESS", advertise_address(port))
+        .env("HODEI_ADVERTISE_ADDRESS", advertise_address(worker_port))
         .env("HODEI_LOCAL_ENABLED", "false")
         .env("HODEI_KUBERNETES_ENABLED", "1")
         .env("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG"))
@@ -953,7 +943,4 @@ subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
     process.stop(Duration::from_secs(30)).unwrap();
     let _ = kubectl_manifest("delete", &role);
     let _ = kubectl_manifest("delete", &account);
-    if !may_review {
-        let _ = kubectl_manifest("delete", review_rights);
-    }
 }

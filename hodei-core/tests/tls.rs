@@ -8,7 +8,9 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::{Behaviour, TaskProvider, follow};
-use hodei_core::{HodeiClient, HodeiServer, JobSpec, JobState, ProcessExit, server::TlsFiles};
+use hodei_core::{
+    HodeiClient, HodeiServer, JobSpec, JobState, ProcessExit, auth::Authenticator, server::TlsFiles,
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A test certificate authority that issues server certificates into a directory.
@@ -34,10 +36,20 @@ impl TestCa {
 
     /// A client certificate for `name` and its key, PEM encoded.
     fn issue_client(&self, name: &str) -> (String, String) {
+        self.issue_client_with_roles(name, &[])
+    }
+
+    /// A client certificate for `name` with `roles` as its O values, and its key.
+    fn issue_client_with_roles(&self, name: &str, roles: &[&str]) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
+        for role in roles {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *role);
+        }
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -64,11 +76,21 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(provider: TaskProvider, data_dir: &Path, tls: TlsFiles) -> Self {
+        Self::start_with_auth(provider, data_dir, tls, Authenticator::open()).await
+    }
+
+    async fn start_with_auth(
+        provider: TaskProvider,
+        data_dir: &Path,
+        tls: TlsFiles,
+        auth: Authenticator,
+    ) -> Self {
         let server = HodeiServer::builder(data_dir)
             .provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
             .worker_listen_addr("127.0.0.1:0".parse().unwrap())
             .tls(tls)
+            .auth(auth)
             .start()
             .await
             .unwrap();
@@ -231,5 +253,60 @@ async fn a_client_certificate_must_come_from_the_client_ca() {
         refused.is_err(),
         "a certificate from another CA was accepted"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_verified_client_certificate_is_the_caller_and_its_o_values_its_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("server ca");
+    let clients = TestCa::new("client ca");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &clients.pem).unwrap();
+    let tls = ca.issue_server(dir.path()).client_ca(&client_ca);
+    let auth = Authenticator::builder()
+        .client_certificates(true)
+        .build()
+        .await
+        .unwrap();
+    let server = TlsServer::start_with_auth(
+        TaskProvider::new(Behaviour::RunWorker),
+        &dir.path().join("data"),
+        tls,
+        auth,
+    )
+    .await;
+    let as_holder = |(cert, key): (String, String)| {
+        HodeiClient::builder(format!("https://localhost:{}", server.port))
+            .ca_certificate(ca.pem.as_bytes())
+            .client_identity(cert, key)
+            .connect()
+    };
+    let ci = as_holder(clients.issue_client_with_roles("ci-runner", &["submit"]))
+        .await
+        .unwrap();
+    let job = ci
+        .submit(&JobSpec::builder("true").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(job.owner, "ci-runner");
+
+    let viewer = as_holder(clients.issue_client_with_roles("viewer", &["read"]))
+        .await
+        .unwrap();
+    let refused = viewer
+        .submit(&JobSpec::builder("true").build().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::PermissionDenied),
+        "{refused}"
+    );
+    assert_eq!(viewer.get(job.id).await.unwrap().owner, "ci-runner");
+
+    // Without a certificate (and without a token) nobody is let in.
+    let anonymous = server.client(&ca).await.unwrap();
+    assert!(anonymous.list(0).await.unwrap_err().is_unauthenticated());
     server.stop().await;
 }
