@@ -34,8 +34,11 @@ pub fn main() -> ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format_chain(error.as_ref()), "server failed");
-            eprintln!("hodei-server-bin: {}", format_chain(error.as_ref()));
+            tracing::error!(error = %hodei_core::server::error_chain(error.as_ref()), "server failed");
+            eprintln!(
+                "hodei-server-bin: {}",
+                hodei_core::server::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -73,20 +76,4 @@ async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .serve_with_shutdown(crate::settings::termination_signal())
         .await?;
     Ok(())
-}
-
-/// An error and its causes on one line.
-#[must_use]
-pub fn format_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

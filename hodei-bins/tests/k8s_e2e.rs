@@ -865,6 +865,8 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {ACCOUNT}}}
 subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
 "
     );
+    // A Role left by an earlier run that stopped half-way would grant too much.
+    let _ = kubectl_manifest("delete", &role);
     let out = kubectl_manifest("apply", &account);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token_for = |audience: &str| {

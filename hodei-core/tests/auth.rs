@@ -119,15 +119,7 @@ impl Server {
             .await
             .unwrap();
         let url = format!("http://{}", server.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve_with_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, task) = common::serve_in_background(server);
         Self {
             url,
             stop: Some(stop),

@@ -161,10 +161,7 @@ async fn reflection_is_served_on_the_job_api_only_when_asked() {
             .unwrap();
         let url = format!("http://{}", server.local_addr());
         let worker_url = format!("http://{}", server.worker_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_with_shutdown(async move {
-            let _ = stopped.await;
-        }));
+        let (stop, task) = common::serve_in_background(server);
         let on_jobs = reflection(url).await;
         assert_eq!(on_jobs.is_ok(), enabled, "{on_jobs:?}");
         if let Err(status) = on_jobs {
@@ -173,6 +170,6 @@ async fn reflection_is_served_on_the_job_api_only_when_asked() {
         let on_workers = reflection(worker_url).await.unwrap_err();
         assert_eq!(on_workers.code(), tonic::Code::Unimplemented);
         let _ = stop.send(());
-        task.await.unwrap().unwrap();
+        task.await.unwrap();
     }
 }

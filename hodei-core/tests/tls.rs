@@ -55,6 +55,16 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A server certificate as [`issue_server`](Self::issue_server) does, and a client CA
+    /// (written into `dir`) whose certificates the server accepts.
+    fn issue_server_with_client_ca(&self, dir: &Path) -> (TestCa, TlsFiles) {
+        let clients = TestCa::new("client ca");
+        let client_ca = dir.join("client-ca.crt");
+        std::fs::write(&client_ca, &clients.pem).unwrap();
+        let tls = self.issue_server(dir).client_ca(&client_ca);
+        (clients, tls)
+    }
+
     /// Writes a certificate for localhost and 127.0.0.1 and its key into `dir`.
     fn issue_server(&self, dir: &Path) -> TlsFiles {
         let params =
@@ -75,17 +85,19 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    async fn start(provider: TaskProvider, data_dir: &Path, tls: TlsFiles) -> Self {
-        Self::start_with_auth(provider, data_dir, tls, Authenticator::open()).await
+    /// A server with workers that run, open to every caller, its data under `dir`.
+    async fn start(dir: &Path, tls: TlsFiles) -> Self {
+        let provider = TaskProvider::new(Behaviour::RunWorker);
+        Self::start_with(provider, dir, tls, Authenticator::open()).await
     }
 
-    async fn start_with_auth(
+    async fn start_with(
         provider: TaskProvider,
-        data_dir: &Path,
+        dir: &Path,
         tls: TlsFiles,
         auth: Authenticator,
     ) -> Self {
-        let server = HodeiServer::builder(data_dir)
+        let server = HodeiServer::builder(dir.join("data"))
             .provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
             .worker_listen_addr("127.0.0.1:0".parse().unwrap())
@@ -95,15 +107,7 @@ impl TlsServer {
             .await
             .unwrap();
         let port = server.local_addr().port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve_with_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, task) = common::serve_in_background(server);
         Self { port, stop, task }
     }
 
@@ -127,7 +131,8 @@ async fn a_client_and_a_worker_that_trust_the_ca_run_a_job_over_tls() {
     let tls = ca.issue_server(dir.path());
     let mut provider = TaskProvider::new(Behaviour::RunWorker);
     provider.server_ca = Some(ca.pem.clone().into_bytes());
-    let server = TlsServer::start(provider.clone(), &dir.path().join("data"), tls).await;
+    let server =
+        TlsServer::start_with(provider.clone(), dir.path(), tls, Authenticator::open()).await;
     let client = server.client(&ca).await.unwrap();
 
     let spec = JobSpec::builder("sh")
@@ -160,12 +165,7 @@ async fn a_client_and_a_worker_that_trust_the_ca_run_a_job_over_tls() {
 async fn a_client_that_does_not_trust_the_ca_is_told_why() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test ca");
-    let server = TlsServer::start(
-        TaskProvider::new(Behaviour::RunWorker),
-        &dir.path().join("data"),
-        ca.issue_server(dir.path()),
-    )
-    .await;
+    let server = TlsServer::start(dir.path(), ca.issue_server(dir.path())).await;
     let error = server
         .client(&TestCa::new("another ca"))
         .await
@@ -179,12 +179,7 @@ async fn a_client_that_does_not_trust_the_ca_is_told_why() {
 async fn a_plaintext_client_against_the_tls_port_is_told_to_use_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test ca");
-    let server = TlsServer::start(
-        TaskProvider::new(Behaviour::RunWorker),
-        &dir.path().join("data"),
-        ca.issue_server(dir.path()),
-    )
-    .await;
+    let server = TlsServer::start(dir.path(), ca.issue_server(dir.path())).await;
     let url = format!("http://127.0.0.1:{}", server.port);
     let outcome = match HodeiClient::connect(url).await {
         Ok(client) => client.list(0).await.map(drop),
@@ -200,12 +195,7 @@ async fn a_plaintext_client_against_the_tls_port_is_told_to_use_tls() {
 async fn a_certificate_rotated_on_disk_is_served_to_the_next_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (old_ca, new_ca) = (TestCa::new("old ca"), TestCa::new("new ca"));
-    let server = TlsServer::start(
-        TaskProvider::new(Behaviour::RunWorker),
-        &dir.path().join("data"),
-        old_ca.issue_server(dir.path()),
-    )
-    .await;
+    let server = TlsServer::start(dir.path(), old_ca.issue_server(dir.path())).await;
     server.client(&old_ca).await.unwrap().list(0).await.unwrap();
 
     new_ca.issue_server(dir.path());
@@ -220,16 +210,8 @@ async fn a_certificate_rotated_on_disk_is_served_to_the_next_connection() {
 async fn a_client_certificate_must_come_from_the_client_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("server ca");
-    let clients = TestCa::new("client ca");
-    let client_ca = dir.path().join("client-ca.crt");
-    std::fs::write(&client_ca, &clients.pem).unwrap();
-    let tls = ca.issue_server(dir.path()).client_ca(&client_ca);
-    let server = TlsServer::start(
-        TaskProvider::new(Behaviour::RunWorker),
-        &dir.path().join("data"),
-        tls,
-    )
-    .await;
+    let (clients, tls) = ca.issue_server_with_client_ca(dir.path());
+    let server = TlsServer::start(dir.path(), tls).await;
     let connect = |(cert, key): (String, String)| {
         HodeiClient::builder(format!("https://localhost:{}", server.port))
             .ca_certificate(ca.pem.as_bytes())
@@ -260,22 +242,14 @@ async fn a_client_certificate_must_come_from_the_client_ca() {
 async fn a_verified_client_certificate_is_the_caller_and_its_o_values_its_roles() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("server ca");
-    let clients = TestCa::new("client ca");
-    let client_ca = dir.path().join("client-ca.crt");
-    std::fs::write(&client_ca, &clients.pem).unwrap();
-    let tls = ca.issue_server(dir.path()).client_ca(&client_ca);
+    let (clients, tls) = ca.issue_server_with_client_ca(dir.path());
     let auth = Authenticator::builder()
         .client_certificates(true)
         .build()
         .await
         .unwrap();
-    let server = TlsServer::start_with_auth(
-        TaskProvider::new(Behaviour::RunWorker),
-        &dir.path().join("data"),
-        tls,
-        auth,
-    )
-    .await;
+    let provider = TaskProvider::new(Behaviour::RunWorker);
+    let server = TlsServer::start_with(provider, dir.path(), tls, auth).await;
     let as_holder = |(cert, key): (String, String)| {
         HodeiClient::builder(format!("https://localhost:{}", server.port))
             .ca_certificate(ca.pem.as_bytes())

@@ -60,10 +60,10 @@ impl EmbeddedServer {
             .build()
             .await
             .map_err(|e| {
-                CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
+                CliError::new(exit_code::HODEI_ERROR, hodei_core::server::error_chain(&e))
             })?;
         let server = settings.start(Vec::new(), auth).await.map_err(|e| {
-            CliError::new(exit_code::HODEI_ERROR, crate::server_main::format_chain(&e))
+            CliError::new(exit_code::HODEI_ERROR, hodei_core::server::error_chain(&e))
         })?;
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel();
@@ -74,7 +74,7 @@ impl EmbeddedServer {
             if let Err(error) = server.serve_with_shutdown(shutdown).await {
                 eprintln!(
                     "hodei: embedded server failed: {}",
-                    crate::server_main::format_chain(&error)
+                    hodei_core::server::error_chain(&error)
                 );
             }
         });

@@ -101,7 +101,7 @@ const TOKEN_HINT: &str =
 
 impl From<hodei_core::ClientError> for CliError {
     fn from(error: hodei_core::ClientError) -> Self {
-        let mut message = one_line(&crate::server_main::format_chain(&error));
+        let mut message = one_line(&hodei_core::server::error_chain(&error));
         if error.is_unauthenticated() {
             message = format!("{message}\nhodei: {TOKEN_HINT}");
         }

@@ -370,8 +370,9 @@ fn advertise_for(addr: SocketAddr, tls: bool) -> String {
     format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, each cause once.
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

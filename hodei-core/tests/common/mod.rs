@@ -187,6 +187,23 @@ pub struct TestServer {
     task: Option<JoinHandle<()>>,
 }
 
+/// Serves `server` in a task until the sender is used (or dropped); the task ends when
+/// the server has drained.
+pub fn serve_in_background(
+    server: HodeiServer,
+) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve_with_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, task)
+}
+
 impl TestServer {
     pub async fn start(provider: impl Provider, data_dir: &Path) -> Self {
         Self::start_shared(Arc::new(provider), data_dir, Duration::from_secs(2)).await
@@ -213,15 +230,7 @@ impl TestServer {
             .unwrap();
         let url = format!("http://{}", server.local_addr());
         let worker_url = format!("http://{}", server.worker_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve_with_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, task) = serve_in_background(server);
         let client = HodeiClient::connect(url.clone()).await.unwrap();
         Self {
             client,
