@@ -138,11 +138,16 @@ impl JobProcess {
     /// Sends `signal` to the whole process group, and, while the command runs, to its
     /// descendants that left the group. A group that is already gone is fine.
     pub fn signal_group(&self, signal: Signal) {
-        if !self.reaped {
-            // Descendants first: once the group's processes die, their children are
-            // re-parented and can no longer be found from the command.
-            reaper::signal_descendants(self.group, signal);
-        }
+        // Found before the group is signalled: once its processes die, their children
+        // are re-parented and can no longer be found from the command. The group gets
+        // the signal first, as one (a shell that traps it while it waits for a child
+        // must not see the child die of it before it gets it itself); then those that
+        // are outside the group by then, also any that left it in the meantime.
+        let descendants = if self.reaped {
+            Vec::new()
+        } else {
+            reaper::live_descendants(self.group)
+        };
         match killpg(self.group, signal) {
             Ok(()) => debug!(
                 ?signal,
@@ -152,6 +157,11 @@ impl JobProcess {
             Err(nix::errno::Errno::ESRCH) => {}
             Err(error) => {
                 tracing::warn!(?signal, %error, "signalling the job's process group failed")
+            }
+        }
+        for pid in descendants {
+            if reaper::outside_group(pid, self.group) {
+                let _ = nix::sys::signal::kill(pid, signal);
             }
         }
     }
@@ -339,5 +349,46 @@ mod tests {
         })
         .await
         .expect("the detached sleep is killed with the job");
+    }
+
+    #[tokio::test]
+    async fn a_shell_that_traps_sigterm_while_it_waits_for_a_child_runs_its_trap() {
+        // The group gets the signal as one: the shell cannot see its child die of the
+        // signal and exit before the signal reaches the shell itself. Busybox's shell (that
+        // of the worker image) exits at once when its child dies, so it shows the race.
+        let script = "trap 'echo got TERM; exit 0' TERM; echo up; sleep 300 & wait";
+        let (program, args) = if Path::new("/bin/busybox").exists() {
+            ("/bin/busybox", vec!["sh", "-c", script])
+        } else {
+            ("sh", vec!["-c", script])
+        };
+        for _ in 0..20 {
+            let base = tempfile::tempdir().unwrap();
+            let spec = JobSpec::builder(program)
+                .args(args.clone())
+                .build()
+                .unwrap();
+            let (tx, mut rx) = mpsc::channel(16);
+            let sandbox = Sandbox {
+                scratch_base: base.path().to_str(),
+                owns_process: false,
+            };
+            let mut process = JobProcess::spawn(&spec, sandbox, tx).unwrap();
+            let (_, first) = rx.recv().await.unwrap();
+            assert_eq!(&first[..], b"up\n");
+            // Until the shell waits for its child, a signal would end it early.
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !alive_with_arg("300") {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the child starts");
+            process.signal_group(Signal::SIGTERM);
+            assert_eq!(process.wait().await.unwrap(), ProcessExit::Code(0));
+            let (_, rest) = rx.recv().await.unwrap();
+            assert_eq!(&rest[..], b"got TERM\n");
+            process.kill_leftovers();
+        }
     }
 }

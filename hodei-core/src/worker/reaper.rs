@@ -41,6 +41,7 @@ pub(crate) fn own_descendants() {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
     parent: i32,
+    group: i32,
     zombie: bool,
 }
 
@@ -51,8 +52,10 @@ fn parse_stat(stat: &str) -> Option<ProcStat> {
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?;
     let parent = fields.next()?.parse().ok()?;
+    let group = fields.next()?.parse().ok()?;
     Some(ProcStat {
         parent,
+        group,
         zombie: state == "Z" || state == "X",
     })
 }
@@ -92,14 +95,22 @@ fn descendants_in(table: &HashMap<i32, ProcStat>, root: i32) -> Vec<(i32, ProcSt
     found
 }
 
-/// Sends `signal` to every live descendant of `root`: the processes of a running job,
-/// also those outside its process group.
-pub(crate) fn signal_descendants(root: Pid, signal: Signal) {
-    for (pid, stat) in descendants_in(&processes(), root.as_raw()) {
-        if !stat.zombie {
-            let _ = kill(Pid::from_raw(pid), signal);
-        }
-    }
+/// The live descendants of `root` (the command, leader of the job's process group).
+pub(crate) fn live_descendants(root: Pid) -> Vec<Pid> {
+    descendants_in(&processes(), root.as_raw())
+        .into_iter()
+        .filter(|(_, stat)| !stat.zombie)
+        .map(|(pid, _)| Pid::from_raw(pid))
+        .collect()
+}
+
+/// Whether `pid` lives outside process group `group` now (e.g. after `setsid`), so a
+/// signal to the group does not reach it.
+pub(crate) fn outside_group(pid: Pid, group: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .is_some_and(|stat| !stat.zombie && stat.group != group.as_raw())
 }
 
 /// SIGKILLs every descendant of this process and reaps each of its children by pid,
@@ -165,9 +176,10 @@ mod tests {
     #[test]
     fn stat_fields_are_read_after_the_last_parenthesis() {
         assert_eq!(
-            parse_stat("42 (a) b) c) S 7 42 42 0 -1"),
+            parse_stat("42 (a) b) c) S 7 40 42 0 -1"),
             Some(ProcStat {
                 parent: 7,
+                group: 40,
                 zombie: false
             })
         );
@@ -175,17 +187,20 @@ mod tests {
             parse_stat("43 (sh) Z 1 43"),
             Some(ProcStat {
                 parent: 1,
+                group: 43,
                 zombie: true
             })
         );
         assert_eq!(parse_stat("44 (sh"), None);
         assert_eq!(parse_stat("45 (sh) S x"), None);
+        assert_eq!(parse_stat("46 (sh) S 1"), None);
     }
 
     #[test]
     fn descendants_are_found_through_every_generation_and_nothing_else() {
         let stat = |parent| ProcStat {
             parent,
+            group: 10,
             zombie: false,
         };
         let table = HashMap::from([
