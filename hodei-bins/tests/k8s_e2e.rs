@@ -946,3 +946,96 @@ subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
     let _ = kubectl_manifest("delete", &role);
     let _ = kubectl_manifest("delete", &account);
 }
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_worker_pod_verifies_the_servers_certificate_with_the_ca_from_its_config_map() {
+    use hodei_test_fixtures::ServerCommand;
+
+    const CA_CONFIG_MAP: &str = "hodei-e2e-server-ca";
+    let dir = tempfile::tempdir().unwrap();
+    let worker_port = free_port();
+    let exposed = advertise_address(worker_port);
+    let host_port = exposed.strip_prefix("http://").unwrap().to_owned();
+    let host = host_port.rsplit_once(':').unwrap().0.to_owned();
+
+    // A CA and a certificate for the address pods dial and for the CLI's loopback.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host, "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca_path, cert_path, key_path) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+    );
+    std::fs::write(&ca_path, &ca_pem).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let _ = kubectl(&[
+        "delete",
+        "configmap",
+        CA_CONFIG_MAP,
+        "-n",
+        NAMESPACE,
+        "--ignore-not-found",
+    ]);
+    let out = kubectl(&[
+        "create",
+        "configmap",
+        CA_CONFIG_MAP,
+        "-n",
+        NAMESPACE,
+        &format!("--from-file=ca.crt={}", ca_path.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let process = ServerCommand::new(support::SERVER)
+        .port(free_port())
+        .worker_port(worker_port)
+        .env("HODEI_DATA_DIR", dir.path())
+        .env("HODEI_ADVERTISE_ADDRESS", format!("https://{host_port}"))
+        .env("HODEI_LOCAL_ENABLED", "false")
+        .env("HODEI_KUBERNETES_ENABLED", "1")
+        .env("HODEI_K8S_KUBECONFIG", env("HODEI_E2E_SERVER_KUBECONFIG"))
+        .env("HODEI_K8S_NAMESPACE", NAMESPACE)
+        .env("HODEI_WORKER_IMAGE", env("HODEI_E2E_WORKER_IMAGE"))
+        .env("HODEI_TLS_CERT", &cert_path)
+        .env("HODEI_TLS_KEY", &key_path)
+        .env("HODEI_K8S_SERVER_CA_CONFIGMAP", CA_CONFIG_MAP)
+        .log_file(dir.path().join("server.log"))
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", process.port());
+    let hodei = |args: &[&str]| {
+        Command::new(HODEI)
+            .args(["--server", &url, "--ca-cert"])
+            .arg(&ca_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(30), "the server answers", || {
+        hodei(&["list"]).status.success()
+    })
+    .unwrap_or_else(|e| panic!("{e}; server log:\n{}", process.log()));
+
+    // The worker dials https:// and trusts only the system roots and the mounted CA.
+    let out = hodei(&["run", "--", "echo", "over tls"]);
+    assert_eq!(text(&out.stdout), "over tls\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let listed = hodei(&["list", "-o", "json"]);
+    let jobs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    wait_until_pods_gone(&id);
+
+    process.stop(Duration::from_secs(30)).unwrap();
+    let _ = kubectl(&["delete", "configmap", CA_CONFIG_MAP, "-n", NAMESPACE]);
+}
