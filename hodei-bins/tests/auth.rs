@@ -172,11 +172,24 @@ done"#
         .env_remove("HODEI_SERVER_URL")
         .env_remove("HODEI_TOKEN")
         .env_remove("HODEI_TOKEN_FILE")
+        // The embedded server says where it serves, so the test knows its port.
+        .env("HODEI_LOG", "hodei_core::server=info")
+        .env("HODEI_LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("refused on "), "{stdout}");
-    assert!(!stdout.contains("listed jobs"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let jobs_addr = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|line| line["fields"]["jobs"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no serving line in {stderr}"));
+    let port = jobs_addr.rsplit_once(':').unwrap().1;
+    assert!(stdout.contains(&format!("refused on {port}\n")), "{stdout}");
+    assert!(
+        !stdout.contains(&format!("listed jobs on {port}\n")),
+        "{stdout}"
+    );
 }
