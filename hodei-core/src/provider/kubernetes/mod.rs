@@ -4,11 +4,7 @@
 mod events;
 mod settings;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use hodei_k8s::{
@@ -28,8 +24,8 @@ use tracing::{info, warn};
 
 use self::events::Routes;
 use super::{
-    Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
-    WorkerLaunch, WorkerProof,
+    KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
+    WorkerEvent, WorkerLaunch, WorkerProof,
 };
 use crate::job::{ValidationError, WorkerId};
 
@@ -420,15 +416,23 @@ impl Provider for KubernetesProvider {
         Ok(())
     }
 
-    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
-        let known: HashSet<String> = known.iter().map(ToString::to_string).collect();
+    /// Lists the managed pods first and asks `known` about each pod only afterwards:
+    /// a pod in the list was created before the list was taken, and the server records
+    /// a worker before its pod is created, so a pod created while the sweep runs is
+    /// known by the time it is asked about. A pod whose worker id is not one of ours
+    /// (a hand-made pod with the managed label) is an orphan too.
+    async fn cleanup_orphans(&self, known: &dyn KnownWorkers) -> Result<usize, ProviderError> {
         let listed = self.pods.list_managed().await;
         crate::observe::kubernetes_api_request("list", outcome(&listed));
         let pods = listed.map_err(|e| provider_error("ListFailed", &e))?;
         let now = std::time::SystemTime::now();
         let mut removed = 0;
         for pod in pods {
-            if known.contains(&pod.worker_id) || pod.deleting {
+            let owned = pod
+                .worker_id
+                .parse::<WorkerId>()
+                .is_ok_and(|worker_id| known.contains(worker_id));
+            if owned || pod.deleting {
                 continue;
             }
             let kept_for_debugging = self.settings.ttl_after_finished.is_some_and(|ttl| {
