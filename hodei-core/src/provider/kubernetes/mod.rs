@@ -15,10 +15,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
 pub use settings::{
     DEFAULT_API_WRITES_PER_SECOND, DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST,
+    DEFAULT_EPHEMERAL_STORAGE_LIMIT, DEFAULT_EPHEMERAL_STORAGE_REQUEST,
     DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY,
     DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_REGISTRATION_TIMEOUT,
-    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, IMAGE_PULL_POLICIES,
-    KubernetesSettings,
+    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TMP_SIZE_LIMIT,
+    DEFAULT_WORKER_IMAGE, DEFAULT_WORKING_DIR_SIZE_LIMIT, IMAGE_PULL_POLICIES, KubernetesSettings,
 };
 use tracing::{info, warn};
 
@@ -209,6 +210,10 @@ impl KubernetesProvider {
                     .clone()
                     .unwrap_or_else(|| s.default_memory_request.to_string()),
                 memory_limit: memory.unwrap_or_else(|| s.default_memory_limit.to_string()),
+                ephemeral_storage_request: s.default_ephemeral_storage_request.to_string(),
+                ephemeral_storage_limit: s.default_ephemeral_storage_limit.to_string(),
+                tmp_size_limit: s.tmp_size_limit.to_string(),
+                working_dir_size_limit: s.working_dir_size_limit.to_string(),
             })
             .active_deadline_seconds(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX))
             .env(spec.env.clone())

@@ -201,6 +201,47 @@ async fn provisioning_creates_the_pod_and_destroy_deletes_it() {
 }
 
 #[tokio::test]
+async fn worker_pods_get_the_configured_local_disk_and_scratch_limits() {
+    let api = FakeApi::default();
+    let provider = provider(&api).await;
+    provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap();
+    let provider = provider_with(
+        &api,
+        KubernetesSettings {
+            default_ephemeral_storage_request: "2Gi".parse().unwrap(),
+            default_ephemeral_storage_limit: "20Gi".parse().unwrap(),
+            tmp_size_limit: "512Mi".parse().unwrap(),
+            working_dir_size_limit: "16Gi".parse().unwrap(),
+            ..KubernetesSettings::default()
+        },
+    )
+    .await;
+    provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap();
+
+    let created = api.created.lock().unwrap().clone();
+    let disk = |pod: &Value| {
+        let resources = &pod["spec"]["containers"][0]["resources"];
+        let volumes = &pod["spec"]["volumes"];
+        [
+            resources["requests"]["ephemeral-storage"].clone(),
+            resources["limits"]["ephemeral-storage"].clone(),
+            volumes[0]["emptyDir"]["sizeLimit"].clone(),
+            volumes[1]["emptyDir"]["sizeLimit"].clone(),
+        ]
+    };
+    assert_eq!(disk(&created[0]), ["1Gi", "10Gi", "1Gi", "8Gi"], "defaults");
+    assert_eq!(disk(&created[1]), ["2Gi", "20Gi", "512Mi", "16Gi"]);
+    assert_eq!(created[1]["spec"]["volumes"][0]["name"], "tmp");
+    assert_eq!(created[1]["spec"]["volumes"][1]["name"], "workspace");
+}
+
+#[tokio::test]
 async fn a_quota_refusal_keeps_the_job_queued() {
     let api = FakeApi {
         refuse_creates_with_quota: true,
