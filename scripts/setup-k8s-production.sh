@@ -45,6 +45,8 @@ quota_requests_cpu="50"
 quota_limits_cpu="100"
 quota_requests_memory="200Gi"
 quota_limits_memory="400Gi"
+quota_requests_ephemeral_storage="100Gi"
+quota_limits_ephemeral_storage="1000Gi"
 
 usage() {
   cat <<'EOF'
@@ -64,6 +66,10 @@ What to create:
   --quota-limits-cpu Q         ResourceQuota limits.cpu (default: 100)
   --quota-requests-memory Q    ResourceQuota requests.memory (default: 200Gi)
   --quota-limits-memory Q      ResourceQuota limits.memory (default: 400Gi)
+  --quota-requests-ephemeral-storage Q
+                               ResourceQuota requests.ephemeral-storage (default: 100Gi)
+  --quota-limits-ephemeral-storage Q
+                               ResourceQuota limits.ephemeral-storage (default: 1000Gi)
   --no-network-policies        do not apply k8s/network-policies.yaml (applied by default:
                                workers may reach only DNS and the in-cluster server's worker
                                port 50052; the job port 50051 accepts namespaces labeled
@@ -152,6 +158,8 @@ while [[ $# -gt 0 ]]; do
     --quota-limits-cpu) need_value "$@"; quota_limits_cpu="$2"; shift 2 ;;
     --quota-requests-memory) need_value "$@"; quota_requests_memory="$2"; shift 2 ;;
     --quota-limits-memory) need_value "$@"; quota_limits_memory="$2"; shift 2 ;;
+    --quota-requests-ephemeral-storage) need_value "$@"; quota_requests_ephemeral_storage="$2"; shift 2 ;;
+    --quota-limits-ephemeral-storage) need_value "$@"; quota_limits_ephemeral_storage="$2"; shift 2 ;;
     --registry-password | --registry-username | --password | --username | --docker-password)
       usage_error "$1: credentials are never taken from the command line (they would show in ps and in shell history); export HODEI_REGISTRY_USERNAME and HODEI_REGISTRY_PASSWORD, or use --registry-credentials-file FILE"
       ;;
@@ -186,6 +194,8 @@ check_quantity --quota-requests-cpu "$quota_requests_cpu"
 check_quantity --quota-limits-cpu "$quota_limits_cpu"
 check_quantity --quota-requests-memory "$quota_requests_memory"
 check_quantity --quota-limits-memory "$quota_limits_memory"
+check_quantity --quota-requests-ephemeral-storage "$quota_requests_ephemeral_storage"
+check_quantity --quota-limits-ephemeral-storage "$quota_limits_ephemeral_storage"
 [[ -z "$pull_secret" ]] || check_label --image-pull-secret "$pull_secret"
 
 registry_url="${registry_url#https://}"
@@ -314,6 +324,8 @@ render() {
       -e "$(sub quota-limits-cpu "$quota_limits_cpu")" \
       -e "$(sub quota-requests-memory "$quota_requests_memory")" \
       -e "$(sub quota-limits-memory "$quota_limits_memory")" \
+      -e "$(sub quota-requests-ephemeral-storage "$quota_requests_ephemeral_storage")" \
+      -e "$(sub quota-limits-ephemeral-storage "$quota_limits_ephemeral_storage")" \
       "$K8S_DIR/$file"
   done
 }

@@ -19,6 +19,10 @@
 //!         cpu_limit: "2".into(),
 //!         memory_request: "1Gi".into(),
 //!         memory_limit: "4Gi".into(),
+//!         ephemeral_storage_request: "1Gi".into(),
+//!         ephemeral_storage_limit: "10Gi".into(),
+//!         tmp_size_limit: "1Gi".into(),
+//!         working_dir_size_limit: "8Gi".into(),
 //!     })
 //!     .active_deadline_seconds(3600)
 //!     .build();

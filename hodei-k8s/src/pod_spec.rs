@@ -58,7 +58,8 @@ const TMP_DIR: &str = "/tmp";
 const TMP_VOLUME: &str = "tmp";
 const WORKDIR_VOLUME: &str = "workspace";
 
-/// CPU and memory for the worker container, as Kubernetes quantities (`"500m"`, `"256Mi"`).
+/// CPU, memory and local disk for the worker pod, as Kubernetes quantities (`"500m"`,
+/// `"256Mi"`, `"10Gi"`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerResources {
     /// CPU the scheduler reserves.
@@ -69,6 +70,15 @@ pub struct WorkerResources {
     pub memory_request: String,
     /// Memory above which the container is OOM-killed.
     pub memory_limit: String,
+    /// Local disk (`ephemeral-storage`: logs, the emptyDirs) the scheduler reserves.
+    pub ephemeral_storage_request: String,
+    /// Local disk above which the kubelet evicts the pod.
+    pub ephemeral_storage_limit: String,
+    /// `sizeLimit` of the `/tmp` emptyDir; the kubelet evicts the pod beyond it.
+    pub tmp_size_limit: String,
+    /// `sizeLimit` of the working-dir emptyDir (of the one volume when the working dir is
+    /// `/tmp`); the kubelet evicts the pod beyond it.
+    pub working_dir_size_limit: String,
 }
 
 /// Everything needed to start one worker pod. The job's command is not here: the worker
@@ -335,29 +345,47 @@ impl WorkerPodSpec {
 
     fn resource_requirements(&self) -> ResourceRequirements {
         let r = &self.resources;
-        let pair = |cpu: &str, memory: &str| {
+        let amounts = |cpu: &str, memory: &str, storage: &str| {
             BTreeMap::from([
                 ("cpu".to_owned(), Quantity(cpu.to_owned())),
                 ("memory".to_owned(), Quantity(memory.to_owned())),
+                ("ephemeral-storage".to_owned(), Quantity(storage.to_owned())),
             ])
         };
         ResourceRequirements {
-            requests: Some(pair(&r.cpu_request, &r.memory_request)),
-            limits: Some(pair(&r.cpu_limit, &r.memory_limit)),
+            requests: Some(amounts(
+                &r.cpu_request,
+                &r.memory_request,
+                &r.ephemeral_storage_request,
+            )),
+            limits: Some(amounts(
+                &r.cpu_limit,
+                &r.memory_limit,
+                &r.ephemeral_storage_limit,
+            )),
             claims: None,
         }
     }
 
     fn volumes(&self) -> Vec<Volume> {
-        let empty_dir = |name: &str| Volume {
+        let empty_dir = |name: &str, size_limit: &str| Volume {
             name: name.to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity(size_limit.to_owned())),
+            }),
             ..Volume::default()
         };
-        let mut volumes = vec![empty_dir(TMP_VOLUME)];
-        if self.effective_working_dir() != TMP_DIR {
-            volumes.push(empty_dir(WORKDIR_VOLUME));
-        }
+        let r = &self.resources;
+        let mut volumes = if self.effective_working_dir() == TMP_DIR {
+            // One volume holds the job's working directory: it gets that limit.
+            vec![empty_dir(TMP_VOLUME, &r.working_dir_size_limit)]
+        } else {
+            vec![
+                empty_dir(TMP_VOLUME, &r.tmp_size_limit),
+                empty_dir(WORKDIR_VOLUME, &r.working_dir_size_limit),
+            ]
+        };
         volumes.push(Volume {
             name: IDENTITY_TOKEN_VOLUME.to_owned(),
             projected: Some(ProjectedVolumeSource {
@@ -423,6 +451,10 @@ mod tests {
                 cpu_limit: "1".into(),
                 memory_request: "128Mi".into(),
                 memory_limit: "512Mi".into(),
+                ephemeral_storage_request: "256Mi".into(),
+                ephemeral_storage_limit: "2Gi".into(),
+                tmp_size_limit: "128Mi".into(),
+                working_dir_size_limit: "1Gi".into(),
             })
             .active_deadline_seconds(600)
             .env(BTreeMap::from([
@@ -475,12 +507,34 @@ mod tests {
     }
 
     #[test]
+    fn local_disk_is_requested_limited_and_each_scratch_volume_is_bounded() {
+        let pod = render_json(&spec());
+        let resources = &pod["spec"]["containers"][0]["resources"];
+        assert_eq!(resources["requests"]["ephemeral-storage"], "256Mi");
+        assert_eq!(resources["limits"]["ephemeral-storage"], "2Gi");
+        let volumes = &pod["spec"]["volumes"];
+        assert_eq!(
+            volumes[0],
+            json!({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "128Mi"}})
+        );
+        assert_eq!(
+            volumes[1],
+            json!({"name": WORKDIR_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
+        );
+    }
+
+    #[test]
     fn working_dir_gets_its_own_volume_unless_it_is_tmp() {
         let mut s = spec();
         s.working_dir = Some("/tmp".into());
         let pod = render_json(&s);
         assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(2));
         assert_eq!(pod["spec"]["containers"][0]["workingDir"], "/tmp");
+        assert_eq!(
+            pod["spec"]["volumes"][0],
+            json!({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}),
+            "/tmp holds the working dir, so it gets the working dir's limit"
+        );
 
         s.working_dir = Some("/data/run".into());
         let pod = render_json(&s);

@@ -77,6 +77,26 @@ mod supported {
         #[arg(long = "k8s-default-memory-limit", env = "HODEI_K8S_DEFAULT_MEMORY_LIMIT",
             value_name = "MEMORY", default_value_t = k8s::DEFAULT_MEMORY_LIMIT)]
         pub default_memory_limit: Memory,
+        /// Local disk (ephemeral-storage: logs, /tmp and the working dir) every worker pod
+        /// requests.
+        #[arg(long = "k8s-default-ephemeral-storage-request",
+            env = "HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_REQUEST", value_name = "BYTES",
+            default_value_t = k8s::DEFAULT_EPHEMERAL_STORAGE_REQUEST)]
+        pub default_ephemeral_storage_request: Memory,
+        /// Local disk above which the kubelet evicts a worker pod; must hold the /tmp and
+        /// working-dir size limits together.
+        #[arg(long = "k8s-default-ephemeral-storage-limit",
+            env = "HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_LIMIT", value_name = "BYTES",
+            default_value_t = k8s::DEFAULT_EPHEMERAL_STORAGE_LIMIT)]
+        pub default_ephemeral_storage_limit: Memory,
+        /// Size limit of a worker pod's /tmp.
+        #[arg(long = "k8s-tmp-size-limit", env = "HODEI_K8S_TMP_SIZE_LIMIT",
+            value_name = "BYTES", default_value_t = k8s::DEFAULT_TMP_SIZE_LIMIT)]
+        pub tmp_size_limit: Memory,
+        /// Size limit of a worker pod's working directory.
+        #[arg(long = "k8s-workdir-size-limit", env = "HODEI_K8S_WORKDIR_SIZE_LIMIT",
+            value_name = "BYTES", default_value_t = k8s::DEFAULT_WORKING_DIR_SIZE_LIMIT)]
+        pub working_dir_size_limit: Memory,
         /// ServiceAccount of worker pods; it must exist and hold no permissions.
         #[arg(long = "k8s-service-account", env = "HODEI_K8S_SERVICE_ACCOUNT",
             value_name = "NAME", default_value = k8s::DEFAULT_SERVICE_ACCOUNT)]
@@ -154,6 +174,10 @@ mod supported {
                 default_memory_request: self.default_memory_request,
                 default_cpu_limit: self.default_cpu_limit,
                 default_memory_limit: self.default_memory_limit,
+                default_ephemeral_storage_request: self.default_ephemeral_storage_request,
+                default_ephemeral_storage_limit: self.default_ephemeral_storage_limit,
+                tmp_size_limit: self.tmp_size_limit,
+                working_dir_size_limit: self.working_dir_size_limit,
                 service_account: self.service_account.clone(),
                 ttl_after_finished: self.ttl_after_finished,
                 image_pull_secrets: self
@@ -178,7 +202,7 @@ mod supported {
                 let cmd = Self::augment_args(ServerSettings::augment_args(Command::new("")));
                 SettingsError::Invalid(ValidationError::new(
                     variable_of(&cmd, error.field()),
-                    error.message(),
+                    variables_in(&cmd, error.message()),
                 ))
             })?;
             Ok(settings)
@@ -220,6 +244,30 @@ mod supported {
                     .or_else(|| a.get_long().map(|l| format!("--{l}")))
             })
             .unwrap_or_else(|| field.to_owned())
+    }
+
+    /// `message` with each setting it names by field (a word with `_`, such as
+    /// `tmp_size_limit`) named by its variable instead.
+    fn variables_in(cmd: &Command, message: &str) -> String {
+        let mut named = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(start) = rest.find(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            named.push_str(&rest[..start]);
+            let word = &rest[start..];
+            let end = word
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(word.len());
+            let word = &word[..end];
+            let is_setting = word.contains('_') && cmd.get_arguments().any(|a| a.get_id() == word);
+            if is_setting {
+                named.push_str(&variable_of(cmd, word));
+            } else {
+                named.push_str(word);
+            }
+            rest = &rest[start + end..];
+        }
+        named.push_str(rest);
+        named
     }
 
     /// A whole number of seconds.
@@ -308,6 +356,50 @@ mod supported {
         }
 
         #[test]
+        fn scratch_volumes_too_big_for_the_disk_limit_name_every_setting_involved() {
+            let error = args(&[
+                "--k8s-workdir-size-limit=12Gi",
+                "--k8s-tmp-size-limit=512Mi",
+            ])
+            .settings(None)
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                error,
+                "invalid HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_LIMIT: 10Gi cannot hold \
+                 HODEI_K8S_TMP_SIZE_LIMIT 512Mi and HODEI_K8S_WORKDIR_SIZE_LIMIT 12Gi together \
+                 (12800Mi); raise it or lower them"
+            );
+            let error = args(&["--k8s-default-ephemeral-storage-request=20Gi"])
+                .settings(None)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                error,
+                "invalid HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_REQUEST: 20Gi exceeds \
+                 HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_LIMIT 10Gi"
+            );
+            let settings = args(&[
+                "--k8s-default-ephemeral-storage-request=2Gi",
+                "--k8s-default-ephemeral-storage-limit=20Gi",
+                "--k8s-tmp-size-limit=4Gi",
+                "--k8s-workdir-size-limit=16Gi",
+            ])
+            .settings(None)
+            .unwrap();
+            assert_eq!(
+                [
+                    settings.default_ephemeral_storage_request,
+                    settings.default_ephemeral_storage_limit,
+                    settings.tmp_size_limit,
+                    settings.working_dir_size_limit,
+                ]
+                .map(|m| m.to_string()),
+                ["2Gi", "20Gi", "4Gi", "16Gi"]
+            );
+        }
+
+        #[test]
         fn an_invalid_setting_names_its_variable() {
             for (flags, advertise, variable) in [
                 (&["--k8s-namespace=Bad_NS"][..], None, "HODEI_K8S_NAMESPACE"),
@@ -317,6 +409,11 @@ mod supported {
                     "HODEI_K8S_DEFAULT_CPU_REQUEST",
                 ),
                 (&[][..], Some("hodei:50051"), "HODEI_ADVERTISE_ADDRESS"),
+                (
+                    &["--k8s-default-ephemeral-storage-request=11Gi"][..],
+                    None,
+                    "HODEI_K8S_DEFAULT_EPHEMERAL_STORAGE_REQUEST",
+                ),
             ] {
                 let error = args(flags)
                     .settings(advertise.map(str::to_owned))

@@ -196,10 +196,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::HashSet,
-        sync::atomic::{AtomicUsize, Ordering},
-    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
     use tokio::sync::oneshot;
@@ -209,7 +206,8 @@ mod tests {
         job::JobId,
         logs::LogHub,
         provider::{
-            ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerLaunch,
+            KnownWorkers, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
+            WorkerLaunch,
         },
     };
 
@@ -252,7 +250,7 @@ mod tests {
         async fn destroy(&self, _: WorkerId) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn cleanup_orphans(&self, _: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        async fn cleanup_orphans(&self, _: &dyn KnownWorkers) -> Result<usize, ProviderError> {
             Ok(0)
         }
         async fn verify_worker(

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::{Inner, outcome};
-use crate::store::StoreError;
+use crate::{job::WorkerId, provider::KnownWorkers, store::StoreError};
 
 /// Marks jobs that were active when the server last stopped as failed.
 pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreError> {
@@ -19,9 +19,16 @@ pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreErro
     Ok(())
 }
 
+/// The controller's live record of its workers: each question reads it anew, so a worker
+/// provisioned while a provider sweeps is known when the provider asks about it.
+impl KnownWorkers for Inner {
+    fn contains(&self, worker_id: WorkerId) -> bool {
+        self.lock_workers().contains(&worker_id)
+    }
+}
+
 /// Asks every provider to remove workers that no active job owns.
 pub(super) async fn sweep_orphans(inner: &Inner) {
-    let known = inner.lock_workers().clone();
     for provider in inner.providers.all() {
         let health = provider.health().await;
         if let crate::provider::ProviderHealth::Unhealthy(reason) = &health {
@@ -29,7 +36,7 @@ pub(super) async fn sweep_orphans(inner: &Inner) {
         }
         let healthy = matches!(health, crate::provider::ProviderHealth::Healthy);
         crate::observe::provider_health(provider.name(), healthy);
-        match provider.cleanup_orphans(&known).await {
+        match provider.cleanup_orphans(inner).await {
             Ok(0) => {}
             Ok(removed) => info!(
                 provider = provider.name(),

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -23,8 +23,8 @@ use crate::{
     job::{FailureReason, Job, JobId, JobSpec, JobState, ProcessExit, WorkerId},
     logs::{LogHub, OutputChunk, OutputStream},
     provider::{
-        Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProviderRegistry,
-        ProvisionedWorker, WorkerEvent, WorkerLaunch,
+        KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
+        ProviderRegistry, ProvisionedWorker, WorkerEvent, WorkerLaunch,
     },
     store::{JobStore, StoreError},
 };
@@ -153,7 +153,7 @@ impl Provider for FakeProvider {
         Ok(())
     }
 
-    async fn cleanup_orphans(&self, _: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+    async fn cleanup_orphans(&self, _: &dyn KnownWorkers) -> Result<usize, ProviderError> {
         Ok(0)
     }
 }

@@ -6,12 +6,8 @@ use run_as::{IdPool, WorkerIds};
 pub use run_as::{RunAs, RunAsError};
 
 use std::{
-    collections::{HashMap, HashSet},
-    os::unix::process::ExitStatusExt,
-    path::PathBuf,
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
+    collections::HashMap, os::unix::process::ExitStatusExt, path::PathBuf, process::Stdio,
+    sync::Arc, time::Duration,
 };
 
 use parking_lot::{Mutex, MutexGuard};
@@ -29,8 +25,8 @@ use tokio::{
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
-    WorkerLaunch, WorkerProof,
+    KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
+    WorkerEvent, WorkerLaunch, WorkerProof,
 };
 use crate::{
     job::{ProcessExit, WorkerId},
@@ -382,12 +378,17 @@ impl Provider for LocalProvider {
         Ok(())
     }
 
-    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
-        let orphans: Vec<_> = self
+    /// Copies its process table first and asks `known` only afterwards, so a worker
+    /// started while the sweep runs is known by the time it is asked about.
+    async fn cleanup_orphans(&self, known: &dyn KnownWorkers) -> Result<usize, ProviderError> {
+        let running: Vec<_> = self
             .workers()
             .iter()
-            .filter(|(id, _)| !known.contains(id))
             .map(|(id, w)| (*id, w.pid, w.exited.clone()))
+            .collect();
+        let orphans: Vec<_> = running
+            .into_iter()
+            .filter(|(id, _, _)| !known.contains(*id))
             .collect();
         for (worker_id, pid, exited) in &orphans {
             warn!(worker.id = %worker_id, "stopping orphaned local worker");

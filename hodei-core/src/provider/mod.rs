@@ -1,15 +1,17 @@
 //! Providers start and remove workers: the `Provider` trait, its types, and the registry.
 
+mod known;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 mod local;
 mod registry;
 
-use std::{collections::HashSet, fmt, time::Duration};
+use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub use known::KnownWorkers;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesProvider, KubernetesSettings};
 pub use local::{LocalProvider, LocalProviderBuilder, RunAs, RunAsError};
@@ -185,7 +187,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError>;
 
     /// Removes workers of this provider that the server does not know; returns how many.
-    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError>;
+    ///
+    /// Implementations find their workers first (list the pods, copy the process table)
+    /// and only then ask `known` about each one they found, never before: the server
+    /// records a worker before provisioning it, so asking afterwards cannot take a worker
+    /// created while the sweep runs for an orphan (see [`KnownWorkers`]).
+    async fn cleanup_orphans(&self, known: &dyn KnownWorkers) -> Result<usize, ProviderError>;
 
     /// Checks that `credential` proves it comes from the worker this provider started as
     /// `worker_id` ([`WorkerProof::PlatformIdentity`]). A retryable error means the check

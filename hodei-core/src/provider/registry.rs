@@ -126,14 +126,16 @@ impl ProviderRegistry {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, time::Duration};
+    use std::time::Duration;
 
     use async_trait::async_trait;
 
     use super::*;
     use crate::{
         job::WorkerId,
-        provider::{ProviderCapabilities, ProviderError, ProvisionedWorker, WorkerLaunch},
+        provider::{
+            KnownWorkers, ProviderCapabilities, ProviderError, ProvisionedWorker, WorkerLaunch,
+        },
     };
 
     #[derive(Debug)]
@@ -169,7 +171,7 @@ mod tests {
         async fn destroy(&self, _: WorkerId) -> Result<(), ProviderError> {
             Ok(())
         }
-        async fn cleanup_orphans(&self, _: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+        async fn cleanup_orphans(&self, _: &dyn KnownWorkers) -> Result<usize, ProviderError> {
             Ok(0)
         }
     }

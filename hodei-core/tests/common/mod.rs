@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
-    collections::HashSet,
     future::ready,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -16,8 +15,8 @@ use hodei_core::{
     HodeiClient, HodeiServer, Job, JobEvent, JobState, OutputStream, WorkerAgent, WorkerId,
     controller::ControllerConfig,
     provider::{
-        Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
-        WorkerEvent, WorkerLaunch,
+        KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
+        ProvisionedWorker, WorkerEvent, WorkerLaunch,
     },
 };
 use hodei_test_fixtures::wait_until;
@@ -144,7 +143,7 @@ impl Provider for TaskProvider {
         Ok(())
     }
 
-    async fn cleanup_orphans(&self, _known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
+    async fn cleanup_orphans(&self, _known: &dyn KnownWorkers) -> Result<usize, ProviderError> {
         Ok(0)
     }
 

@@ -22,6 +22,10 @@ fn spec() -> WorkerPodSpec {
             cpu_limit: "1".into(),
             memory_request: "128Mi".into(),
             memory_limit: "512Mi".into(),
+            ephemeral_storage_request: "1Gi".into(),
+            ephemeral_storage_limit: "10Gi".into(),
+            tmp_size_limit: "1Gi".into(),
+            working_dir_size_limit: "8Gi".into(),
         })
         .active_deadline_seconds(3600)
         .env(BTreeMap::from([("RUST_LOG".to_owned(), "info".to_owned())]))
@@ -85,8 +89,8 @@ fn expected_pod_body() -> Value {
                 "seccompProfile": {"type": "RuntimeDefault"}
             },
             "volumes": [
-                {"name": "tmp", "emptyDir": {}},
-                {"name": "workspace", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "workspace", "emptyDir": {"sizeLimit": "8Gi"}},
                 {"name": "hodei-identity", "projected": {
                     "defaultMode": 256,
                     "sources": [{"serviceAccountToken": {
@@ -107,8 +111,8 @@ fn expected_pod_body() -> Value {
                     {"name": "RUST_LOG", "value": "info"}
                 ],
                 "resources": {
-                    "requests": {"cpu": "250m", "memory": "128Mi"},
-                    "limits": {"cpu": "1", "memory": "512Mi"}
+                    "requests": {"cpu": "250m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
+                    "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "10Gi"}
                 },
                 "volumeMounts": [
                     {"name": "tmp", "mountPath": "/tmp"},

@@ -4,11 +4,7 @@
 mod events;
 mod settings;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use hodei_k8s::{
@@ -19,17 +15,18 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
 pub use settings::{
     DEFAULT_API_WRITES_PER_SECOND, DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST,
+    DEFAULT_EPHEMERAL_STORAGE_LIMIT, DEFAULT_EPHEMERAL_STORAGE_REQUEST,
     DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_GRACE, DEFAULT_IMAGE_PULL_POLICY,
     DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, DEFAULT_NAMESPACE, DEFAULT_REGISTRATION_TIMEOUT,
-    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_WORKER_IMAGE, IMAGE_PULL_POLICIES,
-    KubernetesSettings,
+    DEFAULT_SCHEDULING_TIMEOUT, DEFAULT_SERVICE_ACCOUNT, DEFAULT_TMP_SIZE_LIMIT,
+    DEFAULT_WORKER_IMAGE, DEFAULT_WORKING_DIR_SIZE_LIMIT, IMAGE_PULL_POLICIES, KubernetesSettings,
 };
 use tracing::{info, warn};
 
 use self::events::Routes;
 use super::{
-    Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker, WorkerEvent,
-    WorkerLaunch, WorkerProof,
+    KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
+    WorkerEvent, WorkerLaunch, WorkerProof,
 };
 use crate::job::{ValidationError, WorkerId};
 
@@ -213,6 +210,10 @@ impl KubernetesProvider {
                     .clone()
                     .unwrap_or_else(|| s.default_memory_request.to_string()),
                 memory_limit: memory.unwrap_or_else(|| s.default_memory_limit.to_string()),
+                ephemeral_storage_request: s.default_ephemeral_storage_request.to_string(),
+                ephemeral_storage_limit: s.default_ephemeral_storage_limit.to_string(),
+                tmp_size_limit: s.tmp_size_limit.to_string(),
+                working_dir_size_limit: s.working_dir_size_limit.to_string(),
             })
             .active_deadline_seconds(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX))
             .env(spec.env.clone())
@@ -420,15 +421,23 @@ impl Provider for KubernetesProvider {
         Ok(())
     }
 
-    async fn cleanup_orphans(&self, known: &HashSet<WorkerId>) -> Result<usize, ProviderError> {
-        let known: HashSet<String> = known.iter().map(ToString::to_string).collect();
+    /// Lists the managed pods first and asks `known` about each pod only afterwards:
+    /// a pod in the list was created before the list was taken, and the server records
+    /// a worker before its pod is created, so a pod created while the sweep runs is
+    /// known by the time it is asked about. A pod whose worker id is not one of ours
+    /// (a hand-made pod with the managed label) is an orphan too.
+    async fn cleanup_orphans(&self, known: &dyn KnownWorkers) -> Result<usize, ProviderError> {
         let listed = self.pods.list_managed().await;
         crate::observe::kubernetes_api_request("list", outcome(&listed));
         let pods = listed.map_err(|e| provider_error("ListFailed", &e))?;
         let now = std::time::SystemTime::now();
         let mut removed = 0;
         for pod in pods {
-            if known.contains(&pod.worker_id) || pod.deleting {
+            let owned = pod
+                .worker_id
+                .parse::<WorkerId>()
+                .is_ok_and(|worker_id| known.contains(worker_id));
+            if owned || pod.deleting {
                 continue;
             }
             let kept_for_debugging = self.settings.ttl_after_finished.is_some_and(|ttl| {

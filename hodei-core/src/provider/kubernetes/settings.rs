@@ -27,6 +27,14 @@ pub const DEFAULT_MEMORY_REQUEST: Memory = Memory::from_bytes(1 << 30);
 pub const DEFAULT_CPU_LIMIT: Cpu = Cpu::from_millicores(2000);
 /// Memory limit of a job that gives none, by default.
 pub const DEFAULT_MEMORY_LIMIT: Memory = Memory::from_bytes(4 << 30);
+/// Local disk (`ephemeral-storage`) every worker pod requests, by default.
+pub const DEFAULT_EPHEMERAL_STORAGE_REQUEST: Memory = Memory::from_bytes(1 << 30);
+/// Local disk above which the kubelet evicts a worker pod, by default.
+pub const DEFAULT_EPHEMERAL_STORAGE_LIMIT: Memory = Memory::from_bytes(10 << 30);
+/// Most a worker pod's `/tmp` may hold, by default.
+pub const DEFAULT_TMP_SIZE_LIMIT: Memory = Memory::from_bytes(1 << 30);
+/// Most a worker pod's working directory may hold, by default.
+pub const DEFAULT_WORKING_DIR_SIZE_LIMIT: Memory = Memory::from_bytes(8 << 30);
 /// How long a pod may take to start and register, by default.
 pub const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// The image pull policies Kubernetes knows.
@@ -53,6 +61,17 @@ pub struct KubernetesSettings {
     pub default_cpu_limit: Cpu,
     /// Default memory limit of a job that gives none.
     pub default_memory_limit: Memory,
+    /// Local disk (`ephemeral-storage`: container logs and the `/tmp` and working-dir
+    /// emptyDirs) every worker pod requests.
+    pub default_ephemeral_storage_request: Memory,
+    /// Local disk above which the kubelet evicts a worker pod; it must hold
+    /// `tmp_size_limit` and `working_dir_size_limit` together.
+    pub default_ephemeral_storage_limit: Memory,
+    /// `sizeLimit` of the `/tmp` emptyDir of worker pods.
+    pub tmp_size_limit: Memory,
+    /// `sizeLimit` of the working-dir emptyDir of worker pods (of `/tmp` when a job works
+    /// there).
+    pub working_dir_size_limit: Memory,
     /// ServiceAccount of worker pods; it must hold no permissions.
     pub service_account: String,
     /// Keep finished pods this long for debugging before deleting them.
@@ -102,6 +121,10 @@ impl Default for KubernetesSettings {
             default_memory_request: DEFAULT_MEMORY_REQUEST,
             default_cpu_limit: DEFAULT_CPU_LIMIT,
             default_memory_limit: DEFAULT_MEMORY_LIMIT,
+            default_ephemeral_storage_request: DEFAULT_EPHEMERAL_STORAGE_REQUEST,
+            default_ephemeral_storage_limit: DEFAULT_EPHEMERAL_STORAGE_LIMIT,
+            tmp_size_limit: DEFAULT_TMP_SIZE_LIMIT,
+            working_dir_size_limit: DEFAULT_WORKING_DIR_SIZE_LIMIT,
             service_account: DEFAULT_SERVICE_ACCOUNT.to_owned(),
             ttl_after_finished: None,
             image_pull_secrets: Vec::new(),
@@ -122,7 +145,8 @@ impl Default for KubernetesSettings {
 
 impl KubernetesSettings {
     /// Checks what the types leave open: Kubernetes names, the pull policy, requests
-    /// within limits and the advertise address. The error names the field, e.g.
+    /// within limits, scratch volumes within the local disk limit and the advertise
+    /// address. The error names the field, e.g.
     /// `namespace`.
     pub fn validate(&self) -> Result<(), ValidationError> {
         dns_label("namespace", &self.namespace)?;
@@ -160,6 +184,7 @@ impl KubernetesSettings {
                 ),
             ));
         }
+        self.validate_local_disk()?;
         if let Some(address) = &self.advertise_address
             && !(address.starts_with("http://") || address.starts_with("https://"))
         {
@@ -178,6 +203,49 @@ impl KubernetesSettings {
             return Err(ValidationError::new(
                 "identity_token_audience",
                 "must be 1 to 253 characters without spaces or control characters, e.g. hodei",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KubernetesSettings {
+    /// The disk request within its limit, and both scratch volumes non-empty and, together,
+    /// within the limit: the kubelet evicts a pod over the limit before a volume's own
+    /// `sizeLimit` could matter, and the container's logs need room too.
+    fn validate_local_disk(&self) -> Result<(), ValidationError> {
+        let limit = self.default_ephemeral_storage_limit;
+        if self.default_ephemeral_storage_request > limit {
+            return Err(ValidationError::new(
+                "default_ephemeral_storage_request",
+                format!(
+                    "{} exceeds default_ephemeral_storage_limit {limit}",
+                    self.default_ephemeral_storage_request
+                ),
+            ));
+        }
+        for (field, size) in [
+            ("tmp_size_limit", self.tmp_size_limit),
+            ("working_dir_size_limit", self.working_dir_size_limit),
+        ] {
+            if size.bytes() == 0 {
+                return Err(ValidationError::new(field, "must be above 0, e.g. 1Gi"));
+            }
+        }
+        let scratch = self
+            .tmp_size_limit
+            .bytes()
+            .saturating_add(self.working_dir_size_limit.bytes());
+        if scratch > limit.bytes() {
+            return Err(ValidationError::new(
+                "default_ephemeral_storage_limit",
+                format!(
+                    "{limit} cannot hold tmp_size_limit {} and working_dir_size_limit {} together \
+                     ({}); raise it or lower them",
+                    self.tmp_size_limit,
+                    self.working_dir_size_limit,
+                    Memory::from_bytes(scratch)
+                ),
             ));
         }
         Ok(())
@@ -222,6 +290,10 @@ mod tests {
         assert_eq!(s.default_memory_request.to_string(), "1Gi");
         assert_eq!(s.default_cpu_limit.to_string(), "2");
         assert_eq!(s.default_memory_limit.to_string(), "4Gi");
+        assert_eq!(s.default_ephemeral_storage_request.to_string(), "1Gi");
+        assert_eq!(s.default_ephemeral_storage_limit.to_string(), "10Gi");
+        assert_eq!(s.tmp_size_limit.to_string(), "1Gi");
+        assert_eq!(s.working_dir_size_limit.to_string(), "8Gi");
         assert_eq!(s.service_account, "hodei-jobs-worker");
         assert_eq!(s.image_pull_policy, "IfNotPresent");
         assert_eq!(s.image_pull_grace, Duration::from_secs(30));
@@ -235,7 +307,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_field() {
         type Change = fn(&mut KubernetesSettings);
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 13] = [
             ("namespace", |s| s.namespace = "Bad_NS".into()),
             ("service_account", |s| s.service_account = "-sa".into()),
             ("image_pull_secrets", |s| {
@@ -249,6 +321,18 @@ mod tests {
             }),
             ("default_memory_request", |s| {
                 s.default_memory_limit = Memory::from_bytes(1 << 20);
+            }),
+            ("default_ephemeral_storage_request", |s| {
+                s.default_ephemeral_storage_request = Memory::from_bytes(20 << 30);
+            }),
+            ("default_ephemeral_storage_limit", |s| {
+                s.working_dir_size_limit = Memory::from_bytes(10 << 30);
+            }),
+            ("tmp_size_limit", |s| {
+                s.tmp_size_limit = Memory::from_bytes(0)
+            }),
+            ("working_dir_size_limit", |s| {
+                s.working_dir_size_limit = Memory::from_bytes(0);
             }),
             ("advertise_address", |s| {
                 s.advertise_address = Some("hodei-server:50051".into());
@@ -266,5 +350,25 @@ mod tests {
             let err = settings.validate().unwrap_err();
             assert_eq!(err.field(), field, "{err}");
         }
+    }
+
+    #[test]
+    fn scratch_volumes_must_fit_the_disk_limit_together() {
+        let fits = KubernetesSettings {
+            default_ephemeral_storage_limit: Memory::from_bytes(9 << 30),
+            ..KubernetesSettings::default()
+        };
+        fits.validate().unwrap();
+        let too_small = KubernetesSettings {
+            tmp_size_limit: Memory::from_bytes(2 << 30),
+            ..fits
+        };
+        let err = too_small.validate().unwrap_err();
+        assert_eq!(err.field(), "default_ephemeral_storage_limit");
+        assert_eq!(
+            err.message(),
+            "9Gi cannot hold tmp_size_limit 2Gi and working_dir_size_limit 8Gi together (10Gi); \
+             raise it or lower them"
+        );
     }
 }

@@ -1,13 +1,17 @@
 //! The adapter against a mocked API server: creation, quota refusals, deletion, orphan sweep.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use hodei_k8s::test_support::{Handle, body_json, json, mock_client, status};
 use http::Method;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use super::*;
 use crate::job::{JobId, JobSpec};
@@ -24,6 +28,19 @@ struct FakeApi {
     reviewed: Arc<Mutex<Vec<String>>>,
     /// TokenReviews fail as if the API server were down.
     reviews_unavailable: bool,
+    /// The next pod list is answered only after the next pod is created, with that pod.
+    hold_next_list: Arc<AtomicBool>,
+    /// Woken when a held list is waiting for a create.
+    list_held: Arc<Notify>,
+    /// Woken on each watch request, i.e. once the pod watcher's own list is done.
+    watching: Arc<Notify>,
+}
+
+fn pod_list(items: Vec<Value>) -> http::Response<kube::client::Body> {
+    json(
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
 }
 
 fn managed_pod(worker_id: &str, deleting: bool) -> Value {
@@ -44,11 +61,15 @@ impl FakeApi {
     /// Answers requests until the client goes away; watches are left hanging.
     async fn serve(self, mut handle: Handle) {
         let mut hanging = Vec::new();
+        let mut held_list = None;
         while let Some((request, reply)) = handle.next_request().await {
             let path = request.uri().path().to_owned();
             let query = request.uri().query().unwrap_or_default().to_owned();
             match *request.method() {
-                Method::GET if query.contains("watch=true") => hanging.push(reply),
+                Method::GET if query.contains("watch=true") => {
+                    hanging.push(reply);
+                    self.watching.notify_one();
+                }
                 Method::POST if path.ends_with("/tokenreviews") => {
                     let review = body_json(request).await;
                     let token = review["spec"]["token"].as_str().unwrap_or_default().to_owned();
@@ -70,13 +91,11 @@ impl FakeApi {
                                 "metadata": {}, "spec": {}, "status": answer}),
                     ));
                 }
-                Method::GET => {
-                    let items = self.pods.lock().unwrap().clone();
-                    reply.send_response(json(
-                        200,
-                        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
-                    ));
+                Method::GET if self.hold_next_list.swap(false, Ordering::SeqCst) => {
+                    held_list = Some(reply);
+                    self.list_held.notify_one();
                 }
+                Method::GET => reply.send_response(pod_list(self.pods.lock().unwrap().clone())),
                 Method::POST if self.refuse_creates_with_quota => reply.send_response(status(
                     403,
                     "Forbidden",
@@ -87,7 +106,13 @@ impl FakeApi {
                     self.created.lock().unwrap().push(pod.clone());
                     let uid = format!("uid-{}", pod["metadata"]["name"].as_str().unwrap_or_default());
                     pod["metadata"]["uid"] = json!(uid);
+                    pod["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    pod["status"] = json!({"phase": "Pending"});
+                    self.pods.lock().unwrap().push(pod.clone());
                     reply.send_response(json(201, &pod));
+                    if let Some(list) = held_list.take() {
+                        list.send_response(pod_list(self.pods.lock().unwrap().clone()));
+                    }
                 }
                 Method::DELETE => {
                     let name = path.rsplit('/').next().unwrap_or_default().to_owned();
@@ -176,6 +201,47 @@ async fn provisioning_creates_the_pod_and_destroy_deletes_it() {
 }
 
 #[tokio::test]
+async fn worker_pods_get_the_configured_local_disk_and_scratch_limits() {
+    let api = FakeApi::default();
+    let provider = provider(&api).await;
+    provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap();
+    let provider = provider_with(
+        &api,
+        KubernetesSettings {
+            default_ephemeral_storage_request: "2Gi".parse().unwrap(),
+            default_ephemeral_storage_limit: "20Gi".parse().unwrap(),
+            tmp_size_limit: "512Mi".parse().unwrap(),
+            working_dir_size_limit: "16Gi".parse().unwrap(),
+            ..KubernetesSettings::default()
+        },
+    )
+    .await;
+    provider
+        .provision(launch(JobSpec::builder("true").build().unwrap()))
+        .await
+        .unwrap();
+
+    let created = api.created.lock().unwrap().clone();
+    let disk = |pod: &Value| {
+        let resources = &pod["spec"]["containers"][0]["resources"];
+        let volumes = &pod["spec"]["volumes"];
+        [
+            resources["requests"]["ephemeral-storage"].clone(),
+            resources["limits"]["ephemeral-storage"].clone(),
+            volumes[0]["emptyDir"]["sizeLimit"].clone(),
+            volumes[1]["emptyDir"]["sizeLimit"].clone(),
+        ]
+    };
+    assert_eq!(disk(&created[0]), ["1Gi", "10Gi", "1Gi", "8Gi"], "defaults");
+    assert_eq!(disk(&created[1]), ["2Gi", "20Gi", "512Mi", "16Gi"]);
+    assert_eq!(created[1]["spec"]["volumes"][0]["name"], "tmp");
+    assert_eq!(created[1]["spec"]["volumes"][1]["name"], "workspace");
+}
+
+#[tokio::test]
 async fn a_quota_refusal_keeps_the_job_queued() {
     let api = FakeApi {
         refuse_creates_with_quota: true,
@@ -211,6 +277,48 @@ async fn the_orphan_sweep_deletes_only_pods_no_job_owns() {
     assert_eq!(
         api.deleted.lock().unwrap().clone(),
         vec![format!("hodei-worker-{orphan}")]
+    );
+}
+
+/// The server's record of its workers, as the controller keeps it: read anew on each question.
+#[derive(Default)]
+struct LiveWorkers(Mutex<HashSet<WorkerId>>);
+
+impl KnownWorkers for LiveWorkers {
+    fn contains(&self, worker_id: WorkerId) -> bool {
+        self.0.lock().unwrap().contains(&worker_id)
+    }
+}
+
+#[tokio::test]
+async fn a_pod_created_while_the_sweep_lists_is_not_taken_for_an_orphan() {
+    let api = FakeApi::default();
+    let orphan = WorkerId::new();
+    api.pods
+        .lock()
+        .unwrap()
+        .push(managed_pod(&orphan.to_string(), false));
+    let provider = provider(&api).await;
+    api.watching.notified().await;
+    api.hold_next_list.store(true, Ordering::SeqCst);
+    let known = LiveWorkers::default();
+    let launch = launch(JobSpec::builder("true").build().unwrap());
+    let newcomer = launch.worker_id;
+
+    // The sweep starts with no worker known; while its list is in flight a job records
+    // its worker and the pod is created, so the list the sweep gets holds that pod.
+    let (removed, provisioned) = tokio::join!(provider.cleanup_orphans(&known), async {
+        api.list_held.notified().await;
+        known.0.lock().unwrap().insert(newcomer);
+        provider.provision(launch).await
+    });
+    provisioned.unwrap();
+    assert_eq!(api.pods.lock().unwrap().len(), 2, "the list held both pods");
+    assert_eq!(removed.unwrap(), 1);
+    assert_eq!(
+        api.deleted.lock().unwrap().clone(),
+        vec![format!("hodei-worker-{orphan}")],
+        "the real orphan is deleted, the new pod is kept"
     );
 }
 
