@@ -18,6 +18,7 @@ use crate::{
     controller::CancelOutcome,
     job::{Job, JobId, JobSpec, JobState, ValidationError},
     logs::OutputChunk,
+    server::JOB_API_MAX_MESSAGE_BYTES,
 };
 
 /// Why a client call failed.
@@ -205,7 +206,8 @@ impl HodeiClient {
             .map_err(|source| ClientError::Connect { url, source })?;
         Ok(Self {
             inner: JobServiceClient::with_interceptor(channel, token)
-                .max_decoding_message_size(16 << 20),
+                .max_decoding_message_size(JOB_API_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(JOB_API_MAX_MESSAGE_BYTES),
         })
     }
 
