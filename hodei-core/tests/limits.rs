@@ -1,6 +1,8 @@
 //! Bounds on input over the wire: oversized or malformed specs and messages are refused
 //! with a status naming what is wrong, nothing is stored, and the server keeps serving.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Behaviour, TaskProvider, TestServer};
