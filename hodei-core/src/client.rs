@@ -18,6 +18,7 @@ use crate::{
     controller::CancelOutcome,
     job::{Job, JobId, JobSpec, JobState, ValidationError},
     logs::OutputChunk,
+    server::JOB_API_MAX_MESSAGE_BYTES,
 };
 
 /// Why a client call failed.
@@ -133,6 +134,24 @@ pub(crate) fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, tonic::tr
     Ok(endpoint)
 }
 
+/// The request for `spec`, refused here with `OUT_OF_RANGE` when it is larger than the
+/// job API accepts (the transport would otherwise only reset the stream).
+fn submit_request(spec: &JobSpec) -> Result<pb::SubmitJobRequest, ClientError> {
+    let request = pb::SubmitJobRequest {
+        spec: Some(spec.into()),
+    };
+    let size = prost::Message::encoded_len(&request);
+    if size > JOB_API_MAX_MESSAGE_BYTES {
+        return Err(ClientError::Status(Box::new(tonic::Status::out_of_range(
+            format!(
+                "the job spec is {size} bytes encoded; the job API accepts at most \
+                 {JOB_API_MAX_MESSAGE_BYTES}"
+            ),
+        ))));
+    }
+    Ok(request)
+}
+
 fn status(status: tonic::Status) -> ClientError {
     // The worker API's port answers job API calls with a bare UNIMPLEMENTED.
     let status = if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
@@ -205,7 +224,8 @@ impl HodeiClient {
             .map_err(|source| ClientError::Connect { url, source })?;
         Ok(Self {
             inner: JobServiceClient::with_interceptor(channel, token)
-                .max_decoding_message_size(16 << 20),
+                .max_decoding_message_size(JOB_API_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(JOB_API_MAX_MESSAGE_BYTES),
         })
     }
 
@@ -219,9 +239,7 @@ impl HodeiClient {
         let response = self
             .inner
             .clone()
-            .submit_job(pb::SubmitJobRequest {
-                spec: Some(spec.into()),
-            })
+            .submit_job(submit_request(spec)?)
             .await
             .map_err(status)?;
         let job = response

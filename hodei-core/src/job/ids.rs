@@ -43,7 +43,7 @@ macro_rules! uuid_id {
                 }
                 Uuid::parse_str(s)
                     .map(Self)
-                    .map_err(|_| ValidationError::new($field, format!("{s:?} is not a valid id (expected a UUID)")))
+                    .map_err(|_| ValidationError::new($field, format!("{} is not a valid id (expected a UUID)", super::excerpt(s))))
             }
         }
     };

@@ -1,15 +1,19 @@
-//! The job domain: ids, specs, resource quantities, states and validation.
+//! The job domain: ids, specs, their limits, resource quantities, states and validation.
 
 mod ids;
+mod labels;
+pub mod limits;
 mod quantity;
 mod record;
 pub(crate) mod spec;
 mod state;
 mod validation;
 
+pub(crate) use validation::excerpt;
+
 pub use ids::{JobId, WorkerId};
 pub use quantity::{Cpu, Memory, QuantityError};
 pub use record::Job;
-pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_ENV_BYTES, MAX_TIMEOUT};
+pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};
 pub use state::{FailureReason, JobState, ProcessExit};
 pub use validation::ValidationError;

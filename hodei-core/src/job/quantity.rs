@@ -48,8 +48,9 @@ impl Memory {
 
 /// Why a quantity string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a valid {kind} quantity ({hint})")]
+#[error("{input} is not a valid {kind} quantity ({hint})")]
 pub struct QuantityError {
+    /// The refused text, quoted and cut short.
     input: String,
     kind: &'static str,
     hint: &'static str,
@@ -103,7 +104,7 @@ impl FromStr for Cpu {
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let err = || QuantityError {
-            input: input.to_owned(),
+            input: super::excerpt(input),
             kind: "cpu",
             hint: CPU_HINT,
         };
@@ -126,7 +127,7 @@ impl FromStr for Memory {
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let err = || QuantityError {
-            input: input.to_owned(),
+            input: super::excerpt(input),
             kind: "memory",
             hint: MEMORY_HINT,
         };

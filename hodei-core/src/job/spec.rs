@@ -4,22 +4,20 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cpu, Memory, ValidationError};
+use super::{
+    Cpu, Memory, ValidationError, labels,
+    limits::{
+        MAX_ARG_BYTES, MAX_ARGS, MAX_COMMAND_BYTES, MAX_COMMAND_LINE_BYTES, MAX_ENV_BYTES,
+        MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_IMAGE_BYTES, MAX_LABELS, MAX_NAME_BYTES,
+        MAX_PROVIDER_BYTES, MAX_SPEC_BYTES, MAX_WORKING_DIR_BYTES,
+    },
+    validation::excerpt,
+};
 
 /// Default time limit of a job when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest time limit a job may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Largest total size of a job's environment (keys plus values), in bytes.
-pub const MAX_ENV_BYTES: usize = 128 * 1024;
-/// Largest number of environment variables.
-pub const MAX_ENV_VARS: usize = 1024;
-/// Largest total size of command plus arguments, in bytes.
-pub const MAX_COMMAND_LINE_BYTES: usize = 128 * 1024;
-const MAX_NAME_LEN: usize = 253;
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_KEY_LEN: usize = 63;
-const MAX_LABEL_VALUE_LEN: usize = 63;
 
 /// Everything a job needs to run. Built with [`JobSpec::builder`], which validates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,44 +93,24 @@ impl JobSpec {
         Ok(spec)
     }
 
-    /// Checks every field; the error names the first offending one.
+    /// Checks every field against its rules and the limits in [`crate::job::limits`]; the
+    /// error names the first offending field and the limit it breaks.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.name.len() > MAX_NAME_LEN {
-            return Err(ValidationError::new(
-                "name",
-                format!(
-                    "is {} bytes long; at most {MAX_NAME_LEN} allowed",
-                    self.name.len()
-                ),
-            ));
-        }
-        no_control_chars("name", &self.name)?;
+        text("name", &self.name, MAX_NAME_BYTES)?;
         if self.command.trim().is_empty() {
             return Err(ValidationError::new("command", "must not be empty"));
         }
-        no_nul("command", &self.command)?;
-        for (i, arg) in self.args.iter().enumerate() {
-            no_nul(format!("args[{i}]"), arg)?;
-        }
-        let command_line: usize =
-            self.command.len() + self.args.iter().map(String::len).sum::<usize>();
-        if command_line > MAX_COMMAND_LINE_BYTES {
-            return Err(ValidationError::new(
-                "args",
-                format!(
-                    "command line is {command_line} bytes; at most {MAX_COMMAND_LINE_BYTES} allowed"
-                ),
-            ));
-        }
+        text("command", &self.command, MAX_COMMAND_BYTES)?;
+        self.validate_args()?;
         self.validate_env()?;
         if let Some(dir) = &self.working_dir {
+            text("working_dir", dir, MAX_WORKING_DIR_BYTES)?;
             if !dir.starts_with('/') {
                 return Err(ValidationError::new(
                     "working_dir",
-                    format!("{dir:?} must be an absolute path"),
+                    format!("{} must be an absolute path", excerpt(dir)),
                 ));
             }
-            no_nul("working_dir", dir)?;
         }
         if self.timeout.is_zero() {
             return Err(ValidationError::new("timeout", "must be greater than zero"));
@@ -147,24 +125,64 @@ impl JobSpec {
                 ),
             ));
         }
-        if let Some(image) = &self.image
-            && (image.trim().is_empty()
-                || image.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
+        if let Some(image) = &self.image {
+            text("image", image, MAX_IMAGE_BYTES)?;
+            if image.is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(ValidationError::new(
+                    "image",
+                    format!("{} is not a valid image reference", excerpt(image)),
+                ));
+            }
+        }
+        if let Some(provider) = &self.provider {
+            if provider.trim().is_empty() {
+                return Err(ValidationError::new(
+                    "provider",
+                    "must not be empty when given",
+                ));
+            }
+            text("provider", provider, MAX_PROVIDER_BYTES)?;
+        }
+        self.validate_labels()?;
+        let total = self.total_bytes();
+        if total > MAX_SPEC_BYTES {
             return Err(ValidationError::new(
-                "image",
-                format!("{image:?} is not a valid image reference"),
+                "spec",
+                format!("is {total} bytes in total; at most {MAX_SPEC_BYTES} allowed"),
             ));
         }
-        if let Some(provider) = &self.provider
-            && provider.trim().is_empty()
-        {
+        Ok(())
+    }
+
+    fn validate_args(&self) -> Result<(), ValidationError> {
+        if self.args.len() > MAX_ARGS {
             return Err(ValidationError::new(
-                "provider",
-                "must not be empty when given",
+                "args",
+                format!(
+                    "has {} arguments; at most {MAX_ARGS} allowed",
+                    self.args.len()
+                ),
             ));
         }
-        self.validate_labels()
+        for (i, arg) in self.args.iter().enumerate() {
+            let field = || format!("args[{i}]");
+            at_most(field, arg.len(), MAX_ARG_BYTES)?;
+            if arg.contains('\0') {
+                return Err(ValidationError::new(field(), "must not contain NUL bytes"));
+            }
+        }
+        let command_line: usize =
+            self.command.len() + self.args.iter().map(String::len).sum::<usize>();
+        if command_line > MAX_COMMAND_LINE_BYTES {
+            return Err(ValidationError::new(
+                "args",
+                format!(
+                    "command and arguments are {command_line} bytes in total; at most \
+                     {MAX_COMMAND_LINE_BYTES} allowed"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_env(&self) -> Result<(), ValidationError> {
@@ -179,27 +197,39 @@ impl JobSpec {
         }
         let mut total = 0usize;
         for (key, value) in &self.env {
-            let field = || format!("env[{key:?}]");
+            let field = || format!("env[{}]", excerpt(key));
             if key.is_empty() {
                 return Err(ValidationError::new(
                     "env",
                     "variable names must not be empty",
                 ));
             }
-            if key.contains('=') || key.contains('\0') {
+            let size = key.len() + value.len();
+            if size > MAX_ENV_VAR_BYTES {
                 return Err(ValidationError::new(
                     field(),
-                    "name must not contain '=' or NUL",
+                    format!("name and value are {size} bytes; at most {MAX_ENV_VAR_BYTES} allowed"),
                 ));
             }
-            no_nul(field(), value)?;
+            if key.contains('=') || key.contains(char::is_control) {
+                return Err(ValidationError::new(
+                    field(),
+                    "name must not contain '=' or control characters",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(ValidationError::new(
+                    field(),
+                    "value must not contain NUL bytes",
+                ));
+            }
             if key.starts_with("HODEI_") {
                 return Err(ValidationError::new(
                     field(),
                     "names starting with HODEI_ are reserved for the worker",
                 ));
             }
-            total += key.len() + value.len();
+            total += size;
         }
         if total > MAX_ENV_BYTES {
             return Err(ValidationError::new(
@@ -221,50 +251,51 @@ impl JobSpec {
             ));
         }
         for (key, value) in &self.labels {
-            let field = || format!("labels[{key:?}]");
-            let name = key.rsplit('/').next().unwrap_or(key);
-            if !is_label_token(name, MAX_LABEL_KEY_LEN) || name.is_empty() {
-                return Err(ValidationError::new(
-                    field(),
-                    "key must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
-                ));
-            }
-            if !value.is_empty() && !is_label_token(value, MAX_LABEL_VALUE_LEN) {
-                return Err(ValidationError::new(
-                    field(),
-                    "value must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
-                ));
-            }
+            labels::check(&format!("labels[{}]", excerpt(key)), key, value)?;
         }
         Ok(())
     }
+
+    /// Every string of the spec, added up.
+    fn total_bytes(&self) -> usize {
+        let map = |m: &BTreeMap<String, String>| -> usize {
+            m.iter().map(|(k, v)| k.len() + v.len()).sum()
+        };
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.name.len()
+            + self.command.len()
+            + self.args.iter().map(String::len).sum::<usize>()
+            + map(&self.env)
+            + optional(&self.working_dir)
+            + optional(&self.image)
+            + map(&self.labels)
+            + optional(&self.provider)
+    }
 }
 
-fn is_label_token(s: &str, max: usize) -> bool {
-    let bytes = s.as_bytes();
-    s.len() <= max
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn no_nul(
-    field: impl Into<std::borrow::Cow<'static, str>>,
-    value: &str,
-) -> Result<(), ValidationError> {
-    if value.contains('\0') {
-        return Err(ValidationError::new(field, "must not contain NUL bytes"));
+/// Refuses a value longer than `max` bytes.
+fn at_most(field: impl FnOnce() -> String, len: usize, max: usize) -> Result<(), ValidationError> {
+    if len > max {
+        return Err(ValidationError::new(
+            field(),
+            format!("is {len} bytes; at most {max} allowed"),
+        ));
     }
     Ok(())
 }
 
-fn no_control_chars(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.chars().any(char::is_control) {
+/// Refuses a text field longer than `max` bytes or holding control characters, which
+/// have no place in names, paths and references (and could forge log lines or terminal
+/// output where the value is shown).
+fn text(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    at_most(|| field.to_owned(), value.len(), max)?;
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
         return Err(ValidationError::new(
             field,
-            "must not contain control characters",
+            format!(
+                "must not contain control characters (found U+{:04X} at byte {at})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(())
@@ -327,8 +358,9 @@ mod tests {
 
     #[test]
     fn oversized_env_names_env() {
-        let mut env = BTreeMap::new();
-        env.insert("BIG".to_owned(), "x".repeat(MAX_ENV_BYTES));
+        let env = (0..9)
+            .map(|i| (format!("BIG{i}"), "x".repeat(120 * 1024)))
+            .collect();
         let err = JobSpec::builder("true").env(env).build().unwrap_err();
         assert_eq!(err.field(), "env");
         assert!(err.to_string().contains("bytes in total"), "{err}");

@@ -1,6 +1,8 @@
-//! The error for a job field that fails validation.
+//! The error for a job field that fails validation, and how it quotes the bad value.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt::Write as _};
+
+use super::limits::MAX_ECHOED_CHARS;
 
 /// A field of a request that fails validation. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,5 +40,46 @@ impl ValidationError {
             field: format!("{parent}.{}", self.field).into(),
             message: self.message,
         }
+    }
+}
+
+/// `input` quoted and escaped for an error message, cut after [`MAX_ECHOED_CHARS`]
+/// characters (then followed by its size), so a message never repeats a huge or hostile
+/// value.
+pub(crate) fn excerpt(input: &str) -> String {
+    let mut chars = input.char_indices();
+    let cut = chars.nth(MAX_ECHOED_CHARS).map(|(at, _)| at);
+    let head = &input[..cut.unwrap_or(input.len())];
+    let mut shown = format!("\"{}\"", head.escape_debug());
+    if cut.is_some() {
+        let _ = write!(shown, "... ({} bytes)", input.len());
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_value_is_quoted_whole_and_escaped() {
+        assert_eq!(excerpt("a\"b\n\u{1b}"), r#""a\"b\n\u{1b}""#);
+        assert_eq!(excerpt(""), r#""""#);
+    }
+
+    #[test]
+    fn a_long_value_is_cut_after_the_echo_limit() {
+        let long = "\u{7}".repeat(1_000_000);
+        let shown = excerpt(&long);
+        assert_eq!(
+            shown,
+            format!(
+                "\"{}\"... (1000000 bytes)",
+                r"\u{7}".repeat(MAX_ECHOED_CHARS)
+            )
+        );
+        // Exactly at the limit nothing is cut.
+        let exact = "é".repeat(MAX_ECHOED_CHARS);
+        assert_eq!(excerpt(&exact), format!("\"{exact}\""));
     }
 }

@@ -1,7 +1,9 @@
 //! The gRPC server: the job API and the worker API on listeners of their own, each with
-//! gRPC health, TLS when configured, and reflection on the job API when asked for.
+//! gRPC health, TLS when configured, transport limits, and reflection on the job API when
+//! asked for.
 
 mod exposure;
+mod grpc_limits;
 mod job_service;
 mod tls;
 mod worker_service;
@@ -15,6 +17,10 @@ use std::{
 };
 
 pub use exposure::{Protection, Unprotected};
+pub use grpc_limits::{
+    GrpcLimitError, GrpcLimits, JOB_API_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES,
+    WORKER_API_MAX_MESSAGE_BYTES,
+};
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
 };
@@ -77,6 +83,9 @@ pub enum ServerError {
     /// A listener other hosts can reach lacks a protection and `insecure` is not set.
     #[error("refusing to serve: {0}")]
     Unprotected(Unprotected),
+    /// A transport limit cannot work.
+    #[error(transparent)]
+    GrpcLimit(#[from] GrpcLimitError),
     /// gRPC reflection could not be set up.
     #[error("setting up gRPC reflection failed")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -94,6 +103,7 @@ pub struct HodeiServer {
     tls: Option<Arc<ServerConfig>>,
     reflection: bool,
     auth: Authenticator,
+    limits: GrpcLimits,
 }
 
 #[derive(Debug)]
@@ -152,10 +162,14 @@ impl HodeiServer {
         /// Who may call the job API; default open (every caller is an anonymous admin).
         #[builder(default)]
         auth: Authenticator,
+        /// Message sizes, HTTP/2 limits and the call deadline of both listeners.
+        #[builder(default)]
+        grpc_limits: GrpcLimits,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
         }
+        grpc_limits.validate()?;
         let exposure = exposure::Exposure {
             job_addr: listen_addr,
             worker_addr: worker_listen_addr,
@@ -209,6 +223,7 @@ impl HodeiServer {
             tls,
             reflection,
             auth,
+            limits: grpc_limits,
         })
     }
 
@@ -239,13 +254,17 @@ impl HodeiServer {
     ) -> Result<(), ServerError> {
         let (job_health, job_health_service) = tonic_health::server::health_reporter();
         let (worker_health, worker_health_service) = tonic_health::server::health_reporter();
-        let mut job_router = tonic::transport::Server::builder()
+        let job_bytes = self.limits.job_api_max_message_bytes;
+        let mut job_router = self
+            .limits
+            .server()
             .layer(connection_layer())
             .add_service(job_health_service)
-            .add_service(JobServiceServer::new(JobApi::new(
-                self.controller.clone(),
-                self.auth.clone(),
-            )));
+            .add_service(
+                JobServiceServer::new(JobApi::new(self.controller.clone(), self.auth.clone()))
+                    .max_decoding_message_size(job_bytes)
+                    .max_encoding_message_size(job_bytes),
+            );
         if self.reflection {
             job_router = job_router.add_service(
                 tonic_reflection::server::Builder::configure()
@@ -254,12 +273,17 @@ impl HodeiServer {
                     .build_v1()?,
             );
         }
-        let worker_router = tonic::transport::Server::builder()
+        let worker_bytes = self.limits.worker_api_max_message_bytes;
+        let worker_router = self
+            .limits
+            .server()
             .layer(connection_layer())
             .add_service(worker_health_service)
-            .add_service(WorkerServiceServer::new(WorkerApi::new(
-                self.controller.clone(),
-            )));
+            .add_service(
+                WorkerServiceServer::new(WorkerApi::new(self.controller.clone()))
+                    .max_decoding_message_size(worker_bytes)
+                    .max_encoding_message_size(worker_bytes),
+            );
         job_health.set_serving::<JobServiceServer<JobApi>>().await;
         worker_health
             .set_serving::<WorkerServiceServer<WorkerApi>>()

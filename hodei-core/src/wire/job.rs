@@ -666,6 +666,40 @@ mod tests {
         assert_eq!(JobSpec::try_from(spec).unwrap_err().field(), "timeout");
     }
 
+    #[test]
+    fn a_spec_over_a_limit_on_the_wire_names_the_field_and_the_limit() {
+        use crate::job::limits::{MAX_ARGS, MAX_WORKING_DIR_BYTES};
+        let base = pb::JobSpec {
+            command: "true".into(),
+            timeout_ms: 1000,
+            ..Default::default()
+        };
+        let err = JobSpec::try_from(pb::JobSpec {
+            working_dir: "\u{1}".repeat(1 << 20),
+            ..base.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field(), "working_dir");
+        assert!(
+            err.message()
+                .contains(&format!("at most {MAX_WORKING_DIR_BYTES} allowed")),
+            "{err}"
+        );
+        let err = JobSpec::try_from(pb::JobSpec {
+            args: vec![String::new(); MAX_ARGS + 1],
+            ..base.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.field(), "args");
+        let err = JobSpec::try_from(pb::JobSpec {
+            memory: "9".repeat(1 << 20),
+            ..base
+        })
+        .unwrap_err();
+        assert_eq!(err.field(), "memory");
+        assert!(err.to_string().len() < 300, "{err}");
+    }
+
     fn field_of_status(phase: pb::JobPhase, kind: Option<Kind>) -> String {
         let status = pb::JobStatus {
             phase: phase.into(),

@@ -99,7 +99,7 @@ impl JobProcess {
             .kill_on_drop(true);
         let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", spec.command))?;
+            .map_err(|e| format!("cannot start {}: {e}", crate::job::excerpt(&spec.command)))?;
         let raw_pid = child
             .id()
             .ok_or("the command exited before it could be tracked")?;

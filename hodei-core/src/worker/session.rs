@@ -21,6 +21,7 @@ use crate::{
     client::ClientTls,
     controller::WorkerOutcome,
     job::{JobId, ProcessExit},
+    server::WORKER_API_MAX_MESSAGE_BYTES,
     wire::{Registration, ServerMessage, WorkerMessage},
 };
 
@@ -206,7 +207,9 @@ async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
         .send(register.into())
         .await
         .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))?;
-    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
+    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel)
+        .max_decoding_message_size(WORKER_API_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(WORKER_API_MAX_MESSAGE_BYTES);
     let inbound = client
         .attach(ReceiverStream::new(outbound_rx))
         .await
