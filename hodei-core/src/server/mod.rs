@@ -3,6 +3,7 @@
 
 mod data_dir_lock;
 mod exposure;
+mod follow;
 mod job_service;
 mod tls;
 mod worker_service;
