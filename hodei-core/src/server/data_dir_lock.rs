@@ -205,9 +205,6 @@ mod tests {
         let holder = LockHolder::parse("pid=12\nhost=a\u{1b}[2Jb\n");
         assert_eq!(holder.to_string(), "pid 12 on host a[2Jb");
         let long = format!("host={}", "h".repeat(1000));
-        assert_eq!(
-            LockHolder::parse(&long).host.unwrap().len(),
-            MAX_HOST_CHARS
-        );
+        assert_eq!(LockHolder::parse(&long).host.unwrap().len(), MAX_HOST_CHARS);
     }
 }

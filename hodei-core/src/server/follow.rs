@@ -135,10 +135,7 @@ async fn ended(jobs: &impl StoredJobs, id: JobId) -> Result<Job, Status> {
             job.state.phase_name()
         ),
         Ok(None) => format!("job {id} is no longer stored"),
-        Err(error) => format!(
-            "reading job {id} failed: {}",
-            super::error_chain(&error)
-        ),
+        Err(error) => format!("reading job {id} failed: {}", super::error_chain(&error)),
     };
     warn!(job.id = %id, %reason, "a follower of the job ends early");
     Err(Status::unavailable(format!("{CANNOT_FOLLOW}: {reason}")))
@@ -237,8 +234,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_follow_whose_job_channel_closed_after_the_job_ended_ends_with_the_stored_state()
-    {
+    async fn a_follow_whose_job_channel_closed_after_the_job_ended_ends_with_the_stored_state() {
         let store = CountingStore {
             job: running_job(),
             running_answers: 0,

@@ -16,8 +16,8 @@ use std::{
     time::Duration,
 };
 
-pub use data_dir_lock::{LOCK_FILE, LockHolder};
 use data_dir_lock::DataDirLock;
+pub use data_dir_lock::{LOCK_FILE, LockHolder};
 pub use exposure::{Protection, Unprotected};
 use hodei_proto::v1::{
     job_service_server::JobServiceServer, worker_service_server::WorkerServiceServer,
