@@ -130,6 +130,11 @@ pub enum SettingsError {
     /// A listener off loopback lacks TLS or caller authentication.
     #[error("refusing to serve: {0}; {how}; or listen on 127.0.0.1, or set HODEI_INSECURE=1 to serve unprotected anyway", how = how_to_protect(.0))]
     Unprotected(hodei_core::server::Unprotected),
+    /// Another server holds the data directory; the error names it.
+    #[error(
+        "{0}; stop that server first, or give this one a data directory of its own (HODEI_DATA_DIR)"
+    )]
+    DataDirInUse(ServerError),
     /// The server could not start.
     #[error(transparent)]
     Server(ServerError),
@@ -161,6 +166,7 @@ impl From<ServerError> for SettingsError {
     fn from(error: ServerError) -> Self {
         match error {
             ServerError::Unprotected(unprotected) => Self::Unprotected(unprotected),
+            in_use @ ServerError::DataDirInUse { .. } => Self::DataDirInUse(in_use),
             other => Self::Server(other),
         }
     }

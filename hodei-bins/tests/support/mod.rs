@@ -78,6 +78,11 @@ impl Server {
         server
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         self.process.url()

@@ -10,15 +10,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::follow::follow;
 use crate::{
     auth::{
         Action, AuthError, Authenticator, CertificateIdentity, Identity, PresentedCredentials,
         REDACTED_ENV_VALUE,
     },
-    client::JobEvent,
     controller::{JobController, SubmitError},
     job::{Job, JobId, JobSpec, ValidationError},
-    logs::{LogFollower, OutputChunk},
     observe,
     provider::SelectionError,
 };
@@ -207,7 +206,7 @@ fn job_id(id: &str) -> Result<JobId, Status> {
     id.parse().map_err(|e| invalid(&e))
 }
 
-fn internal(error: impl std::error::Error) -> Status {
+pub(super) fn internal(error: impl std::error::Error) -> Status {
     warn!(%error, "request failed");
     Status::internal(error.to_string())
 }
@@ -373,110 +372,12 @@ impl JobService for JobApi {
         let controller = self.controller.clone();
         tokio::spawn(
             async move {
-                if let Err(closed) = follow(controller, job, watch, follower, &tx).await {
+                if let Err(closed) = follow(&controller, job, watch, follower, &tx).await {
                     debug!(reason = closed, "follower stopped");
                 }
             }
             .instrument(info_span!("follow", job.id = %id)),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-type EventSender = mpsc::Sender<Result<pb::JobEvent, Status>>;
-
-async fn send(tx: &EventSender, event: JobEvent) -> Result<(), &'static str> {
-    tx.send(Ok(event.into()))
-        .await
-        .map_err(|_| "client went away")
-}
-
-async fn send_status(tx: &EventSender, job: &Job) -> Result<(), &'static str> {
-    let state = JobEvent::State {
-        state: job.state.clone(),
-        detail: job.detail.clone(),
-    };
-    send(tx, state).await
-}
-
-/// Sends the rest of the log; the log must be closed.
-async fn drain(follower: Option<&mut LogFollower>, tx: &EventSender) -> Result<(), &'static str> {
-    let Some(follower) = follower else {
-        return Ok(());
-    };
-    loop {
-        match follower.next_batch().await {
-            Ok(Some(batch)) => {
-                for chunk in batch {
-                    send(tx, JobEvent::Output(chunk)).await?;
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(error) => {
-                let _ = tx.send(Err(internal(error))).await;
-                return Err("reading the log failed");
-            }
-        }
-    }
-}
-
-/// History first, then live output and state changes; the terminal state comes last,
-/// after every byte of output (the controller closes the log before it ends a job).
-async fn follow(
-    controller: JobController,
-    mut job: Job,
-    watch: Option<tokio::sync::watch::Receiver<Job>>,
-    mut follower: Option<LogFollower>,
-    tx: &EventSender,
-) -> Result<(), &'static str> {
-    let Some(mut watch) = watch else {
-        drain(follower.as_mut(), tx).await?;
-        return send_status(tx, &job).await;
-    };
-    send_status(tx, &job).await?;
-    loop {
-        tokio::select! {
-            next = next_output(&mut follower) => match next {
-                Ok(Some(batch)) => {
-                    for chunk in batch {
-                        send(tx, JobEvent::Output(chunk)).await?;
-                    }
-                }
-                Ok(None) => follower = None,
-                Err(error) => {
-                    let _ = tx.send(Err(internal(error))).await;
-                    return Err("reading the log failed");
-                }
-            },
-            changed = watch.changed() => {
-                let latest = if changed.is_ok() {
-                    watch.borrow_and_update().clone()
-                } else {
-                    // The job left the active set: its final state is in the store.
-                    match controller.get(job.id).await {
-                        Ok(Some(stored)) => stored,
-                        _ => return Err("job vanished"),
-                    }
-                };
-                if latest.state.is_terminal() {
-                    drain(follower.as_mut(), tx).await?;
-                    return send_status(tx, &latest).await;
-                }
-                if latest.state != job.state || latest.detail != job.detail {
-                    send_status(tx, &latest).await?;
-                }
-                job = latest;
-            }
-        }
-    }
-}
-
-/// The next output batch, or never when output is not followed or has ended.
-async fn next_output(
-    follower: &mut Option<LogFollower>,
-) -> std::io::Result<Option<Vec<OutputChunk>>> {
-    match follower {
-        Some(follower) => follower.next_batch().await,
-        None => std::future::pending().await,
     }
 }

@@ -2,7 +2,9 @@
 //! gRPC health, TLS when configured, transport limits, and reflection on the job API when
 //! asked for.
 
+mod data_dir_lock;
 mod exposure;
+mod follow;
 mod grpc_limits;
 mod job_service;
 mod tls;
@@ -16,6 +18,8 @@ use std::{
     time::Duration,
 };
 
+use data_dir_lock::DataDirLock;
+pub use data_dir_lock::{LOCK_FILE, LockHolder};
 pub use exposure::{Protection, Unprotected};
 pub use grpc_limits::{
     GrpcLimitError, GrpcLimits, JOB_API_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES,
@@ -74,6 +78,23 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process, or another server in this one, holds the data directory's lock.
+    #[error("data directory {} is in use by {holder}", dir.display())]
+    DataDirInUse {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it, as its lock file says.
+        holder: LockHolder,
+    },
+    /// The lock file of the data directory could not be opened, locked or written.
+    #[error("cannot lock the data directory with {}", path.display())]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -95,9 +116,13 @@ pub enum ServerError {
 }
 
 /// A Hodei Jobs server: bound, recovered and ready to serve.
+///
+/// It holds its data directory's lock from [`start`](HodeiServerBuilder::start) until it
+/// is dropped or [`serve_with_shutdown`](Self::serve_with_shutdown) has drained it.
 #[derive(Debug)]
 pub struct HodeiServer {
     controller: JobController,
+    data_dir_lock: DataDirLock,
     jobs: Listener,
     workers: Listener,
     tls: Option<Arc<ServerConfig>>,
@@ -123,9 +148,10 @@ impl Listener {
 
 #[bon::bon]
 impl HodeiServer {
-    /// Checks that the server is protected as far as it is exposed, binds both listeners,
-    /// opens the store under `data_dir`, marks jobs interrupted by a previous stop as
-    /// failed, and starts the controller.
+    /// Checks that the server is protected as far as it is exposed, locks `data_dir`
+    /// (refusing with [`ServerError::DataDirInUse`] while another server holds it), binds
+    /// both listeners, opens the store under `data_dir`, marks jobs interrupted by a
+    /// previous stop as failed, and starts the controller.
     #[builder(finish_fn = start)]
     pub async fn new(
         /// Where jobs and logs are kept.
@@ -188,14 +214,17 @@ impl HodeiServer {
             Err(unprotected) => return Err(ServerError::Unprotected(unprotected)),
         }
         let tls = tls.as_ref().map(tls::server_config).transpose()?;
-        let jobs = Listener::bind(listen_addr).await?;
-        let workers = Listener::bind(worker_listen_addr).await?;
-        let advertise_address =
-            advertise_address.unwrap_or_else(|| advertise_for(workers.addr, tls.is_some()));
         crate::private_fs::create_dir(&data_dir).map_err(|source| ServerError::DataDir {
             dir: data_dir.clone(),
             source,
         })?;
+        // Before anything else touches the directory, and before binding, so a second
+        // server on the same directory and ports names the directory's holder.
+        let data_dir_lock = DataDirLock::acquire(&data_dir)?;
+        let jobs = Listener::bind(listen_addr).await?;
+        let workers = Listener::bind(worker_listen_addr).await?;
+        let advertise_address =
+            advertise_address.unwrap_or_else(|| advertise_for(workers.addr, tls.is_some()));
         let store: Arc<dyn JobStore> = match store {
             Some(store) => store,
             None => Arc::new(SqliteStore::open(&data_dir).await?),
@@ -218,6 +247,7 @@ impl HodeiServer {
         let controller = JobController::start(config, store, logs, registry).await?;
         Ok(Self {
             controller,
+            data_dir_lock,
             jobs,
             workers,
             tls,
@@ -336,6 +366,8 @@ impl HodeiServer {
             },
             served
         );
+        // Released only now: the drain above has stopped every job that used the store.
+        drop(self.data_dir_lock);
         result?;
         Ok(())
     }
