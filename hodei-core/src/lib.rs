@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod controller;
+pub mod disk;
 pub mod job;
 pub mod logs;
 pub mod observe;

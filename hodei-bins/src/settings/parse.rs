@@ -75,6 +75,22 @@ pub fn duration(value: &str) -> Result<humantime::Duration, String> {
         .map_err(|e| format!("{e} (expected e.g. 30s, 2m)"))
 }
 
+/// A size in bytes: a byte count or a Kubernetes quantity (`1000000`, `512Mi`, `1Gi`).
+pub fn bytes(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<hodei_core::Memory>()
+        .map(hodei_core::Memory::bytes)
+        .map_err(|e| e.to_string())
+}
+
+/// A free-disk floor: a size as [`bytes`] or a percentage of the filesystem (`5%`).
+pub fn free_disk_floor(value: &str) -> Result<hodei_core::disk::FreeDiskFloor, String> {
+    value
+        .parse()
+        .map_err(|e: hodei_core::disk::FloorError| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +134,35 @@ mod tests {
         );
         let probe = parse::<Probe>(["probe", "--wait", "3s"]).unwrap();
         assert_eq!(probe.homepage, "unset");
+    }
+
+    #[test]
+    fn sizes_accept_byte_counts_and_quantities() {
+        assert_eq!(bytes("1000000"), Ok(1_000_000));
+        assert_eq!(bytes(" 512Mi"), Ok(512 << 20));
+        assert_eq!(bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(bytes("1G"), Ok(1_000_000_000));
+        assert!(bytes("big").unwrap_err().contains("64Mi"));
+        assert_eq!(
+            free_disk_floor("5%"),
+            Ok(hodei_core::disk::FreeDiskFloor::Percent(5))
+        );
+    }
+
+    #[test]
+    fn durations_accept_seconds_minutes_and_days() {
+        assert_eq!(
+            *duration("30s").unwrap(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            *duration("5m").unwrap(),
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(
+            *duration("7d").unwrap(),
+            std::time::Duration::from_secs(7 * 86_400)
+        );
     }
 
     #[test]
