@@ -20,10 +20,10 @@ pub struct DiskSpace {
 /// The space of the filesystem holding `path`.
 pub fn space(path: &Path) -> io::Result<DiskSpace> {
     let stats = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
-    let fragment = u64::from(stats.fragment_size());
+    let fragment = stats.fragment_size();
     Ok(DiskSpace {
-        available: u64::from(stats.blocks_available()).saturating_mul(fragment),
-        total: u64::from(stats.blocks()).saturating_mul(fragment),
+        available: stats.blocks_available().saturating_mul(fragment),
+        total: stats.blocks().saturating_mul(fragment),
     })
 }
 
