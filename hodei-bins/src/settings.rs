@@ -2,6 +2,7 @@
 
 mod auth;
 mod kubernetes;
+mod limits;
 mod parse;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -15,7 +16,7 @@ use hodei_core::{
     server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, Protection, TlsFiles},
 };
 
-pub use self::{auth::AuthArgs, kubernetes::KubernetesArgs, parse::parse};
+pub use self::{auth::AuthArgs, kubernetes::KubernetesArgs, limits::LimitArgs, parse::parse};
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
@@ -94,6 +95,9 @@ pub struct ServerSettings {
     #[arg(long, env = "HODEI_SWEEP_INTERVAL", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_SWEEP_INTERVAL.into())]
     pub sweep_interval: humantime::Duration,
+    /// Limits on input and resources.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Why the settings cannot be used.
@@ -216,6 +220,7 @@ impl ServerSettings {
             .maybe_tls(self.tls())
             .reflection(self.reflection)
             .insecure(self.insecure)
+            .grpc_limits(self.limits.grpc_limits())
             .maybe_advertise_address(self.advertise_address.clone())
             .controller(ControllerConfig {
                 heartbeat_interval: self.heartbeat_interval.into(),

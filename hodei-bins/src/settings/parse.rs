@@ -84,13 +84,6 @@ pub fn bytes(value: &str) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A free-disk floor: a size as [`bytes`] or a percentage of the filesystem (`5%`).
-pub fn free_disk_floor(value: &str) -> Result<hodei_core::disk::FreeDiskFloor, String> {
-    value
-        .parse()
-        .map_err(|e: hodei_core::disk::FloorError| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,10 +136,6 @@ mod tests {
         assert_eq!(bytes("1Gi"), Ok(1 << 30));
         assert_eq!(bytes("1G"), Ok(1_000_000_000));
         assert!(bytes("big").unwrap_err().contains("64Mi"));
-        assert_eq!(
-            free_disk_floor("5%"),
-            Ok(hodei_core::disk::FreeDiskFloor::Percent(5))
-        );
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! Limits of the server: transport limits of both gRPC listeners. Sizes take a byte count
+//! or a quantity (`16Mi`), durations `30s`, `5m` or `7d`.
+
+use clap::Args;
+use hodei_core::server::GrpcLimits;
+
+use super::parse;
+
+/// Limits a server enforces; every flag can also come from its `HODEI_*` variable.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest message on the job API, either way [default: 16Mi].
+    #[arg(long, env = "HODEI_JOB_API_MAX_MESSAGE_SIZE", value_parser = parse::bytes)]
+    pub job_api_max_message_size: Option<u64>,
+    /// Largest message on the worker API, either way [default: 4Mi].
+    #[arg(long, env = "HODEI_WORKER_API_MAX_MESSAGE_SIZE", value_parser = parse::bytes)]
+    pub worker_api_max_message_size: Option<u64>,
+    /// Most concurrent calls (HTTP/2 streams) on one connection [default: 128].
+    #[arg(long, env = "HODEI_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// How often the server pings a connection to check the peer is there [default: 30s].
+    #[arg(long, env = "HODEI_KEEPALIVE_INTERVAL", value_parser = parse::duration)]
+    pub keepalive_interval: Option<humantime::Duration>,
+    /// How long the server waits for a ping's answer [default: 20s].
+    #[arg(long, env = "HODEI_KEEPALIVE_TIMEOUT", value_parser = parse::duration)]
+    pub keepalive_timeout: Option<humantime::Duration>,
+    /// Largest header list (all metadata) of a call [default: 16Ki].
+    #[arg(long, env = "HODEI_MAX_HEADER_SIZE", value_parser = parse::bytes)]
+    pub max_header_size: Option<u64>,
+    /// Longest time a call may take to answer; streams are bounded only until they start
+    /// [default: 60s].
+    #[arg(long, env = "HODEI_REQUEST_TIMEOUT", value_parser = parse::duration)]
+    pub request_timeout: Option<humantime::Duration>,
+}
+
+impl LimitArgs {
+    /// The transport limits: the defaults with what was set over them. Sizes too large
+    /// for this machine saturate, and the server's own check then judges them.
+    #[must_use]
+    pub fn grpc_limits(&self) -> GrpcLimits {
+        let defaults = GrpcLimits::default();
+        let size = |set: Option<u64>, default: usize| {
+            set.map_or(default, |bytes| {
+                usize::try_from(bytes).unwrap_or(usize::MAX)
+            })
+        };
+        GrpcLimits {
+            job_api_max_message_bytes: size(
+                self.job_api_max_message_size,
+                defaults.job_api_max_message_bytes,
+            ),
+            worker_api_max_message_bytes: size(
+                self.worker_api_max_message_size,
+                defaults.worker_api_max_message_bytes,
+            ),
+            max_concurrent_streams: self
+                .max_streams_per_connection
+                .unwrap_or(defaults.max_concurrent_streams),
+            keepalive_interval: self
+                .keepalive_interval
+                .map_or(defaults.keepalive_interval, Into::into),
+            keepalive_timeout: self
+                .keepalive_timeout
+                .map_or(defaults.keepalive_timeout, Into::into),
+            max_header_list_bytes: self
+                .max_header_size
+                .map_or(defaults.max_header_list_bytes, |bytes| {
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                }),
+            request_timeout: self
+                .request_timeout
+                .map_or(defaults.request_timeout, Into::into),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn unset_limits_are_the_defaults_and_set_ones_take_quantities() {
+        let probe = parse::parse::<Probe>(["probe"]).unwrap();
+        assert_eq!(probe.limits.grpc_limits(), GrpcLimits::default());
+        let probe = parse::parse::<Probe>([
+            "probe",
+            "--job-api-max-message-size",
+            "32Mi",
+            "--max-header-size=8Ki",
+            "--request-timeout",
+            "2m",
+        ])
+        .unwrap();
+        let limits = probe.limits.grpc_limits();
+        assert_eq!(limits.job_api_max_message_bytes, 32 << 20);
+        assert_eq!(limits.max_header_list_bytes, 8 << 10);
+        assert_eq!(limits.request_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(
+            limits.worker_api_max_message_bytes,
+            GrpcLimits::default().worker_api_max_message_bytes
+        );
+    }
+
+    #[test]
+    fn a_bad_size_names_the_flag() {
+        let error = parse::parse::<Probe>(["probe", "--max-header-size", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--max-header-size"), "{error}");
+        assert!(error.contains("64Mi"), "{error}");
+    }
+}
