@@ -57,6 +57,22 @@ impl Server {
         worker_port: u16,
         env: &[(&str, String)],
     ) -> Self {
+        Self::start_full(data_dir, data_dir, port, worker_port, env)
+    }
+
+    /// Starts a server on free ports with `env` and its log in `log_dir`, and waits until
+    /// it answers.
+    pub fn start_logging_to(data_dir: &Path, log_dir: &Path, env: &[(&str, String)]) -> Self {
+        Self::start_full(data_dir, log_dir, free_port(), free_port(), env)
+    }
+
+    fn start_full(
+        data_dir: &Path,
+        log_dir: &Path,
+        port: u16,
+        worker_port: u16,
+        env: &[(&str, String)],
+    ) -> Self {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let process = ServerCommand::new(SERVER)
             .port(port)
@@ -64,7 +80,7 @@ impl Server {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("HODEI_DATA_DIR", data_dir)
             .env("HODEI_METRICS_ADDR", &metrics_addr)
-            .log_file(data_dir.join(format!("server-{port}.log")))
+            .log_file(log_dir.join(format!("server-{port}.log")))
             .spawn()
             .unwrap();
         let server = Self {
