@@ -4,6 +4,7 @@ mod job_run;
 mod outcome;
 mod registration;
 mod start_timeline;
+mod store_writes;
 mod sweeper;
 #[cfg(test)]
 mod tests;
@@ -131,6 +132,7 @@ pub(crate) struct Inner {
     /// Workers that are provisioned and not yet destroyed.
     workers: Mutex<HashSet<WorkerId>>,
     slots: HashMap<String, Arc<Semaphore>>,
+    store_writes: store_writes::StoreWrites,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -168,6 +170,7 @@ impl JobController {
             active: Mutex::default(),
             workers: Mutex::default(),
             slots,
+            store_writes: store_writes::StoreWrites::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -175,6 +178,7 @@ impl JobController {
         sweeper::sweep_orphans(&inner).await;
         let sweep = Arc::clone(&inner);
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
+        inner.tasks.spawn(store_writes::retry(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 
@@ -267,17 +271,25 @@ impl JobController {
             .get(&id)
             .map(|a| (a.cancel.clone(), a.status.borrow().clone()));
         if let Some((cancel, job)) = active {
-            info!(job.id = %id, "cancel requested");
-            cancel.cancel();
-            return Ok(Some(CancelOutcome {
-                job,
-                requested: true,
-            }));
+            // An ended job whose final state is not stored yet is only reported.
+            let requested = !job.state.is_terminal();
+            if requested {
+                info!(job.id = %id, "cancel requested");
+                cancel.cancel();
+            }
+            return Ok(Some(CancelOutcome { job, requested }));
         }
         Ok(self.inner.store.get(id).await?.map(|job| CancelOutcome {
             job,
             requested: false,
         }))
+    }
+
+    /// Follows whether the store takes every job state write: false from the first
+    /// failed write until every state kept in memory meanwhile is stored.
+    #[must_use]
+    pub fn store_healthy(&self) -> watch::Receiver<bool> {
+        self.inner.store_writes.healthy()
     }
 
     /// Follows a job's state while it is active; `None` once it has ended.
@@ -311,7 +323,8 @@ impl JobController {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// Number of jobs not yet in a terminal state.
+    /// Number of jobs the server holds in memory: those not yet in a terminal state, and
+    /// ended ones whose final state the store has not taken yet.
     #[must_use]
     pub fn active_jobs(&self) -> usize {
         self.inner.lock_active().len()

@@ -36,20 +36,58 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 const RESULT_GRACE: Duration = Duration::from_secs(10);
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Jobs in memory, so no store I/O runs outside the paused clock.
+/// Jobs in memory, so no store I/O runs outside the paused clock. Updates can be made to
+/// fail, and each terminal update records whether the job's log was still open.
 #[derive(Debug, Default)]
 struct MemoryStore {
     jobs: Mutex<HashMap<JobId, Job>>,
+    /// Ids in the order inserted.
+    inserted: Mutex<Vec<JobId>>,
+    /// How many of the next updates fail; `u32::MAX` keeps failing.
+    failing_updates: Mutex<u32>,
+    /// The log hub, to see whether a job's log is closed when its final state is written.
+    logs: std::sync::OnceLock<Arc<LogHub>>,
+    /// Terminal updates written while the job's log was still open.
+    terminal_before_log_closed: Mutex<Vec<JobId>>,
+}
+
+impl MemoryStore {
+    fn fail_updates(&self, count: u32) {
+        *self.failing_updates.lock().unwrap() = count;
+    }
+
+    fn stored(&self, id: JobId) -> Option<Job> {
+        self.jobs.lock().unwrap().get(&id).cloned()
+    }
 }
 
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         self.jobs.lock().unwrap().insert(job.id, job.clone());
+        self.inserted.lock().unwrap().push(job.id);
         Ok(())
     }
     async fn update(&self, job: &Job) -> Result<(), StoreError> {
-        self.insert(job).await
+        {
+            let mut failing = self.failing_updates.lock().unwrap();
+            if *failing > 0 {
+                if *failing != u32::MAX {
+                    *failing -= 1;
+                }
+                return Err(StoreError::Io(std::io::Error::other("injected fault")));
+            }
+        }
+        if job.state.is_terminal()
+            && self
+                .logs
+                .get()
+                .is_some_and(|logs| logs.live(job.id).is_some())
+        {
+            self.terminal_before_log_closed.lock().unwrap().push(job.id);
+        }
+        self.jobs.lock().unwrap().insert(job.id, job.clone());
+        Ok(())
     }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs.lock().unwrap().get(&id).cloned())
@@ -74,6 +112,61 @@ impl JobStore for MemoryStore {
             .filter(|j| !j.state.is_terminal())
             .cloned()
             .collect())
+    }
+    async fn finished_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(self
+            .inserted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| {
+                jobs.get(id).is_some_and(|j| {
+                    j.state.is_terminal() && j.finished_at.is_some_and(|at| at < cutoff)
+                })
+            })
+            .take(limit as usize)
+            .copied()
+            .collect())
+    }
+    async fn finished_beyond(&self, keep: u64, limit: u32) -> Result<Vec<JobId>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let finished: Vec<JobId> = self
+            .inserted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| jobs.get(id).is_some_and(|j| j.state.is_terminal()))
+            .copied()
+            .collect();
+        let beyond = finished.len().saturating_sub(keep as usize);
+        Ok(finished
+            .into_iter()
+            .take(beyond.min(limit as usize))
+            .collect())
+    }
+    async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        let deleted: Vec<JobId> = ids
+            .iter()
+            .filter(|id| jobs.get(id).is_some_and(|j| j.state.is_terminal()))
+            .copied()
+            .collect();
+        for id in &deleted {
+            jobs.remove(id);
+        }
+        self.inserted
+            .lock()
+            .unwrap()
+            .retain(|id| !deleted.contains(id));
+        Ok(deleted)
+    }
+    async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
+        Ok(self.jobs.lock().unwrap().contains_key(&id))
     }
 }
 
@@ -195,6 +288,7 @@ impl WorkerEnd {
 struct Harness {
     controller: JobController,
     provider: Arc<FakeProvider>,
+    store: Arc<MemoryStore>,
     created: mpsc::UnboundedReceiver<CreatedWorker>,
     _dir: tempfile::TempDir,
 }
@@ -222,10 +316,13 @@ impl Harness {
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
             .build();
+        let store = Arc::new(MemoryStore::default());
+        let logs = Arc::new(LogHub::open(dir.path()).unwrap());
+        store.logs.set(Arc::clone(&logs)).unwrap();
         let controller = JobController::start(
             config,
-            Arc::new(MemoryStore::default()),
-            Arc::new(LogHub::open(dir.path()).unwrap()),
+            Arc::clone(&store) as Arc<dyn JobStore>,
+            logs,
             providers,
         )
         .await
@@ -233,6 +330,7 @@ impl Harness {
         Self {
             controller,
             provider,
+            store,
             created,
             _dir: dir,
         }
@@ -768,4 +866,121 @@ async fn a_job_submitted_during_shutdown_is_refused() {
         Err(super::SubmitError::ShuttingDown)
     ));
     assert_eq!(harness.provisions(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_final_state_is_written_after_the_log_is_closed() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    end.report(ProcessExit::Code(0)).await;
+    harness.ended(job.id).await;
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert!(
+        harness
+            .store
+            .terminal_before_log_closed
+            .lock()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Polls `condition` while the paused clock runs, for up to a minute of it.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "the condition never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_state_the_store_refuses_a_few_times_is_stored_by_the_retries() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    let mut healthy = harness.controller.store_healthy();
+    harness.store.fail_updates(3);
+    end.report(ProcessExit::Code(0)).await;
+    healthy.wait_for(|h| !h).await.unwrap();
+    healthy.wait_for(|h| *h).await.unwrap();
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        harness.controller.get(job.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_state_the_store_keeps_refusing_stays_in_memory_until_stored() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    let healthy = harness.controller.store_healthy();
+    harness.store.fail_updates(u32::MAX);
+    end.report(ProcessExit::Code(0)).await;
+    harness.ended(job.id).await;
+    // Well past the in-line retries and several background rounds.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!*healthy.borrow());
+    assert_eq!(harness.controller.active_jobs(), 1);
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Running),
+        "the store still has the older state"
+    );
+    let seen = harness.controller.get(job.id).await.unwrap().unwrap();
+    assert_eq!(seen.state, JobState::Succeeded);
+    let listed = harness.controller.list(10).await.unwrap();
+    assert_eq!(listed[0].state, JobState::Succeeded);
+    let cancel = harness.controller.cancel(job.id).await.unwrap().unwrap();
+    assert!(!cancel.requested);
+    assert_eq!(cancel.job.state, JobState::Succeeded);
+
+    harness.store.fail_updates(0);
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert!(*healthy.borrow());
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        harness.controller.get(job.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn states_refused_while_running_are_stored_newest_last() {
+    let mut harness = Harness::start(&[]).await;
+    harness.store.fail_updates(u32::MAX);
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    let mut end = harness.register(&worker).await;
+    assert!(matches!(end.next().await, ToWorker::Assign(_)));
+    let _alive = end.keep_alive();
+    harness
+        .wait_for(job.id, |j| j.state == JobState::Running)
+        .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    harness.store.fail_updates(0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Running)
+    );
+    assert_eq!(harness.controller.active_jobs(), 1);
+    assert!(*harness.controller.store_healthy().borrow());
+    end.report(ProcessExit::Code(1)).await;
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::from_exit(ProcessExit::Code(1)))
+    );
 }

@@ -44,17 +44,20 @@ impl LogHub {
         self.lock().get(&job).cloned()
     }
 
-    /// Ends a job's log: followers get the rest and then the end.
-    pub(crate) fn close(&self, job: JobId) {
-        if let Some(log) = self.lock().remove(&job) {
-            log.close();
+    /// Ends a job's log: followers get the rest and then the end. Returns once the log
+    /// and its directory entry are synced to disk.
+    pub(crate) async fn close(&self, job: JobId) -> io::Result<()> {
+        let log = self.lock().remove(&job);
+        match log {
+            Some(log) => log.close().await,
+            None => Ok(()),
         }
     }
 
     /// Deletes a job's log, for a job that was never stored.
     pub(crate) fn discard(&self, job: JobId) {
         if let Some(log) = self.lock().remove(&job) {
-            log.close();
+            log.finish();
             let _ = std::fs::remove_file(log.path());
         }
     }
@@ -137,7 +140,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        hub.close(job);
+        hub.close(job).await.unwrap();
         let [early, middle, from_300] = tasks;
         assert_eq!(early.await.unwrap(), (1..=1000).collect::<Vec<_>>());
         assert_eq!(middle.await.unwrap(), (1..=1000).collect::<Vec<_>>());
@@ -165,7 +168,7 @@ mod tests {
                 got: 5
             })
         ));
-        hub.close(job);
+        hub.close(job).await.unwrap();
         assert!(matches!(
             log.append(&[chunk(4, "d")]),
             Err(AppendError::Closed)
