@@ -3,6 +3,7 @@
 mod job_run;
 mod outcome;
 mod registration;
+mod retention;
 mod start_timeline;
 mod store_writes;
 mod sweeper;
@@ -25,6 +26,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
+pub use retention::{DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_INTERVAL, RetentionPolicy};
 pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
     Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
@@ -77,6 +79,9 @@ pub struct ControllerConfig {
     /// How often workers the server does not know are removed.
     #[builder(default = DEFAULT_SWEEP_INTERVAL)]
     pub sweep_interval: Duration,
+    /// Which finished jobs are kept, and how often the others are deleted.
+    #[builder(default)]
+    pub retention: RetentionPolicy,
 }
 
 impl Default for ControllerConfig {
@@ -133,6 +138,8 @@ pub(crate) struct Inner {
     workers: Mutex<HashSet<WorkerId>>,
     slots: HashMap<String, Arc<Semaphore>>,
     store_writes: store_writes::StoreWrites,
+    /// Free space of the filesystem holding the logs; a fake in tests.
+    disk_space: retention::SpaceFn,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -151,6 +158,17 @@ impl JobController {
         store: Arc<dyn JobStore>,
         logs: Arc<LogHub>,
         providers: ProviderRegistry,
+    ) -> Result<Self, StoreError> {
+        Self::start_with_disk(config, store, logs, providers, crate::disk::space).await
+    }
+
+    /// [`start`](Self::start), reading free disk space with `disk_space`.
+    pub(crate) async fn start_with_disk(
+        config: ControllerConfig,
+        store: Arc<dyn JobStore>,
+        logs: Arc<LogHub>,
+        providers: ProviderRegistry,
+        disk_space: retention::SpaceFn,
     ) -> Result<Self, StoreError> {
         let slots = providers
             .all()
@@ -171,6 +189,7 @@ impl JobController {
             workers: Mutex::default(),
             slots,
             store_writes: store_writes::StoreWrites::default(),
+            disk_space,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -179,6 +198,7 @@ impl JobController {
         let sweep = Arc::clone(&inner);
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
         inner.tasks.spawn(store_writes::retry(Arc::clone(&inner)));
+        inner.tasks.spawn(retention::run(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 

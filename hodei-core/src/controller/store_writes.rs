@@ -98,7 +98,10 @@ impl StoreWrites {
         let result = change(&mut state);
         let healthy = state.healthy();
         drop(state);
-        if self.healthy.send_if_modified(|h| std::mem::replace(h, healthy) != healthy) {
+        if self
+            .healthy
+            .send_if_modified(|h| std::mem::replace(h, healthy) != healthy)
+        {
             observe::store_healthy(healthy);
             if healthy {
                 info!("job store writes succeed again");
@@ -224,8 +227,7 @@ async fn retry_pending(inner: &Inner) -> bool {
     for pending in inner.store_writes.snapshot() {
         match inner.store.update(&pending.job).await {
             Ok(()) => {
-                if inner.store_writes.stored_pending(&pending) && pending.job.state.is_terminal()
-                {
+                if inner.store_writes.stored_pending(&pending) && pending.job.state.is_terminal() {
                     inner.lock_active().remove(&pending.job.id);
                 }
                 info!(job.id = %pending.job.id, "stored a job state the store had refused");

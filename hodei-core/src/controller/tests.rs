@@ -17,9 +17,11 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    ControllerConfig, FromWorker, JobController, StopReason, ToWorker, WorkerLink, WorkerOutcome,
+    ControllerConfig, FromWorker, JobController, RetentionPolicy, StopReason, ToWorker, WorkerLink,
+    WorkerOutcome,
 };
 use crate::{
+    disk::{DiskSpace, FreeDiskFloor},
     job::{FailureReason, Job, JobId, JobSpec, JobState, ProcessExit, WorkerId},
     logs::{LogHub, OutputChunk, OutputStream},
     provider::{
@@ -300,6 +302,26 @@ impl Harness {
 
     async fn with_max_workers(plan: &[Provision], max_workers: Option<usize>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::build(
+            plan,
+            max_workers,
+            RetentionPolicy::default(),
+            Arc::new(MemoryStore::default()),
+            plenty_of_space,
+            dir,
+        )
+        .await
+    }
+
+    /// A harness whose `store` and logs `dir` may already hold jobs.
+    async fn build(
+        plan: &[Provision],
+        max_workers: Option<usize>,
+        retention: RetentionPolicy,
+        store: Arc<MemoryStore>,
+        disk_space: super::retention::SpaceFn,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let (created_tx, created) = mpsc::unbounded_channel();
         let provider = Arc::new(FakeProvider {
             plan: Mutex::new(plan.iter().copied().collect()),
@@ -315,15 +337,16 @@ impl Harness {
             .provision_timeout(PROVISION_TIMEOUT)
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
+            .retention(retention)
             .build();
-        let store = Arc::new(MemoryStore::default());
         let logs = Arc::new(LogHub::open(dir.path()).unwrap());
         store.logs.set(Arc::clone(&logs)).unwrap();
-        let controller = JobController::start(
+        let controller = JobController::start_with_disk(
             config,
             Arc::clone(&store) as Arc<dyn JobStore>,
             logs,
             providers,
+            disk_space,
         )
         .await
         .unwrap();
@@ -983,4 +1006,160 @@ async fn states_refused_while_running_are_stored_newest_last() {
         harness.store.stored(job.id).map(|j| j.state),
         Some(JobState::from_exit(ProcessExit::Code(1)))
     );
+}
+
+fn plenty_of_space(_: &std::path::Path) -> std::io::Result<DiskSpace> {
+    Ok(DiskSpace {
+        available: u64::MAX / 2,
+        total: u64::MAX,
+    })
+}
+
+/// A filesystem of 1000 bytes where each job log takes 100.
+fn hundred_bytes_per_log(dir: &std::path::Path) -> std::io::Result<DiskSpace> {
+    let logs = std::fs::read_dir(dir)?
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count() as u64;
+    Ok(DiskSpace {
+        available: 1000u64.saturating_sub(100 * logs),
+        total: 1000,
+    })
+}
+
+/// Stores a job that finished `hours_ago`, with a log file.
+async fn finished_job(store: &MemoryStore, dir: &std::path::Path, hours_ago: i64) -> JobId {
+    let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "fake");
+    job.state = JobState::Succeeded;
+    job.finished_at = Some(time::OffsetDateTime::now_utc() - time::Duration::hours(hours_ago));
+    store.insert(&job).await.unwrap();
+    std::fs::write(log_path(dir, job.id), b"").unwrap();
+    job.id
+}
+
+fn log_path(dir: &std::path::Path, id: JobId) -> std::path::PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn finished_jobs_past_the_age_and_their_logs_are_deleted_and_others_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let old = finished_job(&store, dir.path(), 48).await;
+    let recent = finished_job(&store, dir.path(), 1).await;
+    let orphan = JobId::new();
+    std::fs::write(log_path(dir.path(), orphan), b"").unwrap();
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .max_age(Duration::from_secs(24 * 3600))
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let mut harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        plenty_of_space,
+        dir,
+    )
+    .await;
+    let (running, _worker, end) = harness.running().await;
+    let _alive = end.keep_alive();
+    wait_until(|| !log_path(&path, old).exists()).await;
+    assert!(store.stored(old).is_none());
+    assert!(!log_path(&path, orphan).exists(), "a log without a job");
+    assert!(store.stored(recent).is_some());
+    assert!(log_path(&path, recent).exists());
+
+    // A job that finished long ago appears later; the next run deletes it.
+    let late = finished_job(&store, &path, 72).await;
+    tokio::time::sleep(RETENTION_INTERVAL * 2).await;
+    assert!(store.stored(late).is_none());
+    assert!(!log_path(&path, late).exists());
+    assert!(store.stored(recent).is_some());
+    assert_eq!(
+        harness
+            .controller
+            .get(running.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Running
+    );
+    assert!(log_path(&path, running.id).exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_newest_finished_jobs_are_kept_when_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for hours_ago in [4, 3, 2, 1] {
+        ids.push(finished_job(&store, dir.path(), hours_ago).await);
+    }
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .max_finished_jobs(2)
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let _harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        plenty_of_space,
+        dir,
+    )
+    .await;
+    wait_until(|| store.stored(ids[1]).is_none()).await;
+    assert!(store.stored(ids[0]).is_none());
+    assert!(!log_path(&path, ids[0]).exists());
+    assert!(store.stored(ids[2]).is_some());
+    assert!(store.stored(ids[3]).is_some());
+    assert!(log_path(&path, ids[3]).exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_oldest_finished_jobs_are_deleted_while_the_disk_is_below_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for hours_ago in (1..=8).rev() {
+        ids.push(finished_job(&store, dir.path(), hours_ago).await);
+    }
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .min_free_disk(FreeDiskFloor::Bytes(500))
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let mut harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        hundred_bytes_per_log,
+        dir,
+    )
+    .await;
+    // 8 logs leave 200 bytes free: the 3 oldest go, leaving 500.
+    wait_until(|| store.stored(ids[2]).is_none()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(ids[..3].iter().all(|id| store.stored(*id).is_none()));
+    assert!(ids[3..].iter().all(|id| store.stored(*id).is_some()));
+    assert_eq!(hundred_bytes_per_log(&path).unwrap().available, 500);
+
+    // A running job's log takes 100 more: the next run deletes one more finished job,
+    // never the running one.
+    let (running, _worker, end) = harness.running().await;
+    let _alive = end.keep_alive();
+    tokio::time::sleep(RETENTION_INTERVAL * 2).await;
+    assert!(store.stored(ids[3]).is_none());
+    assert!(ids[4..].iter().all(|id| store.stored(*id).is_some()));
+    assert!(log_path(&path, running.id).exists());
+    assert!(store.stored(running.id).is_some());
 }

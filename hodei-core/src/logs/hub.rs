@@ -62,6 +62,39 @@ impl LogHub {
         }
     }
 
+    /// The directory holding the logs.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes the log of a job that has ended; a log being written is kept.
+    pub(crate) async fn remove(&self, job: JobId) -> io::Result<()> {
+        if self.live(job).is_some() {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.path(job)).await {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// The jobs that have a log file.
+    pub(crate) async fn stored_ids(&self) -> io::Result<Vec<JobId>> {
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut ids = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|stem| stem.parse().ok())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Follows a job's log from `from_seq` (1 is the first chunk; 0 also means the start).
     pub fn follow(&self, job: JobId, from_seq: u64) -> io::Result<LogFollower> {
         let progress = self.live(job).map(|log| log.subscribe());

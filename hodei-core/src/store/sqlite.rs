@@ -458,10 +458,7 @@ mod tests {
             store.finished_beyond(1, 10).await.unwrap(),
             vec![oldest.id, old.id]
         );
-        assert_eq!(
-            store.finished_beyond(0, 1).await.unwrap(),
-            vec![oldest.id]
-        );
+        assert_eq!(store.finished_beyond(0, 1).await.unwrap(), vec![oldest.id]);
         assert!(store.finished_beyond(3, 10).await.unwrap().is_empty());
         let deleted = store
             .delete_finished(&[oldest.id, active.id, JobId::new()])
