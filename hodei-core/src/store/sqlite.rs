@@ -420,11 +420,12 @@ mod tests {
         store.update(&job).await.unwrap();
         assert_eq!(store.get(job.id).await.unwrap(), Some(job));
         // Every pooled connection, including the one that wrote, is NORMAL (1) again.
+        let open = store.pool.size();
+        assert!(open > 0);
         let mut held = Vec::new();
-        while let Some(conn) = store.pool.try_acquire() {
-            held.push(conn);
+        for _ in 0..open {
+            held.push(store.pool.acquire().await.unwrap());
         }
-        assert!(!held.is_empty());
         for conn in &mut held {
             let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
                 .fetch_one(&mut **conn)
