@@ -4,6 +4,7 @@ mod auth;
 mod kubernetes;
 mod limits;
 mod parse;
+mod retention;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -16,7 +17,10 @@ use hodei_core::{
     server::{DEFAULT_LISTEN_ADDR, DEFAULT_WORKER_LISTEN_ADDR, Protection, TlsFiles},
 };
 
-pub use self::{auth::AuthArgs, kubernetes::KubernetesArgs, limits::LimitArgs, parse::parse};
+pub use self::{
+    auth::AuthArgs, kubernetes::KubernetesArgs, limits::LimitArgs, parse::parse,
+    retention::RetentionArgs,
+};
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
 pub const ENV_WORKER_BIN: &str = "HODEI_WORKER_BIN";
@@ -98,6 +102,9 @@ pub struct ServerSettings {
     /// Limits on input and resources.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Which finished jobs are kept.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// Why the settings cannot be used.
@@ -227,6 +234,7 @@ impl ServerSettings {
                 heartbeat_timeout: self.heartbeat_timeout.into(),
                 kill_grace: self.kill_grace.into(),
                 sweep_interval: self.sweep_interval.into(),
+                retention: self.retention.policy(),
                 ..ControllerConfig::default()
             });
         let has_preferred = !preferred.is_empty();

@@ -41,6 +41,15 @@ pub const INSECURE: &str = "hodei_insecure";
 /// Kubernetes API writes and lists made by the provider, by verb and outcome.
 pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
 
+/// Job state writes the store refused, each try counted.
+pub const STORE_WRITE_FAILURES: &str = "hodei_store_write_failures_total";
+/// 1 while every job state write succeeds, 0 while some are failing and kept in memory.
+pub const STORE_HEALTHY: &str = "hodei_store_healthy";
+/// Finished jobs deleted by retention, by `reason`: `age`, `count` or `disk`.
+pub const JOBS_DELETED: &str = "hodei_jobs_deleted_total";
+/// Finished job logs whose sync to disk failed; their end may be lost in a machine crash.
+pub const LOG_SYNC_FAILURES: &str = "hodei_log_sync_failures_total";
+
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
     counter!(JOB_API_REFUSALS, "reason" => reason).increment(1);
@@ -118,4 +127,24 @@ pub(crate) fn provider_health(provider: &str, healthy: bool) {
 /// Whether the server serves unprotected off loopback.
 pub(crate) fn insecure(insecure: bool) {
     gauge!(INSECURE).set(if insecure { 1.0 } else { 0.0 });
+}
+
+/// The store refused a job state write.
+pub(crate) fn store_write_failed() {
+    counter!(STORE_WRITE_FAILURES).increment(1);
+}
+
+/// Whether every job state write is succeeding.
+pub(crate) fn store_healthy(healthy: bool) {
+    gauge!(STORE_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// Retention deleted `count` finished jobs for `reason`.
+pub(crate) fn jobs_deleted(reason: &'static str, count: usize) {
+    counter!(JOBS_DELETED, "reason" => reason).increment(count as u64);
+}
+
+/// A finished job log could not be synced to disk.
+pub(crate) fn log_sync_failed() {
+    counter!(LOG_SYNC_FAILURES).increment(1);
 }

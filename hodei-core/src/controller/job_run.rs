@@ -16,7 +16,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
     Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink, outcome,
-    start_timeline::StartTimeline, worker_guard::WorkerGuard,
+    start_timeline::StartTimeline,
+    store_writes::{self, Written},
+    worker_guard::WorkerGuard,
 };
 use crate::{
     job::{FailureReason, Job, JobState, WorkerId},
@@ -79,7 +81,16 @@ impl JobRun {
     pub(super) async fn run(mut self) {
         let mut guard = None;
         let state = self.drive(&mut guard).await;
-        self.inner.logs.close(self.job.id);
+        // The log is on disk before the final state is: a stored end implies its output.
+        if let Err(error) = self.inner.logs.close(self.job.id).await {
+            warn!(%error, "syncing the job log failed; its end may be lost in a machine crash");
+            observe::log_sync_failed();
+            let note = "the log may be incomplete after a machine crash: syncing it failed";
+            self.job.detail = Some(match self.job.detail.take() {
+                Some(detail) => format!("{detail}; {note}"),
+                None => note.to_owned(),
+            });
+        }
         let finished_at = OffsetDateTime::now_utc();
         self.job.finished_at = Some(finished_at);
         info!(state = %state, "job finished");
@@ -89,8 +100,13 @@ impl JobRun {
                 .try_into()
                 .unwrap_or_default(),
         );
-        self.set_state(state).await;
-        self.inner.lock_active().remove(&self.job.id);
+        // A final state the store refused keeps the job in memory, where readers find it,
+        // until the background retrier has stored it.
+        if self.set_state(state).await == Written::Stored
+            || !self.inner.store_writes.is_pending(self.job.id)
+        {
+            self.inner.lock_active().remove(&self.job.id);
+        }
         if let Some(guard) = guard {
             guard.destroy().await;
         }
@@ -400,10 +416,10 @@ impl JobRun {
     }
 
     /// The one way the job's state changes: counted, stored and published.
-    async fn set_state(&mut self, state: JobState) {
+    async fn set_state(&mut self, state: JobState) -> Written {
         observe::phase_changed(&self.job.state, &state);
         self.job.state = state;
-        self.publish().await;
+        self.publish().await
     }
 
     async fn set_detail(&mut self, detail: String) {
@@ -414,10 +430,10 @@ impl JobRun {
         self.publish().await;
     }
 
-    async fn publish(&mut self) {
-        if let Err(error) = self.inner.store.update(&self.job).await {
-            warn!(%error, "storing the job state failed");
-        }
+    /// Readers see the new state at once (from memory while the job is active); the
+    /// store gets it after, retried if it fails.
+    async fn publish(&mut self) -> Written {
         self.status.send_replace(self.job.clone());
+        store_writes::write(&self.inner, &self.job).await
     }
 }

@@ -3,7 +3,9 @@
 mod job_run;
 mod outcome;
 mod registration;
+mod retention;
 mod start_timeline;
+mod store_writes;
 mod sweeper;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
+pub use retention::{DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_INTERVAL, RetentionPolicy};
 pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
     Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
@@ -76,6 +79,9 @@ pub struct ControllerConfig {
     /// How often workers the server does not know are removed.
     #[builder(default = DEFAULT_SWEEP_INTERVAL)]
     pub sweep_interval: Duration,
+    /// Which finished jobs are kept, and how often the others are deleted.
+    #[builder(default)]
+    pub retention: RetentionPolicy,
 }
 
 impl Default for ControllerConfig {
@@ -131,6 +137,9 @@ pub(crate) struct Inner {
     /// Workers that are provisioned and not yet destroyed.
     workers: Mutex<HashSet<WorkerId>>,
     slots: HashMap<String, Arc<Semaphore>>,
+    store_writes: store_writes::StoreWrites,
+    /// Free space of the filesystem holding the logs; a fake in tests.
+    disk_space: retention::SpaceFn,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -150,6 +159,17 @@ impl JobController {
         logs: Arc<LogHub>,
         providers: ProviderRegistry,
     ) -> Result<Self, StoreError> {
+        Self::start_with_disk(config, store, logs, providers, crate::disk::space).await
+    }
+
+    /// [`start`](Self::start), reading free disk space with `disk_space`.
+    pub(crate) async fn start_with_disk(
+        config: ControllerConfig,
+        store: Arc<dyn JobStore>,
+        logs: Arc<LogHub>,
+        providers: ProviderRegistry,
+        disk_space: retention::SpaceFn,
+    ) -> Result<Self, StoreError> {
         let slots = providers
             .all()
             .iter()
@@ -168,6 +188,8 @@ impl JobController {
             active: Mutex::default(),
             workers: Mutex::default(),
             slots,
+            store_writes: store_writes::StoreWrites::default(),
+            disk_space,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -175,6 +197,8 @@ impl JobController {
         sweeper::sweep_orphans(&inner).await;
         let sweep = Arc::clone(&inner);
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
+        inner.tasks.spawn(store_writes::retry(Arc::clone(&inner)));
+        inner.tasks.spawn(retention::run(Arc::clone(&inner)));
         Ok(Self { inner })
     }
 
@@ -267,17 +291,25 @@ impl JobController {
             .get(&id)
             .map(|a| (a.cancel.clone(), a.status.borrow().clone()));
         if let Some((cancel, job)) = active {
-            info!(job.id = %id, "cancel requested");
-            cancel.cancel();
-            return Ok(Some(CancelOutcome {
-                job,
-                requested: true,
-            }));
+            // An ended job whose final state is not stored yet is only reported.
+            let requested = !job.state.is_terminal();
+            if requested {
+                info!(job.id = %id, "cancel requested");
+                cancel.cancel();
+            }
+            return Ok(Some(CancelOutcome { job, requested }));
         }
         Ok(self.inner.store.get(id).await?.map(|job| CancelOutcome {
             job,
             requested: false,
         }))
+    }
+
+    /// Follows whether the store takes every job state write: false from the first
+    /// failed write until every state kept in memory meanwhile is stored.
+    #[must_use]
+    pub fn store_healthy(&self) -> watch::Receiver<bool> {
+        self.inner.store_writes.healthy()
     }
 
     /// Follows a job's state while it is active; `None` once it has ended.
@@ -311,7 +343,8 @@ impl JobController {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// Number of jobs not yet in a terminal state.
+    /// Number of jobs the server holds in memory: those not yet in a terminal state, and
+    /// ended ones whose final state the store has not taken yet.
     #[must_use]
     pub fn active_jobs(&self) -> usize {
         self.inner.lock_active().len()

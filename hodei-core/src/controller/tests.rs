@@ -17,9 +17,11 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    ControllerConfig, FromWorker, JobController, StopReason, ToWorker, WorkerLink, WorkerOutcome,
+    ControllerConfig, FromWorker, JobController, RetentionPolicy, StopReason, ToWorker, WorkerLink,
+    WorkerOutcome,
 };
 use crate::{
+    disk::{DiskSpace, FreeDiskFloor},
     job::{FailureReason, Job, JobId, JobSpec, JobState, ProcessExit, WorkerId},
     logs::{LogHub, OutputChunk, OutputStream},
     provider::{
@@ -36,20 +38,58 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 const RESULT_GRACE: Duration = Duration::from_secs(10);
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Jobs in memory, so no store I/O runs outside the paused clock.
+/// Jobs in memory, so no store I/O runs outside the paused clock. Updates can be made to
+/// fail, and each terminal update records whether the job's log was still open.
 #[derive(Debug, Default)]
 struct MemoryStore {
     jobs: Mutex<HashMap<JobId, Job>>,
+    /// Ids in the order inserted.
+    inserted: Mutex<Vec<JobId>>,
+    /// How many of the next updates fail; `u32::MAX` keeps failing.
+    failing_updates: Mutex<u32>,
+    /// The log hub, to see whether a job's log is closed when its final state is written.
+    logs: std::sync::OnceLock<Arc<LogHub>>,
+    /// Terminal updates written while the job's log was still open.
+    terminal_before_log_closed: Mutex<Vec<JobId>>,
+}
+
+impl MemoryStore {
+    fn fail_updates(&self, count: u32) {
+        *self.failing_updates.lock().unwrap() = count;
+    }
+
+    fn stored(&self, id: JobId) -> Option<Job> {
+        self.jobs.lock().unwrap().get(&id).cloned()
+    }
 }
 
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         self.jobs.lock().unwrap().insert(job.id, job.clone());
+        self.inserted.lock().unwrap().push(job.id);
         Ok(())
     }
     async fn update(&self, job: &Job) -> Result<(), StoreError> {
-        self.insert(job).await
+        {
+            let mut failing = self.failing_updates.lock().unwrap();
+            if *failing > 0 {
+                if *failing != u32::MAX {
+                    *failing -= 1;
+                }
+                return Err(StoreError::Io(std::io::Error::other("injected fault")));
+            }
+        }
+        if job.state.is_terminal()
+            && self
+                .logs
+                .get()
+                .is_some_and(|logs| logs.live(job.id).is_some())
+        {
+            self.terminal_before_log_closed.lock().unwrap().push(job.id);
+        }
+        self.jobs.lock().unwrap().insert(job.id, job.clone());
+        Ok(())
     }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs.lock().unwrap().get(&id).cloned())
@@ -74,6 +114,61 @@ impl JobStore for MemoryStore {
             .filter(|j| !j.state.is_terminal())
             .cloned()
             .collect())
+    }
+    async fn finished_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(self
+            .inserted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| {
+                jobs.get(id).is_some_and(|j| {
+                    j.state.is_terminal() && j.finished_at.is_some_and(|at| at < cutoff)
+                })
+            })
+            .take(limit as usize)
+            .copied()
+            .collect())
+    }
+    async fn finished_beyond(&self, keep: u64, limit: u32) -> Result<Vec<JobId>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let finished: Vec<JobId> = self
+            .inserted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| jobs.get(id).is_some_and(|j| j.state.is_terminal()))
+            .copied()
+            .collect();
+        let beyond = finished.len().saturating_sub(keep as usize);
+        Ok(finished
+            .into_iter()
+            .take(beyond.min(limit as usize))
+            .collect())
+    }
+    async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        let deleted: Vec<JobId> = ids
+            .iter()
+            .filter(|id| jobs.get(id).is_some_and(|j| j.state.is_terminal()))
+            .copied()
+            .collect();
+        for id in &deleted {
+            jobs.remove(id);
+        }
+        self.inserted
+            .lock()
+            .unwrap()
+            .retain(|id| !deleted.contains(id));
+        Ok(deleted)
+    }
+    async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
+        Ok(self.jobs.lock().unwrap().contains_key(&id))
     }
 }
 
@@ -195,6 +290,7 @@ impl WorkerEnd {
 struct Harness {
     controller: JobController,
     provider: Arc<FakeProvider>,
+    store: Arc<MemoryStore>,
     created: mpsc::UnboundedReceiver<CreatedWorker>,
     _dir: tempfile::TempDir,
 }
@@ -206,6 +302,26 @@ impl Harness {
 
     async fn with_max_workers(plan: &[Provision], max_workers: Option<usize>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::build(
+            plan,
+            max_workers,
+            RetentionPolicy::default(),
+            Arc::new(MemoryStore::default()),
+            plenty_of_space,
+            dir,
+        )
+        .await
+    }
+
+    /// A harness whose `store` and logs `dir` may already hold jobs.
+    async fn build(
+        plan: &[Provision],
+        max_workers: Option<usize>,
+        retention: RetentionPolicy,
+        store: Arc<MemoryStore>,
+        disk_space: super::retention::SpaceFn,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let (created_tx, created) = mpsc::unbounded_channel();
         let provider = Arc::new(FakeProvider {
             plan: Mutex::new(plan.iter().copied().collect()),
@@ -221,18 +337,23 @@ impl Harness {
             .provision_timeout(PROVISION_TIMEOUT)
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
+            .retention(retention)
             .build();
-        let controller = JobController::start(
+        let logs = Arc::new(LogHub::open(dir.path()).unwrap());
+        store.logs.set(Arc::clone(&logs)).unwrap();
+        let controller = JobController::start_with_disk(
             config,
-            Arc::new(MemoryStore::default()),
-            Arc::new(LogHub::open(dir.path()).unwrap()),
+            Arc::clone(&store) as Arc<dyn JobStore>,
+            logs,
             providers,
+            disk_space,
         )
         .await
         .unwrap();
         Self {
             controller,
             provider,
+            store,
             created,
             _dir: dir,
         }
@@ -768,4 +889,277 @@ async fn a_job_submitted_during_shutdown_is_refused() {
         Err(super::SubmitError::ShuttingDown)
     ));
     assert_eq!(harness.provisions(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_final_state_is_written_after_the_log_is_closed() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    end.report(ProcessExit::Code(0)).await;
+    harness.ended(job.id).await;
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert!(
+        harness
+            .store
+            .terminal_before_log_closed
+            .lock()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Polls `condition` while the paused clock runs, for up to a minute of it.
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "the condition never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_state_the_store_refuses_a_few_times_is_stored_by_the_retries() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    let mut healthy = harness.controller.store_healthy();
+    harness.store.fail_updates(3);
+    end.report(ProcessExit::Code(0)).await;
+    healthy.wait_for(|h| !h).await.unwrap();
+    healthy.wait_for(|h| *h).await.unwrap();
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        harness.controller.get(job.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_state_the_store_keeps_refusing_stays_in_memory_until_stored() {
+    let mut harness = Harness::start(&[]).await;
+    let (job, _worker, end) = harness.running().await;
+    let healthy = harness.controller.store_healthy();
+    harness.store.fail_updates(u32::MAX);
+    end.report(ProcessExit::Code(0)).await;
+    harness.ended(job.id).await;
+    // Well past the in-line retries and several background rounds.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!*healthy.borrow());
+    assert_eq!(harness.controller.active_jobs(), 1);
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Running),
+        "the store still has the older state"
+    );
+    let seen = harness.controller.get(job.id).await.unwrap().unwrap();
+    assert_eq!(seen.state, JobState::Succeeded);
+    let listed = harness.controller.list(10).await.unwrap();
+    assert_eq!(listed[0].state, JobState::Succeeded);
+    let cancel = harness.controller.cancel(job.id).await.unwrap().unwrap();
+    assert!(!cancel.requested);
+    assert_eq!(cancel.job.state, JobState::Succeeded);
+
+    harness.store.fail_updates(0);
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert!(*healthy.borrow());
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        harness.controller.get(job.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn states_refused_while_running_are_stored_newest_last() {
+    let mut harness = Harness::start(&[]).await;
+    harness.store.fail_updates(u32::MAX);
+    let job = harness.submit().await;
+    let worker = harness.created().await;
+    let mut end = harness.register(&worker).await;
+    assert!(matches!(end.next().await, ToWorker::Assign(_)));
+    let _alive = end.keep_alive();
+    harness
+        .wait_for(job.id, |j| j.state == JobState::Running)
+        .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    harness.store.fail_updates(0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::Running)
+    );
+    assert_eq!(harness.controller.active_jobs(), 1);
+    assert!(*harness.controller.store_healthy().borrow());
+    end.report(ProcessExit::Code(1)).await;
+    wait_until(|| harness.controller.active_jobs() == 0).await;
+    assert_eq!(
+        harness.store.stored(job.id).map(|j| j.state),
+        Some(JobState::from_exit(ProcessExit::Code(1)))
+    );
+}
+
+fn plenty_of_space(_: &std::path::Path) -> std::io::Result<DiskSpace> {
+    Ok(DiskSpace {
+        available: u64::MAX / 2,
+        total: u64::MAX,
+    })
+}
+
+/// A filesystem of 1000 bytes where each job log takes 100.
+fn hundred_bytes_per_log(dir: &std::path::Path) -> std::io::Result<DiskSpace> {
+    let logs = std::fs::read_dir(dir)?
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count() as u64;
+    Ok(DiskSpace {
+        available: 1000u64.saturating_sub(100 * logs),
+        total: 1000,
+    })
+}
+
+/// Stores a job that finished `hours_ago`, with a log file.
+async fn finished_job(store: &MemoryStore, dir: &std::path::Path, hours_ago: i64) -> JobId {
+    let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "fake");
+    job.state = JobState::Succeeded;
+    job.finished_at = Some(time::OffsetDateTime::now_utc() - time::Duration::hours(hours_ago));
+    store.insert(&job).await.unwrap();
+    std::fs::write(log_path(dir, job.id), b"").unwrap();
+    job.id
+}
+
+fn log_path(dir: &std::path::Path, id: JobId) -> std::path::PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn finished_jobs_past_the_age_and_their_logs_are_deleted_and_others_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let old = finished_job(&store, dir.path(), 48).await;
+    let recent = finished_job(&store, dir.path(), 1).await;
+    let orphan = JobId::new();
+    std::fs::write(log_path(dir.path(), orphan), b"").unwrap();
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .max_age(Duration::from_secs(24 * 3600))
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let mut harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        plenty_of_space,
+        dir,
+    )
+    .await;
+    let (running, _worker, end) = harness.running().await;
+    let _alive = end.keep_alive();
+    wait_until(|| !log_path(&path, old).exists()).await;
+    assert!(store.stored(old).is_none());
+    assert!(!log_path(&path, orphan).exists(), "a log without a job");
+    assert!(store.stored(recent).is_some());
+    assert!(log_path(&path, recent).exists());
+
+    // A job that finished long ago appears later; the next run deletes it.
+    let late = finished_job(&store, &path, 72).await;
+    tokio::time::sleep(RETENTION_INTERVAL * 2).await;
+    assert!(store.stored(late).is_none());
+    assert!(!log_path(&path, late).exists());
+    assert!(store.stored(recent).is_some());
+    assert_eq!(
+        harness
+            .controller
+            .get(running.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Running
+    );
+    assert!(log_path(&path, running.id).exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_newest_finished_jobs_are_kept_when_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for hours_ago in [4, 3, 2, 1] {
+        ids.push(finished_job(&store, dir.path(), hours_ago).await);
+    }
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .max_finished_jobs(2)
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let _harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        plenty_of_space,
+        dir,
+    )
+    .await;
+    wait_until(|| store.stored(ids[1]).is_none()).await;
+    assert!(store.stored(ids[0]).is_none());
+    assert!(!log_path(&path, ids[0]).exists());
+    assert!(store.stored(ids[2]).is_some());
+    assert!(store.stored(ids[3]).is_some());
+    assert!(log_path(&path, ids[3]).exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_oldest_finished_jobs_are_deleted_while_the_disk_is_below_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let mut ids = Vec::new();
+    for hours_ago in (1..=8).rev() {
+        ids.push(finished_job(&store, dir.path(), hours_ago).await);
+    }
+    let path = dir.path().to_owned();
+    let retention = RetentionPolicy::builder()
+        .min_free_disk(FreeDiskFloor::Bytes(500))
+        .interval(RETENTION_INTERVAL)
+        .build();
+    let mut harness = Harness::build(
+        &[],
+        None,
+        retention,
+        Arc::clone(&store),
+        hundred_bytes_per_log,
+        dir,
+    )
+    .await;
+    // 8 logs leave 200 bytes free: the 3 oldest go, leaving 500.
+    wait_until(|| store.stored(ids[2]).is_none()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(ids[..3].iter().all(|id| store.stored(*id).is_none()));
+    assert!(ids[3..].iter().all(|id| store.stored(*id).is_some()));
+    assert_eq!(hundred_bytes_per_log(&path).unwrap().available, 500);
+
+    // A running job's log takes 100 more: the next run deletes one more finished job,
+    // never the running one.
+    let (running, _worker, end) = harness.running().await;
+    let _alive = end.keep_alive();
+    tokio::time::sleep(RETENTION_INTERVAL * 2).await;
+    assert!(store.stored(ids[3]).is_none());
+    assert!(ids[4..].iter().all(|id| store.stored(*id).is_some()));
+    assert!(log_path(&path, running.id).exists());
+    assert!(store.stored(running.id).is_some());
 }

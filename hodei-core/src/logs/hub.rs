@@ -44,19 +44,55 @@ impl LogHub {
         self.lock().get(&job).cloned()
     }
 
-    /// Ends a job's log: followers get the rest and then the end.
-    pub(crate) fn close(&self, job: JobId) {
-        if let Some(log) = self.lock().remove(&job) {
-            log.close();
+    /// Ends a job's log: followers get the rest and then the end. Returns once the log
+    /// and its directory entry are synced to disk.
+    pub(crate) async fn close(&self, job: JobId) -> io::Result<()> {
+        let log = self.lock().remove(&job);
+        match log {
+            Some(log) => log.close().await,
+            None => Ok(()),
         }
     }
 
     /// Deletes a job's log, for a job that was never stored.
     pub(crate) fn discard(&self, job: JobId) {
         if let Some(log) = self.lock().remove(&job) {
-            log.close();
+            log.finish();
             let _ = std::fs::remove_file(log.path());
         }
+    }
+
+    /// The directory holding the logs.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes the log of a job that has ended; a log being written is kept.
+    pub(crate) async fn remove(&self, job: JobId) -> io::Result<()> {
+        if self.live(job).is_some() {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.path(job)).await {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// The jobs that have a log file.
+    pub(crate) async fn stored_ids(&self) -> io::Result<Vec<JobId>> {
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut ids = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|stem| stem.parse().ok())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Follows a job's log from `from_seq` (1 is the first chunk; 0 also means the start).
@@ -137,7 +173,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        hub.close(job);
+        hub.close(job).await.unwrap();
         let [early, middle, from_300] = tasks;
         assert_eq!(early.await.unwrap(), (1..=1000).collect::<Vec<_>>());
         assert_eq!(middle.await.unwrap(), (1..=1000).collect::<Vec<_>>());
@@ -165,7 +201,7 @@ mod tests {
                 got: 5
             })
         ));
-        hub.close(job);
+        hub.close(job).await.unwrap();
         assert!(matches!(
             log.append(&[chunk(4, "d")]),
             Err(AppendError::Closed)

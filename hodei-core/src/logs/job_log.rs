@@ -129,32 +129,30 @@ impl JobLog {
     }
 
     /// Takes no more output and lets followers finish once they have read it all.
-    pub fn close(&self) {
-        let writer = self.writer.lock();
+    pub(crate) fn finish(&self) {
+        let _writer = self.writer.lock();
         self.progress.send_modify(|p| p.closed = true);
-        // Data is already in the OS; syncing makes it survive a machine crash. It can take
-        // long after much output, so it runs off the async threads.
-        match (
-            writer.file.try_clone(),
-            tokio::runtime::Handle::try_current(),
-        ) {
-            (Ok(file), Ok(runtime)) => {
-                let path = self.path.clone();
-                runtime.spawn_blocking(move || {
-                    if let Err(error) = file.sync_data() {
-                        tracing::warn!(path = %path.display(), %error, "syncing a finished job log failed");
-                    }
-                });
+    }
+
+    /// Finishes the log and makes it survive a machine crash: its data, then the entry of
+    /// its directory (a new file is only durable once its directory is). Syncing can take
+    /// long after much output, so it runs off the async threads; this returns once done.
+    pub(crate) async fn close(&self) -> io::Result<()> {
+        let file = {
+            let writer = self.writer.lock();
+            self.progress.send_modify(|p| p.closed = true);
+            writer.file.try_clone()?
+        };
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            match path.parent() {
+                Some(dir) => File::open(dir)?.sync_all(),
+                None => Ok(()),
             }
-            (Ok(file), Err(_)) => {
-                if let Err(error) = file.sync_data() {
-                    tracing::warn!(path = %self.path.display(), %error, "syncing a finished job log failed");
-                }
-            }
-            (Err(error), _) => {
-                tracing::warn!(path = %self.path.display(), %error, "cannot sync a finished job log");
-            }
-        }
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {

@@ -7,6 +7,7 @@ mod exposure;
 mod follow;
 mod grpc_limits;
 mod job_service;
+mod store_health;
 mod tls;
 mod worker_service;
 
@@ -326,11 +327,18 @@ impl HodeiServer {
             "serving"
         );
         let stopped = CancellationToken::new();
+        let draining = CancellationToken::new();
+        tokio::spawn(store_health::follow(
+            job_health.clone(),
+            self.controller.store_healthy(),
+            draining.clone(),
+        ));
         let drain = {
             let controller = self.controller.clone();
             let stopped = stopped.clone();
             async move {
                 shutdown.await;
+                draining.cancel();
                 info!("shutting down: stopping active jobs");
                 // Health tells load balancers the truth from the first moment of the drain.
                 not_serving::<JobServiceServer<JobApi>>(&job_health).await;

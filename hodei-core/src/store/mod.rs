@@ -6,6 +6,8 @@ use async_trait::async_trait;
 
 pub use sqlite::SqliteStore;
 
+use time::OffsetDateTime;
+
 use crate::job::{Job, JobId};
 
 /// Why the store failed.
@@ -47,4 +49,18 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError>;
     /// Jobs that were not terminal when last written.
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
+    /// Up to `limit` finished (terminal) jobs that finished before `cutoff`, oldest first.
+    async fn finished_before(
+        &self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError>;
+    /// Up to `limit` finished jobs beyond the newest `keep` finished ones, oldest first.
+    /// `finished_beyond(0, n)` is the oldest `n` finished jobs.
+    async fn finished_beyond(&self, keep: u64, limit: u32) -> Result<Vec<JobId>, StoreError>;
+    /// Deletes the finished jobs among `ids`, all in one transaction, and returns those
+    /// deleted. A job that is not terminal is never deleted.
+    async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;
+    /// True when a job with this id is stored.
+    async fn contains(&self, id: JobId) -> Result<bool, StoreError>;
 }

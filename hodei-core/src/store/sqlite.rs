@@ -4,11 +4,13 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use sqlx::{
-    Row,
+    Acquire, Row,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
+
+use time::OffsetDateTime;
 
 use super::{JobStore, StoreError};
 use crate::{
@@ -34,6 +36,11 @@ const MIGRATIONS: &[&str] = &[
     // Jobs record their owner; older rows get an empty one.
     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
      CREATE INDEX IF NOT EXISTS jobs_owner_created_seq ON jobs (owner, created_seq);",
+    // Finished jobs record when, in Unix seconds, so retention can find the old ones.
+    "ALTER TABLE jobs ADD COLUMN finished_at INTEGER;
+     UPDATE jobs SET finished_at = CAST(strftime('%s', json_extract(record, '$.finished_at')) AS INTEGER)
+       WHERE terminal = 1;
+     CREATE INDEX IF NOT EXISTS jobs_terminal_finished_at ON jobs (terminal, finished_at);",
 ];
 
 /// Applies the migrations `pool`'s database has not had yet, each in its own transaction.
@@ -96,6 +103,45 @@ impl SqliteStore {
         })
     }
 
+    /// The ids of `rows`; a row whose id does not parse is skipped (it was not written by
+    /// this server, and nothing else can name it).
+    fn rows_to_ids(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<JobId> {
+        rows.iter()
+            .filter_map(|row| row.get::<&str, _>("id").parse().ok())
+            .collect()
+    }
+
+    /// Writes a terminal state with `synchronous = FULL`, so the commit is on disk before
+    /// the call returns; the connection then goes back to `NORMAL`. A connection that
+    /// cannot go back is closed rather than returned to the pool.
+    async fn update_durably(&self, job: &Job, record: String) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let updated = Self::update_query(job, record).execute(&mut *conn).await;
+        if let Err(error) = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+        {
+            conn.close().await?;
+            return Err(error.into());
+        }
+        updated?;
+        Ok(())
+    }
+
+    fn update_query(
+        job: &Job,
+        record: String,
+    ) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'static>> {
+        sqlx::query("UPDATE jobs SET terminal = ?2, record = ?3, finished_at = ?4 WHERE id = ?1")
+            .bind(job.id.to_string())
+            .bind(job.state.is_terminal())
+            .bind(record)
+            .bind(job.finished_at.map(OffsetDateTime::unix_timestamp))
+    }
+
     fn rows_to_jobs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Job>, StoreError> {
         rows.iter()
             .map(|row| Self::decode(row.get::<&str, _>("id"), row.get::<&str, _>("record")))
@@ -108,13 +154,14 @@ impl JobStore for SqliteStore {
     async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
         sqlx::query(
-            "INSERT INTO jobs (id, created_seq, terminal, record, owner)
-             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3, ?4)",
+            "INSERT INTO jobs (id, created_seq, terminal, record, owner, finished_at)
+             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5)",
         )
         .bind(job.id.to_string())
         .bind(job.state.is_terminal())
         .bind(record)
         .bind(&job.owner)
+        .bind(job.finished_at.map(OffsetDateTime::unix_timestamp))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -122,12 +169,10 @@ impl JobStore for SqliteStore {
 
     async fn update(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
-        sqlx::query("UPDATE jobs SET terminal = ?2, record = ?3 WHERE id = ?1")
-            .bind(job.id.to_string())
-            .bind(job.state.is_terminal())
-            .bind(record)
-            .execute(&self.pool)
-            .await?;
+        if job.state.is_terminal() {
+            return self.update_durably(job, record).await;
+        }
+        Self::update_query(job, record).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -166,6 +211,66 @@ impl JobStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         Self::rows_to_jobs(&rows)
+    }
+
+    async fn finished_before(
+        &self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE terminal = 1 AND finished_at < ?1
+             ORDER BY finished_at, created_seq LIMIT ?2",
+        )
+        .bind(cutoff.unix_timestamp())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Self::rows_to_ids(&rows))
+    }
+
+    async fn finished_beyond(&self, keep: u64, limit: u32) -> Result<Vec<JobId>, StoreError> {
+        let finished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE terminal = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let beyond = u64::try_from(finished)
+            .unwrap_or(0)
+            .saturating_sub(keep)
+            .min(u64::from(limit));
+        if beyond == 0 {
+            return Ok(Vec::new());
+        }
+        let rows =
+            sqlx::query("SELECT id FROM jobs WHERE terminal = 1 ORDER BY created_seq LIMIT ?1")
+                .bind(i64::try_from(beyond).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Self::rows_to_ids(&rows))
+    }
+
+    async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut deleted = Vec::with_capacity(ids.len());
+        for id in ids {
+            let done = sqlx::query("DELETE FROM jobs WHERE id = ?1 AND terminal = 1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                deleted.push(*id);
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 }
 
@@ -295,5 +400,91 @@ mod tests {
         changed.state = JobState::Running;
         assert!(store.insert(&changed).await.is_err());
         assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+    }
+
+    fn finished(hours_ago: i64) -> Job {
+        let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        job.state = JobState::Succeeded;
+        job.finished_at = Some(OffsetDateTime::now_utc() - time::Duration::hours(hours_ago));
+        job
+    }
+
+    #[tokio::test]
+    async fn a_terminal_update_is_stored_and_the_connection_goes_back_to_normal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        store.insert(&job).await.unwrap();
+        job.state = JobState::Succeeded;
+        job.finished_at = Some(OffsetDateTime::now_utc());
+        store.update(&job).await.unwrap();
+        assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+        // Every pooled connection, including the one that wrote, is NORMAL (1) again.
+        let open = store.pool.size();
+        assert!(open > 0);
+        let mut held = Vec::new();
+        for _ in 0..open {
+            held.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(level, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_queries_find_old_and_surplus_finished_jobs_and_never_active_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let oldest = finished(48);
+        let old = finished(30);
+        let active = Job::new(JobSpec::builder("sleep 1").build().unwrap(), "local");
+        let recent = finished(1);
+        for job in [&oldest, &active, &old, &recent] {
+            store.insert(job).await.unwrap();
+        }
+        let cutoff = OffsetDateTime::now_utc() - time::Duration::hours(24);
+        assert_eq!(
+            store.finished_before(cutoff, 10).await.unwrap(),
+            vec![oldest.id, old.id]
+        );
+        assert_eq!(
+            store.finished_before(cutoff, 1).await.unwrap(),
+            vec![oldest.id]
+        );
+        assert_eq!(
+            store.finished_beyond(1, 10).await.unwrap(),
+            vec![oldest.id, old.id]
+        );
+        assert_eq!(store.finished_beyond(0, 1).await.unwrap(), vec![oldest.id]);
+        assert!(store.finished_beyond(3, 10).await.unwrap().is_empty());
+        let deleted = store
+            .delete_finished(&[oldest.id, active.id, JobId::new()])
+            .await
+            .unwrap();
+        assert_eq!(deleted, vec![oldest.id]);
+        assert!(!store.contains(oldest.id).await.unwrap());
+        assert!(store.contains(active.id).await.unwrap());
+        assert_eq!(store.list(10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_job_finished_by_an_update_is_found_by_its_finish_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut job = Job::new(JobSpec::builder("true").build().unwrap(), "local");
+        store.insert(&job).await.unwrap();
+        let cutoff = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        assert!(store.finished_before(cutoff, 10).await.unwrap().is_empty());
+        job.state = JobState::Succeeded;
+        job.finished_at = Some(cutoff - time::Duration::hours(1));
+        store.update(&job).await.unwrap();
+        assert_eq!(
+            store.finished_before(cutoff, 10).await.unwrap(),
+            vec![job.id]
+        );
     }
 }
