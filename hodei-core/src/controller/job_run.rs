@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink, outcome,
-    start_timeline::StartTimeline, worker_guard::WorkerGuard,
+    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink,
+    admission::QueueTicket, outcome, start_timeline::StartTimeline, worker_guard::WorkerGuard,
 };
 use crate::{
     job::{FailureReason, Job, JobState, WorkerId},
@@ -33,6 +33,10 @@ pub(super) struct JobRun {
     status: watch::Sender<Job>,
     cancel: CancellationToken,
     timeline: StartTimeline,
+    /// The job's place in the queue while it waits; `None` once it left the queue.
+    queued: Option<QueueTicket>,
+    /// Set when the server refused to store more of the job's output: how it ends.
+    refused: Option<FailureReason>,
 }
 
 /// A worker the provider created, waiting for it to register.
@@ -64,6 +68,7 @@ impl JobRun {
         provider: Arc<dyn Provider>,
         status: watch::Sender<Job>,
         cancel: CancellationToken,
+        queued: QueueTicket,
     ) -> Self {
         let timeline = StartTimeline::new(job.created_at);
         Self {
@@ -73,12 +78,16 @@ impl JobRun {
             status,
             cancel,
             timeline,
+            queued: Some(queued),
+            refused: None,
         }
     }
 
     pub(super) async fn run(mut self) {
         let mut guard = None;
         let state = self.drive(&mut guard).await;
+        let state = outcome::refused(state, self.refused.take());
+        self.queued = None;
         self.inner.logs.close(self.job.id);
         let finished_at = OffsetDateTime::now_utc();
         self.job.finished_at = Some(finished_at);
@@ -101,6 +110,7 @@ impl JobRun {
             Ok(permit) => permit,
             Err(reason) => return self.stopped_without_result(reason),
         };
+        self.queued = None;
         self.timeline.dequeued();
         let mut attempt = 0u32;
         loop {
@@ -210,6 +220,8 @@ impl JobRun {
         warn!(%error, retry_in = ?delay, "provider refused the worker for now; job stays queued");
         self.job.worker_id = None;
         self.job.detail = Some(format!("waiting: {error}"));
+        // Queued again, so counted again; an admitted job is never turned away here.
+        let _queued = self.inner.admission.requeue(&self.job.owner);
         self.set_state(JobState::Queued).await;
         tokio::select! {
             () = sleep(delay) => Ok(()),
@@ -302,6 +314,18 @@ impl JobRun {
                         self.check_output_complete(last_seq);
                         let _ = link.to_worker.send(ToWorker::ResultAccepted).await;
                         return outcome::reported(&outcome, stop_reason, limit);
+                    }
+                    Some(FromWorker::OutputRefused(reason)) => {
+                        heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
+                        if self.refused.is_none() {
+                            warn!(%reason, "output refused; stopping the job");
+                            self.refused = Some(reason);
+                        }
+                        // A job already being stopped keeps its deadline; the refusal
+                        // still decides how it ends.
+                        if stopping.is_none() {
+                            stopping = Some(self.stop(&link, StopReason::OutputRefused).await);
+                        }
                     }
                     Some(FromWorker::Broken(message)) => return self.worker_gone(stop_reason, &message),
                     None => return self.worker_gone(stop_reason, "the worker's stream closed without a result"),

@@ -70,6 +70,11 @@ impl LogHub {
         LogFollower::open(&self.path(job), from_seq, None)
     }
 
+    /// The directory holding the logs.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, job: JobId) -> PathBuf {
         Path::new(&self.dir).join(format!("{job}.log"))
     }
