@@ -9,6 +9,8 @@ mod registration;
 mod start_timeline;
 mod sweeper;
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod tests;
 mod worker_guard;
 mod worker_link;

@@ -32,9 +32,9 @@ use crate::{
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
-const KILL_GRACE: Duration = Duration::from_secs(10);
-const RESULT_GRACE: Duration = Duration::from_secs(10);
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(10);
+pub(super) const RESULT_GRACE: Duration = Duration::from_secs(10);
+pub(super) const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Jobs in memory, so no store I/O runs outside the paused clock.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ impl JobStore for MemoryStore {
 
 /// What the fake platform does with one provision call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Provision {
+pub(super) enum Provision {
     /// Create the worker and hand it to the test.
     Create,
     /// Refuse for good.
@@ -92,9 +92,9 @@ enum Provision {
 
 /// A worker the fake platform created; the test plays both the platform and the worker.
 #[derive(Debug)]
-struct CreatedWorker {
-    launch: WorkerLaunch,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+pub(super) struct CreatedWorker {
+    pub(super) launch: WorkerLaunch,
+    pub(super) events: mpsc::UnboundedSender<WorkerEvent>,
 }
 
 #[derive(Debug)]
@@ -159,22 +159,22 @@ impl Provider for FakeProvider {
 }
 
 /// The worker's end of a hand-made link.
-struct WorkerEnd {
+pub(super) struct WorkerEnd {
     to_worker: mpsc::Receiver<ToWorker>,
     from_worker: mpsc::Sender<FromWorker>,
 }
 
 impl WorkerEnd {
-    async fn next(&mut self) -> ToWorker {
+    pub(super) async fn next(&mut self) -> ToWorker {
         self.to_worker.recv().await.expect("the controller hung up")
     }
 
-    async fn send(&self, message: FromWorker) {
+    pub(super) async fn send(&self, message: FromWorker) {
         self.from_worker.send(message).await.unwrap();
     }
 
     /// Sends a heartbeat every 5 s until the returned handle is dropped.
-    fn keep_alive(&self) -> AbortOnDropHandle<()> {
+    pub(super) fn keep_alive(&self) -> AbortOnDropHandle<()> {
         let heartbeat = self.from_worker.clone();
         AbortOnDropHandle::new(tokio::spawn(async move {
             while heartbeat.send(FromWorker::Alive).await.is_ok() {
@@ -183,7 +183,7 @@ impl WorkerEnd {
         }))
     }
 
-    async fn report(&self, exit: ProcessExit) {
+    pub(super) async fn report(&self, exit: ProcessExit) {
         self.send(FromWorker::Result {
             outcome: WorkerOutcome::Exit(exit),
             last_seq: 0,
@@ -192,19 +192,28 @@ impl WorkerEnd {
     }
 }
 
-struct Harness {
-    controller: JobController,
+pub(super) struct Harness {
+    pub(super) controller: JobController,
     provider: Arc<FakeProvider>,
     created: mpsc::UnboundedReceiver<CreatedWorker>,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
-    async fn start(plan: &[Provision]) -> Self {
+    pub(super) async fn start(plan: &[Provision]) -> Self {
         Self::with_max_workers(plan, None).await
     }
 
     async fn with_max_workers(plan: &[Provision], max_workers: Option<usize>) -> Self {
+        Self::with_config(plan, max_workers, |config| config).await
+    }
+
+    /// A harness whose controller config is `adjust`ed from the one every test uses.
+    pub(super) async fn with_config(
+        plan: &[Provision],
+        max_workers: Option<usize>,
+        adjust: impl FnOnce(ControllerConfig) -> ControllerConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (created_tx, created) = mpsc::unbounded_channel();
         let provider = Arc::new(FakeProvider {
@@ -222,6 +231,7 @@ impl Harness {
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
             .build();
+        let config = adjust(config);
         let controller = JobController::start(
             config,
             Arc::new(MemoryStore::default()),
@@ -238,7 +248,7 @@ impl Harness {
         }
     }
 
-    async fn submit(&self) -> Job {
+    pub(super) async fn submit(&self) -> Job {
         let spec = JobSpec::builder("true")
             .timeout(JOB_TIMEOUT)
             .build()
@@ -247,12 +257,12 @@ impl Harness {
     }
 
     /// The next worker the provider created.
-    async fn created(&mut self) -> CreatedWorker {
+    pub(super) async fn created(&mut self) -> CreatedWorker {
         self.created.recv().await.unwrap()
     }
 
     /// Registers `worker` as its server stream would, and returns the worker's end.
-    async fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
+    pub(super) async fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
         let pending = self
             .controller
             .registrations()
@@ -282,7 +292,7 @@ impl Harness {
     }
 
     /// Submits a job, creates its worker and registers it; returns it assigned.
-    async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
+    pub(super) async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
         let job = self.submit().await;
         let worker = self.created().await;
         let mut end = self.register(&worker).await;
@@ -293,7 +303,7 @@ impl Harness {
     }
 
     /// Waits until the job satisfies `condition`, and returns it.
-    async fn wait_for(&self, id: JobId, condition: impl Fn(&Job) -> bool) -> Job {
+    pub(super) async fn wait_for(&self, id: JobId, condition: impl Fn(&Job) -> bool) -> Job {
         if let Some(mut status) = self.controller.watch(id)
             && let Ok(job) = status.wait_for(|j| condition(j)).await
         {
@@ -305,12 +315,12 @@ impl Harness {
     }
 
     /// Waits for the job's terminal state.
-    async fn ended(&self, id: JobId) -> JobState {
+    pub(super) async fn ended(&self, id: JobId) -> JobState {
         self.wait_for(id, |j| j.state.is_terminal()).await.state
     }
 
     /// Waits until the provider was asked to remove `worker_id`.
-    async fn destroyed(&self, worker_id: WorkerId) {
+    pub(super) async fn destroyed(&self, worker_id: WorkerId) {
         let mut destroyed = self.provider.destroyed.subscribe();
         tokio::time::timeout(
             Duration::from_secs(1),
