@@ -31,7 +31,12 @@ pub fn space(path: &Path) -> io::Result<DiskSpace> {
 #[must_use]
 #[allow(clippy::cast_precision_loss)] // one decimal is shown
 pub fn readable(bytes: u64) -> String {
-    for (unit, scale) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, scale) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if bytes >= scale {
             return format!("{:.1} {unit}", bytes as f64 / scale as f64);
         }

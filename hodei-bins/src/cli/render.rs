@@ -209,7 +209,10 @@ mod tests {
         };
         let text = job_text(&job);
         assert!(text.contains("log limit exceeded"), "{text}");
-        assert!(text.contains("64.0 KiB (HODEI_MAX_LOG_BYTES=65536)"), "{text}");
+        assert!(
+            text.contains("64.0 KiB (HODEI_MAX_LOG_BYTES=65536)"),
+            "{text}"
+        );
         job.state = JobState::Failed {
             reason: hodei_core::FailureReason::DiskFull {
                 free_bytes: 0,

@@ -83,7 +83,12 @@ impl Admission {
     /// Jobs of `owner` queued now.
     #[cfg(test)]
     pub(crate) fn queued_of(&self, owner: &str) -> usize {
-        self.counts.lock().per_owner.get(owner).copied().unwrap_or(0)
+        self.counts
+            .lock()
+            .per_owner
+            .get(owner)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn release(&self, owner: &str) {

@@ -26,7 +26,9 @@ const RECHECK_AFTER_BYTES: u64 = 16 << 20;
 /// How free space is measured: [`disk::space`] unless a test or a host program says
 /// otherwise.
 #[derive(Clone)]
-pub struct SpaceProbe(Arc<dyn Fn(&Path) -> io::Result<DiskSpace> + Send + Sync>);
+pub struct SpaceProbe(Arc<MeasureFn>);
+
+type MeasureFn = dyn Fn(&Path) -> io::Result<DiskSpace> + Send + Sync;
 
 impl SpaceProbe {
     /// Measures with `probe`.

@@ -46,7 +46,11 @@ async fn each_queue_cap_refuses_past_its_value_naming_its_setting() {
     // One worker slot, taken: every later job waits in the queue.
     let mut harness = Harness::with_config(&[], Some(1), caps(3, 2)).await;
     let (_running, _worker, _end) = harness.running().await;
-    assert_eq!(harness.controller.queued_jobs(), 0, "the running job left the queue");
+    assert_eq!(
+        harness.controller.queued_jobs(),
+        0,
+        "the running job left the queue"
+    );
     harness.submit_as("alice").await.unwrap();
     harness.submit_as("alice").await.unwrap();
     let refused = harness.submit_as("alice").await.unwrap_err();

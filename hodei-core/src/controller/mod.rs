@@ -3,13 +3,13 @@
 mod admission;
 mod disk_watch;
 mod job_run;
+#[cfg(test)]
+mod limits_tests;
 mod outcome;
 mod output_intake;
 mod registration;
 mod start_timeline;
 mod sweeper;
-#[cfg(test)]
-mod limits_tests;
 #[cfg(test)]
 mod tests;
 mod worker_guard;
@@ -29,8 +29,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 pub use admission::{DEFAULT_MAX_QUEUED_JOBS, DEFAULT_MAX_QUEUED_JOBS_PER_OWNER};
 pub use disk_watch::{DEFAULT_DISK_CHECK_INTERVAL, DiskCondition, SpaceProbe};
-pub(crate) use output_intake::{Intake, OutputIntake};
 pub use output_intake::DEFAULT_MAX_LOG_BYTES;
+pub(crate) use output_intake::{Intake, OutputIntake};
 pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
 pub(crate) use worker_link::PendingWorker;
@@ -267,7 +267,9 @@ impl JobController {
         sweeper::sweep_orphans(&inner).await;
         let sweep = Arc::clone(&inner);
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
-        inner.tasks.spawn(Arc::clone(&inner.disk).run(inner.shutdown.clone()));
+        inner
+            .tasks
+            .spawn(Arc::clone(&inner.disk).run(inner.shutdown.clone()));
         Ok(Self { inner })
     }
 

@@ -39,11 +39,13 @@ pub(super) fn reported(
                 reason: FailureReason::OutOfMemory { exit: *exit },
             }
         }
-        (None | Some(StopReason::OutputRefused), WorkerOutcome::SpawnFailed(message)) => JobState::Failed {
-            reason: FailureReason::CommandNotStarted {
-                message: message.clone(),
-            },
-        },
+        (None | Some(StopReason::OutputRefused), WorkerOutcome::SpawnFailed(message)) => {
+            JobState::Failed {
+                reason: FailureReason::CommandNotStarted {
+                    message: message.clone(),
+                },
+            }
+        }
     }
 }
 

@@ -44,11 +44,7 @@ impl OutputIntake {
 
     /// Stores what fits of `chunks` in `log`. Errors are the log's own refusals (gaps,
     /// oversized chunks, a closed log) and disk errors other than a full disk.
-    pub(crate) fn take(
-        &self,
-        log: &JobLog,
-        chunks: &[OutputChunk],
-    ) -> Result<Intake, AppendError> {
+    pub(crate) fn take(&self, log: &JobLog, chunks: &[OutputChunk]) -> Result<Intake, AppendError> {
         let ack = chunks
             .iter()
             .map(|c| c.seq)

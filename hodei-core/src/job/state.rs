@@ -4,7 +4,6 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-
 /// How the job's command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -155,7 +155,11 @@ async fn read_from_worker(
                         }
                         Intake::Refused { ack, refusal } => {
                             if let Some(reason) = refusal {
-                                if controller.send(FromWorker::OutputRefused(reason)).await.is_err() {
+                                if controller
+                                    .send(FromWorker::OutputRefused(reason))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             } else {
@@ -208,10 +212,13 @@ async fn read_from_worker(
 /// Takes a batch into the job's log, under the log quota and the disk floor.
 fn store_output(output: &Output, chunks: &[OutputChunk]) -> Result<Intake, Status> {
     let before = output.log.last_seq();
-    let intake = output.intake.take(&output.log, chunks).map_err(|e| match e {
-        crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
-        e => Status::invalid_argument(format!("invalid output: {e}")),
-    })?;
+    let intake = output
+        .intake
+        .take(&output.log, chunks)
+        .map_err(|e| match e {
+            crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
+            e => Status::invalid_argument(format!("invalid output: {e}")),
+        })?;
     let stored = chunks
         .iter()
         .filter(|c| c.seq > before && c.seq <= output.log.last_seq());
