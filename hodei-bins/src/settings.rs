@@ -229,14 +229,14 @@ impl ServerSettings {
             .insecure(self.insecure)
             .grpc_limits(self.limits.grpc_limits())
             .maybe_advertise_address(self.advertise_address.clone())
-            .controller(ControllerConfig {
+            .controller(self.limits.apply(ControllerConfig {
                 heartbeat_interval: self.heartbeat_interval.into(),
                 heartbeat_timeout: self.heartbeat_timeout.into(),
                 kill_grace: self.kill_grace.into(),
                 sweep_interval: self.sweep_interval.into(),
                 retention: self.retention.policy(),
                 ..ControllerConfig::default()
-            });
+            }));
         let has_preferred = !preferred.is_empty();
         for provider in preferred {
             builder = builder.shared_provider(provider);

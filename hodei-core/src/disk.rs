@@ -27,6 +27,23 @@ pub fn space(path: &Path) -> io::Result<DiskSpace> {
     })
 }
 
+/// `bytes` for people, e.g. `812.3 MiB` or `512 B`.
+#[must_use]
+#[allow(clippy::cast_precision_loss)] // one decimal is shown
+pub fn readable(bytes: u64) -> String {
+    for (unit, scale) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= scale {
+            return format!("{:.1} {unit}", bytes as f64 / scale as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// The least free space the server keeps: a number of bytes or a share of the filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreeDiskFloor {

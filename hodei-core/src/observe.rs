@@ -40,6 +40,13 @@ pub const PROVIDER_HEALTHY: &str = "hodei_provider_healthy";
 pub const INSECURE: &str = "hodei_insecure";
 /// Kubernetes API writes and lists made by the provider, by verb and outcome.
 pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
+/// Submits refused because the server was full, by `reason`: `queue_full`,
+/// `owner_queue_full` or `disk_below_floor`.
+pub const JOBS_REFUSED: &str = "hodei_jobs_refused_total";
+/// Free bytes on the filesystem holding the data directory, at the last sample.
+pub const DISK_FREE_BYTES: &str = "hodei_disk_free_bytes";
+/// 1 while free space is below the floor (`HODEI_MIN_FREE_DISK`), else 0.
+pub const DISK_BELOW_FLOOR: &str = "hodei_disk_below_floor";
 
 /// Job state writes the store refused, each try counted.
 pub const STORE_WRITE_FAILURES: &str = "hodei_store_write_failures_total";
@@ -53,6 +60,18 @@ pub const LOG_SYNC_FAILURES: &str = "hodei_log_sync_failures_total";
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
     counter!(JOB_API_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// A submit was refused because the server was full, for `reason`.
+pub(crate) fn job_refused(reason: &'static str) {
+    counter!(JOBS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Free disk space was sampled.
+#[allow(clippy::cast_precision_loss)] // a gauge; byte precision does not matter
+pub(crate) fn disk_free(free_bytes: u64, below_floor: bool) {
+    gauge!(DISK_FREE_BYTES).set(free_bytes as f64);
+    gauge!(DISK_BELOW_FLOOR).set(if below_floor { 1.0 } else { 0.0 });
 }
 
 /// A job was accepted.

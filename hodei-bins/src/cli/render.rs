@@ -202,6 +202,31 @@ mod tests {
     }
 
     #[test]
+    fn a_job_stopped_for_its_output_says_which_limit_and_setting() {
+        let mut job = timed_out(None);
+        job.state = JobState::Failed {
+            reason: hodei_core::FailureReason::LogLimitExceeded { limit_bytes: 65536 },
+        };
+        let text = job_text(&job);
+        assert!(text.contains("log limit exceeded"), "{text}");
+        assert!(
+            text.contains("64.0 KiB (HODEI_MAX_LOG_BYTES=65536)"),
+            "{text}"
+        );
+        job.state = JobState::Failed {
+            reason: hodei_core::FailureReason::DiskFull {
+                free_bytes: 0,
+                min_free_bytes: 1 << 30,
+            },
+        };
+        let text = job_text(&job);
+        assert!(
+            text.contains("disk full: only 0 B free on the server, below the floor of 1.0 GiB (HODEI_MIN_FREE_DISK)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_timed_out_job_that_never_reported_shows_no_exit() {
         let job = timed_out(None);
         let json: serde_json::Value = serde_json::from_str(&json(&job).unwrap()).unwrap();

@@ -1,8 +1,16 @@
-//! Limits of the server: transport limits of both gRPC listeners. Sizes take a byte count
-//! or a quantity (`16Mi`), durations `30s`, `5m` or `7d`.
+//! Limits of the server: transport limits of both gRPC listeners, queue caps, the per-job
+//! log quota and the free-disk floor. Sizes take a byte count or a quantity (`16Mi`),
+//! durations `30s`, `5m` or `7d`.
 
 use clap::Args;
-use hodei_core::server::GrpcLimits;
+use hodei_core::{
+    controller::{
+        ControllerConfig, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_QUEUED_JOBS,
+        DEFAULT_MAX_QUEUED_JOBS_PER_OWNER,
+    },
+    disk::{DEFAULT_MIN_FREE_DISK, FreeDiskFloor},
+    server::GrpcLimits,
+};
 
 use super::parse;
 
@@ -31,9 +39,38 @@ pub struct LimitArgs {
     /// [default: 60s].
     #[arg(long, env = "HODEI_REQUEST_TIMEOUT", value_parser = parse::duration)]
     pub request_timeout: Option<humantime::Duration>,
+    /// Most jobs queued at once (accepted, not yet given a worker); more submits are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HODEI_MAX_QUEUED_JOBS", default_value_t = DEFAULT_MAX_QUEUED_JOBS)]
+    pub max_queued_jobs: usize,
+    /// Most jobs of one owner queued at once; more submits of that owner are refused.
+    #[arg(long, env = "HODEI_MAX_QUEUED_JOBS_PER_OWNER",
+        default_value_t = DEFAULT_MAX_QUEUED_JOBS_PER_OWNER)]
+    pub max_queued_jobs_per_owner: usize,
+    /// Most output stored for one job; a job passing it is stopped and fails
+    /// LogLimitExceeded [default: 1Gi].
+    #[arg(long, env = "HODEI_MAX_LOG_BYTES", value_parser = parse::bytes)]
+    pub max_log_bytes: Option<u64>,
+    /// Least free space on the data directory's filesystem, bytes (`1Gi`) or a share
+    /// (`5%`); below it submits are refused and jobs writing output fail DiskFull
+    /// [default: 1Gi].
+    #[arg(long, env = "HODEI_MIN_FREE_DISK")]
+    pub min_free_disk: Option<FreeDiskFloor>,
 }
 
 impl LimitArgs {
+    /// `config` with the queue caps, the log quota and the free-disk floor set.
+    #[must_use]
+    pub fn apply(&self, config: ControllerConfig) -> ControllerConfig {
+        ControllerConfig {
+            max_queued_jobs: self.max_queued_jobs,
+            max_queued_jobs_per_owner: self.max_queued_jobs_per_owner,
+            max_log_bytes: self.max_log_bytes.unwrap_or(DEFAULT_MAX_LOG_BYTES),
+            min_free_disk: self.min_free_disk.unwrap_or(DEFAULT_MIN_FREE_DISK),
+            ..config
+        }
+    }
+
     /// The transport limits: the defaults with what was set over them. Sizes too large
     /// for this machine saturate, and the server's own check then judges them.
     #[must_use]
@@ -107,6 +144,37 @@ mod tests {
             limits.worker_api_max_message_bytes,
             GrpcLimits::default().worker_api_max_message_bytes
         );
+    }
+
+    #[test]
+    fn the_admission_limits_default_and_take_quantities_and_shares() {
+        let probe = parse::parse::<Probe>(["probe"]).unwrap();
+        let config = probe.limits.apply(ControllerConfig::default());
+        assert_eq!(config.max_queued_jobs, 10_000);
+        assert_eq!(config.max_queued_jobs_per_owner, 1_000);
+        assert_eq!(config.max_log_bytes, 1 << 30);
+        assert_eq!(config.min_free_disk, FreeDiskFloor::Bytes(1 << 30));
+        let probe = parse::parse::<Probe>([
+            "probe",
+            "--max-queued-jobs=5",
+            "--max-queued-jobs-per-owner=2",
+            "--max-log-bytes=64Ki",
+            "--min-free-disk=5%",
+        ])
+        .unwrap();
+        let config = probe.limits.apply(ControllerConfig::default());
+        assert_eq!(config.max_queued_jobs, 5);
+        assert_eq!(config.max_queued_jobs_per_owner, 2);
+        assert_eq!(config.max_log_bytes, 64 << 10);
+        assert_eq!(config.min_free_disk, FreeDiskFloor::Percent(5));
+    }
+
+    #[test]
+    fn a_bad_floor_names_the_flag() {
+        let error = parse::parse::<Probe>(["probe", "--min-free-disk", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--min-free-disk"), "{error}");
     }
 
     #[test]

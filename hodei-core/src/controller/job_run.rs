@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink, outcome,
+    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink,
+    admission::QueueTicket,
+    outcome,
     start_timeline::StartTimeline,
     store_writes::{self, Written},
     worker_guard::WorkerGuard,
@@ -35,6 +37,10 @@ pub(super) struct JobRun {
     status: watch::Sender<Job>,
     cancel: CancellationToken,
     timeline: StartTimeline,
+    /// The job's place in the queue while it waits; `None` once it left the queue.
+    queued: Option<QueueTicket>,
+    /// Set when the server refused to store more of the job's output: how it ends.
+    refused: Option<FailureReason>,
 }
 
 /// A worker the provider created, waiting for it to register.
@@ -66,6 +72,7 @@ impl JobRun {
         provider: Arc<dyn Provider>,
         status: watch::Sender<Job>,
         cancel: CancellationToken,
+        queued: QueueTicket,
     ) -> Self {
         let timeline = StartTimeline::new(job.created_at);
         Self {
@@ -75,12 +82,16 @@ impl JobRun {
             status,
             cancel,
             timeline,
+            queued: Some(queued),
+            refused: None,
         }
     }
 
     pub(super) async fn run(mut self) {
         let mut guard = None;
         let state = self.drive(&mut guard).await;
+        let state = outcome::refused(state, self.refused.take());
+        self.queued = None;
         // The log is on disk before the final state is: a stored end implies its output.
         if let Err(error) = self.inner.logs.close(self.job.id).await {
             warn!(%error, "syncing the job log failed; its end may be lost in a machine crash");
@@ -117,6 +128,7 @@ impl JobRun {
             Ok(permit) => permit,
             Err(reason) => return self.stopped_without_result(reason),
         };
+        self.queued = None;
         self.timeline.dequeued();
         let mut attempt = 0u32;
         loop {
@@ -226,6 +238,8 @@ impl JobRun {
         warn!(%error, retry_in = ?delay, "provider refused the worker for now; job stays queued");
         self.job.worker_id = None;
         self.job.detail = Some(format!("waiting: {error}"));
+        // Queued again, so counted again; an admitted job is never turned away here.
+        let _queued = self.inner.admission.requeue(&self.job.owner);
         self.set_state(JobState::Queued).await;
         tokio::select! {
             () = sleep(delay) => Ok(()),
@@ -318,6 +332,18 @@ impl JobRun {
                         self.check_output_complete(last_seq);
                         let _ = link.to_worker.send(ToWorker::ResultAccepted).await;
                         return outcome::reported(&outcome, stop_reason, limit);
+                    }
+                    Some(FromWorker::OutputRefused(reason)) => {
+                        heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
+                        if self.refused.is_none() {
+                            warn!(%reason, "output refused; stopping the job");
+                            self.refused = Some(reason);
+                        }
+                        // A job already being stopped keeps its deadline; the refusal
+                        // still decides how it ends.
+                        if stopping.is_none() {
+                            stopping = Some(self.stop(&link, StopReason::OutputRefused).await);
+                        }
                     }
                     Some(FromWorker::Broken(message)) => return self.worker_gone(stop_reason, &message),
                     None => return self.worker_gone(stop_reason, "the worker's stream closed without a result"),

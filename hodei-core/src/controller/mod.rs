@@ -1,7 +1,12 @@
 //! The job controller: accepts jobs and drives each one from queue to cleanup.
 
+mod admission;
+mod disk_watch;
 mod job_run;
+#[cfg(test)]
+mod limits_tests;
 mod outcome;
+mod output_intake;
 mod registration;
 mod retention;
 mod start_timeline;
@@ -24,6 +29,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
+pub use admission::{DEFAULT_MAX_QUEUED_JOBS, DEFAULT_MAX_QUEUED_JOBS_PER_OWNER};
+pub use disk_watch::{DEFAULT_DISK_CHECK_INTERVAL, DiskCondition, SpaceProbe};
+pub use output_intake::DEFAULT_MAX_LOG_BYTES;
+pub(crate) use output_intake::{Intake, OutputIntake};
 pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
 pub use retention::{DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_INTERVAL, RetentionPolicy};
@@ -33,6 +42,7 @@ pub(crate) use worker_link::{
 };
 
 use crate::{
+    disk::{DEFAULT_MIN_FREE_DISK, FreeDiskFloor},
     job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
     provider::{ProviderRegistry, SelectionError},
@@ -82,6 +92,27 @@ pub struct ControllerConfig {
     /// Which finished jobs are kept, and how often the others are deleted.
     #[builder(default)]
     pub retention: RetentionPolicy,
+    /// Most jobs queued at once (accepted and not yet given a worker slot); more submits
+    /// are refused.
+    #[builder(default = DEFAULT_MAX_QUEUED_JOBS)]
+    pub max_queued_jobs: usize,
+    /// Most jobs of one owner queued at once; more submits of that owner are refused.
+    #[builder(default = DEFAULT_MAX_QUEUED_JOBS_PER_OWNER)]
+    pub max_queued_jobs_per_owner: usize,
+    /// Most output bytes stored for one job. A job whose output passes it is stopped and
+    /// fails `LogLimitExceeded`.
+    #[builder(default = DEFAULT_MAX_LOG_BYTES)]
+    pub max_log_bytes: u64,
+    /// Least free space on the filesystem of the job logs. Below it submits are refused
+    /// and jobs whose output arrives are stopped (`DiskFull`).
+    #[builder(default = DEFAULT_MIN_FREE_DISK)]
+    pub min_free_disk: FreeDiskFloor,
+    /// How often free disk space is measured.
+    #[builder(default = DEFAULT_DISK_CHECK_INTERVAL)]
+    pub disk_check_interval: Duration,
+    /// How free disk space is measured.
+    #[builder(default)]
+    pub space_probe: SpaceProbe,
 }
 
 impl Default for ControllerConfig {
@@ -109,6 +140,52 @@ pub enum SubmitError {
     /// The server is shutting down and takes no new jobs.
     #[error("the server is shutting down and takes no new jobs")]
     ShuttingDown,
+    /// As many jobs are queued as the server allows.
+    #[error("queue full: {queued} jobs are queued (HODEI_MAX_QUEUED_JOBS={limit})")]
+    QueueFull {
+        /// Jobs queued now.
+        queued: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// As many jobs of this owner are queued as the server allows.
+    #[error(
+        "queue full: {queued} jobs of owner {owner:?} are queued (HODEI_MAX_QUEUED_JOBS_PER_OWNER={limit})"
+    )]
+    OwnerQueueFull {
+        /// The identity the job was submitted as; empty for anonymous callers.
+        owner: String,
+        /// Jobs of that owner queued now.
+        queued: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// Free disk space is below the floor.
+    #[error(
+        "not enough free disk: {} free on {}, HODEI_MIN_FREE_DISK={floor}",
+        crate::disk::readable(*free_bytes),
+        dir.display()
+    )]
+    DiskBelowFloor {
+        /// Bytes free at the last sample.
+        free_bytes: u64,
+        /// The directory whose filesystem is short of space.
+        dir: std::path::PathBuf,
+        /// The floor.
+        floor: FreeDiskFloor,
+    },
+}
+
+impl SubmitError {
+    /// The metric label of a refusal because the server is full, if this is one.
+    fn full_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::QueueFull { .. } => Some("queue_full"),
+            Self::OwnerQueueFull { .. } => Some("owner_queue_full"),
+            Self::DiskBelowFloor { .. } => Some("disk_below_floor"),
+            _ => None,
+        }
+    }
 }
 
 /// Result of a cancel request.
@@ -138,8 +215,9 @@ pub(crate) struct Inner {
     workers: Mutex<HashSet<WorkerId>>,
     slots: HashMap<String, Arc<Semaphore>>,
     store_writes: store_writes::StoreWrites,
-    /// Free space of the filesystem holding the logs; a fake in tests.
-    disk_space: retention::SpaceFn,
+    admission: Arc<admission::Admission>,
+    disk: Arc<disk_watch::DiskWatch>,
+    intake: OutputIntake,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -159,17 +237,6 @@ impl JobController {
         logs: Arc<LogHub>,
         providers: ProviderRegistry,
     ) -> Result<Self, StoreError> {
-        Self::start_with_disk(config, store, logs, providers, crate::disk::space).await
-    }
-
-    /// [`start`](Self::start), reading free disk space with `disk_space`.
-    pub(crate) async fn start_with_disk(
-        config: ControllerConfig,
-        store: Arc<dyn JobStore>,
-        logs: Arc<LogHub>,
-        providers: ProviderRegistry,
-        disk_space: retention::SpaceFn,
-    ) -> Result<Self, StoreError> {
         let slots = providers
             .all()
             .iter()
@@ -179,6 +246,15 @@ impl JobController {
                     .map(|max| (p.name().to_owned(), Arc::new(Semaphore::new(max))))
             })
             .collect();
+        let admission =
+            admission::Admission::new(config.max_queued_jobs, config.max_queued_jobs_per_owner);
+        let disk = disk_watch::DiskWatch::new(
+            logs.dir().to_owned(),
+            config.min_free_disk,
+            config.space_probe.clone(),
+            config.disk_check_interval,
+        );
+        let intake = OutputIntake::new(config.max_log_bytes, Arc::clone(&disk));
         let inner = Arc::new(Inner {
             config,
             store,
@@ -189,7 +265,9 @@ impl JobController {
             workers: Mutex::default(),
             slots,
             store_writes: store_writes::StoreWrites::default(),
-            disk_space,
+            admission,
+            disk,
+            intake,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -199,6 +277,9 @@ impl JobController {
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
         inner.tasks.spawn(store_writes::retry(Arc::clone(&inner)));
         inner.tasks.spawn(retention::run(Arc::clone(&inner)));
+        inner
+            .tasks
+            .spawn(Arc::clone(&inner.disk).run(inner.shutdown.clone()));
         Ok(Self { inner })
     }
 
@@ -210,10 +291,28 @@ impl JobController {
 
     /// Like [`submit`](Self::submit), for the identity named `owner`.
     pub async fn submit_as(&self, owner: &str, spec: JobSpec) -> Result<Job, SubmitError> {
+        let submitted = self.try_submit(owner, spec).await;
+        if let Some(reason) = submitted.as_ref().err().and_then(SubmitError::full_reason) {
+            info!(owner, %reason, "submit refused: the server is full");
+            crate::observe::job_refused(reason);
+        }
+        submitted
+    }
+
+    async fn try_submit(&self, owner: &str, spec: JobSpec) -> Result<Job, SubmitError> {
         if self.is_shutting_down() {
             return Err(SubmitError::ShuttingDown);
         }
         spec.validate()?;
+        if let Some(below) = self.inner.disk.below_floor() {
+            return Err(SubmitError::DiskBelowFloor {
+                free_bytes: below.free_bytes,
+                dir: self.inner.disk.dir().to_owned(),
+                floor: self.inner.disk.floor(),
+            });
+        }
+        // Held from here: every early return below gives the place back.
+        let ticket = self.inner.admission.admit(owner)?;
         let provider = self.inner.providers.select(&spec).await?;
         let job = Job {
             owner: owner.to_owned(),
@@ -242,6 +341,7 @@ impl JobController {
             provider,
             status,
             cancel,
+            ticket,
         );
         self.inner.tasks.spawn(run.run().instrument(span));
         Ok(job)
@@ -319,6 +419,22 @@ impl JobController {
             .lock_active()
             .get(&id)
             .map(|a| a.status.subscribe())
+    }
+
+    /// Free disk space against the floor, as last measured; it changes with each sample.
+    #[must_use]
+    pub fn disk(&self) -> watch::Receiver<DiskCondition> {
+        self.inner.disk.subscribe()
+    }
+
+    /// Number of jobs queued now: accepted and not yet given a worker slot.
+    #[must_use]
+    pub fn queued_jobs(&self) -> usize {
+        self.inner.admission.queued()
+    }
+
+    pub(crate) fn intake(&self) -> &OutputIntake {
+        &self.inner.intake
     }
 
     /// The job logs.

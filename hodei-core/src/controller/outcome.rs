@@ -30,15 +30,22 @@ pub(super) fn reported(
         },
         (Some(StopReason::Cancelled), _) => JobState::Cancelled { exit },
         (Some(StopReason::Shutdown), _) => server_stopped(),
-        (None, WorkerOutcome::Exit(exit)) => JobState::from_exit(*exit),
-        (None, WorkerOutcome::OutOfMemory(exit)) => JobState::Failed {
-            reason: FailureReason::OutOfMemory { exit: *exit },
-        },
-        (None, WorkerOutcome::SpawnFailed(message)) => JobState::Failed {
-            reason: FailureReason::CommandNotStarted {
-                message: message.clone(),
-            },
-        },
+        // The refusal decides the end; see `refused`.
+        (None | Some(StopReason::OutputRefused), WorkerOutcome::Exit(exit)) => {
+            JobState::from_exit(*exit)
+        }
+        (None | Some(StopReason::OutputRefused), WorkerOutcome::OutOfMemory(exit)) => {
+            JobState::Failed {
+                reason: FailureReason::OutOfMemory { exit: *exit },
+            }
+        }
+        (None | Some(StopReason::OutputRefused), WorkerOutcome::SpawnFailed(message)) => {
+            JobState::Failed {
+                reason: FailureReason::CommandNotStarted {
+                    message: message.clone(),
+                },
+            }
+        }
     }
 }
 
@@ -52,6 +59,17 @@ pub(super) fn stopped_without_result(reason: StopReason, limit: Duration) -> Job
         },
         StopReason::Cancelled => JobState::Cancelled { exit: None },
         StopReason::Shutdown => server_stopped(),
+        // The refusal decides the end; see `refused`.
+        StopReason::OutputRefused => worker_lost("stopped because its output was refused"),
+    }
+}
+
+/// The state of a job whose output the server refused to store: failed for that reason,
+/// whatever the worker reported afterwards, so the missing output is never silent.
+pub(super) fn refused(ended: JobState, refusal: Option<FailureReason>) -> JobState {
+    match refusal {
+        Some(reason) => JobState::Failed { reason },
+        None => ended,
     }
 }
 
@@ -185,6 +203,24 @@ mod tests {
             stopped_without_result(StopReason::Shutdown, LIMIT),
             server_stopped()
         );
+    }
+
+    #[test]
+    fn a_job_whose_output_was_refused_fails_for_the_refusal_whatever_it_reported() {
+        let quota = FailureReason::LogLimitExceeded { limit_bytes: 64 };
+        for ended in [
+            JobState::Succeeded,
+            reported(&KILLED, Some(StopReason::OutputRefused), LIMIT),
+            stopped_without_result(StopReason::OutputRefused, LIMIT),
+        ] {
+            assert_eq!(
+                refused(ended, Some(quota.clone())),
+                JobState::Failed {
+                    reason: quota.clone()
+                }
+            );
+        }
+        assert_eq!(refused(JobState::Succeeded, None), JobState::Succeeded);
     }
 
     #[test]

@@ -1,18 +1,13 @@
 //! Retention: finished jobs and their logs are deleted when too old, too many, or while
 //! the data directory's disk is short of space, oldest first.
 
-use std::{io, path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::Inner;
-use crate::{
-    disk::{DEFAULT_MIN_FREE_DISK, DiskSpace, FreeDiskFloor},
-    job::JobId,
-    observe,
-    store::StoreError,
-};
+use crate::{job::JobId, observe, store::StoreError};
 
 /// How often retention runs, by default (and once when the controller starts).
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -22,9 +17,6 @@ pub const DEFAULT_RETENTION_BATCH: u32 = 1000;
 /// one, so no more is deleted than needed.
 const DISK_STEP: u32 = 1;
 
-/// Reads the free space of the filesystem holding a path.
-pub(crate) type SpaceFn = fn(&Path) -> io::Result<DiskSpace>;
-
 /// Which finished jobs are kept. Active jobs are never deleted.
 #[derive(Debug, Clone, PartialEq, Eq, bon::Builder)]
 pub struct RetentionPolicy {
@@ -33,10 +25,6 @@ pub struct RetentionPolicy {
     pub max_age: Option<Duration>,
     /// At most this many finished jobs are kept, the newest; no limit when unset.
     pub max_finished_jobs: Option<u64>,
-    /// While less than this is free on the filesystem of the logs, the oldest finished
-    /// jobs are deleted until it is free again.
-    #[builder(default = DEFAULT_MIN_FREE_DISK)]
-    pub min_free_disk: FreeDiskFloor,
     /// How often retention runs; it also runs once when the controller starts.
     #[builder(default = DEFAULT_RETENTION_INTERVAL)]
     pub interval: Duration,
@@ -88,29 +76,27 @@ async fn sweep(inner: &Inner) -> Result<(), StoreError> {
 /// most a batch per run.
 async fn free_disk(inner: &Inner) -> Result<(), StoreError> {
     let policy = &inner.config.retention;
-    let floor = policy.min_free_disk;
+    let floor = inner.config.min_free_disk;
     let mut deleted = 0usize;
     loop {
-        let space = match (inner.disk_space)(inner.logs.dir()) {
-            Ok(space) => space,
-            Err(error) => {
-                warn!(%error, "cannot read the free disk space of the data directory");
-                return Ok(());
-            }
-        };
-        if floor.is_above(space) {
-            break;
+        // Measured anew each time, which also tells admission and output storage at once
+        // when space has come back.
+        if !inner.disk.sample() {
+            return Ok(());
         }
+        let Some(space) = inner.disk.below_floor() else {
+            break;
+        };
         let left =
             u32::try_from(policy.batch as usize - deleted.min(policy.batch as usize)).unwrap_or(0);
         if left == 0 {
-            warn!(%floor, available = space.available, "free disk space is still below the floor after deleting a batch of finished jobs");
+            warn!(%floor, free_bytes = space.free_bytes, "free disk space is still below the floor after deleting a batch of finished jobs");
             break;
         }
         let ids = inner.store.finished_beyond(0, DISK_STEP.min(left)).await?;
         let removed = delete(inner, &ids, "disk").await?;
         if removed == 0 {
-            warn!(%floor, available = space.available, "free disk space is below the floor and no finished job is left to delete");
+            warn!(%floor, free_bytes = space.free_bytes, "free disk space is below the floor and no finished job is left to delete");
             break;
         }
         deleted += removed;

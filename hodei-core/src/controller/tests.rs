@@ -17,8 +17,8 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    ControllerConfig, FromWorker, JobController, RetentionPolicy, StopReason, ToWorker, WorkerLink,
-    WorkerOutcome,
+    ControllerConfig, FromWorker, JobController, RetentionPolicy, SpaceProbe, StopReason, ToWorker,
+    WorkerLink, WorkerOutcome,
 };
 use crate::{
     disk::{DiskSpace, FreeDiskFloor},
@@ -34,9 +34,9 @@ use crate::{
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
-const KILL_GRACE: Duration = Duration::from_secs(10);
-const RESULT_GRACE: Duration = Duration::from_secs(10);
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(10);
+pub(super) const RESULT_GRACE: Duration = Duration::from_secs(10);
+pub(super) const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Jobs in memory, so no store I/O runs outside the paused clock. Updates can be made to
 /// fail, and each terminal update records whether the job's log was still open.
@@ -174,7 +174,7 @@ impl JobStore for MemoryStore {
 
 /// What the fake platform does with one provision call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Provision {
+pub(super) enum Provision {
     /// Create the worker and hand it to the test.
     Create,
     /// Refuse for good.
@@ -187,9 +187,9 @@ enum Provision {
 
 /// A worker the fake platform created; the test plays both the platform and the worker.
 #[derive(Debug)]
-struct CreatedWorker {
-    launch: WorkerLaunch,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+pub(super) struct CreatedWorker {
+    pub(super) launch: WorkerLaunch,
+    pub(super) events: mpsc::UnboundedSender<WorkerEvent>,
 }
 
 #[derive(Debug)]
@@ -254,22 +254,22 @@ impl Provider for FakeProvider {
 }
 
 /// The worker's end of a hand-made link.
-struct WorkerEnd {
+pub(super) struct WorkerEnd {
     to_worker: mpsc::Receiver<ToWorker>,
     from_worker: mpsc::Sender<FromWorker>,
 }
 
 impl WorkerEnd {
-    async fn next(&mut self) -> ToWorker {
+    pub(super) async fn next(&mut self) -> ToWorker {
         self.to_worker.recv().await.expect("the controller hung up")
     }
 
-    async fn send(&self, message: FromWorker) {
+    pub(super) async fn send(&self, message: FromWorker) {
         self.from_worker.send(message).await.unwrap();
     }
 
     /// Sends a heartbeat every 5 s until the returned handle is dropped.
-    fn keep_alive(&self) -> AbortOnDropHandle<()> {
+    pub(super) fn keep_alive(&self) -> AbortOnDropHandle<()> {
         let heartbeat = self.from_worker.clone();
         AbortOnDropHandle::new(tokio::spawn(async move {
             while heartbeat.send(FromWorker::Alive).await.is_ok() {
@@ -278,7 +278,7 @@ impl WorkerEnd {
         }))
     }
 
-    async fn report(&self, exit: ProcessExit) {
+    pub(super) async fn report(&self, exit: ProcessExit) {
         self.send(FromWorker::Result {
             outcome: WorkerOutcome::Exit(exit),
             last_seq: 0,
@@ -287,8 +287,8 @@ impl WorkerEnd {
     }
 }
 
-struct Harness {
-    controller: JobController,
+pub(super) struct Harness {
+    pub(super) controller: JobController,
     provider: Arc<FakeProvider>,
     store: Arc<MemoryStore>,
     created: mpsc::UnboundedReceiver<CreatedWorker>,
@@ -296,18 +296,26 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start(plan: &[Provision]) -> Self {
+    pub(super) async fn start(plan: &[Provision]) -> Self {
         Self::with_max_workers(plan, None).await
     }
 
     async fn with_max_workers(plan: &[Provision], max_workers: Option<usize>) -> Self {
+        Self::with_config(plan, max_workers, |config| config).await
+    }
+
+    /// A harness whose controller config is `adjust`ed from the one every test uses.
+    pub(super) async fn with_config(
+        plan: &[Provision],
+        max_workers: Option<usize>,
+        adjust: impl FnOnce(ControllerConfig) -> ControllerConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::build(
             plan,
             max_workers,
-            RetentionPolicy::default(),
+            adjust,
             Arc::new(MemoryStore::default()),
-            plenty_of_space,
             dir,
         )
         .await
@@ -317,9 +325,8 @@ impl Harness {
     async fn build(
         plan: &[Provision],
         max_workers: Option<usize>,
-        retention: RetentionPolicy,
+        adjust: impl FnOnce(ControllerConfig) -> ControllerConfig,
         store: Arc<MemoryStore>,
-        disk_space: super::retention::SpaceFn,
         dir: tempfile::TempDir,
     ) -> Self {
         let (created_tx, created) = mpsc::unbounded_channel();
@@ -337,16 +344,16 @@ impl Harness {
             .provision_timeout(PROVISION_TIMEOUT)
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
-            .retention(retention)
+            .space_probe(SpaceProbe::new(plenty_of_space))
             .build();
+        let config = adjust(config);
         let logs = Arc::new(LogHub::open(dir.path()).unwrap());
         store.logs.set(Arc::clone(&logs)).unwrap();
-        let controller = JobController::start_with_disk(
+        let controller = JobController::start(
             config,
             Arc::clone(&store) as Arc<dyn JobStore>,
             logs,
             providers,
-            disk_space,
         )
         .await
         .unwrap();
@@ -359,7 +366,7 @@ impl Harness {
         }
     }
 
-    async fn submit(&self) -> Job {
+    pub(super) async fn submit(&self) -> Job {
         let spec = JobSpec::builder("true")
             .timeout(JOB_TIMEOUT)
             .build()
@@ -368,12 +375,12 @@ impl Harness {
     }
 
     /// The next worker the provider created.
-    async fn created(&mut self) -> CreatedWorker {
+    pub(super) async fn created(&mut self) -> CreatedWorker {
         self.created.recv().await.unwrap()
     }
 
     /// Registers `worker` as its server stream would, and returns the worker's end.
-    async fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
+    pub(super) async fn register(&self, worker: &CreatedWorker) -> WorkerEnd {
         let pending = self
             .controller
             .registrations()
@@ -403,7 +410,7 @@ impl Harness {
     }
 
     /// Submits a job, creates its worker and registers it; returns it assigned.
-    async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
+    pub(super) async fn running(&mut self) -> (Job, CreatedWorker, WorkerEnd) {
         let job = self.submit().await;
         let worker = self.created().await;
         let mut end = self.register(&worker).await;
@@ -414,7 +421,7 @@ impl Harness {
     }
 
     /// Waits until the job satisfies `condition`, and returns it.
-    async fn wait_for(&self, id: JobId, condition: impl Fn(&Job) -> bool) -> Job {
+    pub(super) async fn wait_for(&self, id: JobId, condition: impl Fn(&Job) -> bool) -> Job {
         if let Some(mut status) = self.controller.watch(id)
             && let Ok(job) = status.wait_for(|j| condition(j)).await
         {
@@ -426,12 +433,12 @@ impl Harness {
     }
 
     /// Waits for the job's terminal state.
-    async fn ended(&self, id: JobId) -> JobState {
+    pub(super) async fn ended(&self, id: JobId) -> JobState {
         self.wait_for(id, |j| j.state.is_terminal()).await.state
     }
 
     /// Waits until the provider was asked to remove `worker_id`.
-    async fn destroyed(&self, worker_id: WorkerId) {
+    pub(super) async fn destroyed(&self, worker_id: WorkerId) {
         let mut destroyed = self.provider.destroyed.subscribe();
         tokio::time::timeout(
             Duration::from_secs(1),
@@ -1061,9 +1068,11 @@ async fn finished_jobs_past_the_age_and_their_logs_are_deleted_and_others_stay()
     let mut harness = Harness::build(
         &[],
         None,
-        retention,
+        |config| ControllerConfig {
+            retention,
+            ..config
+        },
         Arc::clone(&store),
-        plenty_of_space,
         dir,
     )
     .await;
@@ -1110,9 +1119,11 @@ async fn only_the_newest_finished_jobs_are_kept_when_counted() {
     let _harness = Harness::build(
         &[],
         None,
-        retention,
+        |config| ControllerConfig {
+            retention,
+            ..config
+        },
         Arc::clone(&store),
-        plenty_of_space,
         dir,
     )
     .await;
@@ -1134,15 +1145,18 @@ async fn the_oldest_finished_jobs_are_deleted_while_the_disk_is_below_the_floor(
     }
     let path = dir.path().to_owned();
     let retention = RetentionPolicy::builder()
-        .min_free_disk(FreeDiskFloor::Bytes(500))
         .interval(RETENTION_INTERVAL)
         .build();
     let mut harness = Harness::build(
         &[],
         None,
-        retention,
+        |config| ControllerConfig {
+            retention,
+            min_free_disk: FreeDiskFloor::Bytes(500),
+            space_probe: SpaceProbe::new(hundred_bytes_per_log),
+            ..config
+        },
         Arc::clone(&store),
-        hundred_bytes_per_log,
         dir,
     )
     .await;

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    job::{JobId, JobSpec, ProcessExit},
+    job::{FailureReason, JobId, JobSpec, ProcessExit},
     logs::JobLog,
 };
 
@@ -18,6 +18,9 @@ pub enum StopReason {
     TimedOut,
     /// The server is shutting down.
     Shutdown,
+    /// The server stores no more of the job's output: its log quota is reached or the
+    /// disk is below its floor. The job ends with that failure reason.
+    OutputRefused,
 }
 
 /// The job a worker must run.
@@ -69,6 +72,9 @@ pub enum FromWorker {
         /// Sequence number of the last output chunk the worker sent.
         last_seq: u64,
     },
+    /// The server stores no more of the job's output; the job must stop and end failed
+    /// for this reason.
+    OutputRefused(FailureReason),
     /// The stream broke or the worker broke the protocol.
     Broken(String),
 }

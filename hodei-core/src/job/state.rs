@@ -64,6 +64,20 @@ pub enum FailureReason {
     },
     /// The server stopped while the job was active.
     ServerRestarted,
+    /// The job's output reached the per-job log quota: the server stored the chunks that
+    /// fit, stopped the job, and stored nothing after.
+    LogLimitExceeded {
+        /// The quota in bytes of stored output (`HODEI_MAX_LOG_BYTES`).
+        limit_bytes: u64,
+    },
+    /// Output arrived while free disk was below the floor, or the disk was full: the
+    /// server stopped the job and stored nothing after.
+    DiskFull {
+        /// Bytes free when the output was refused.
+        free_bytes: u64,
+        /// The floor in bytes (`HODEI_MIN_FREE_DISK`).
+        min_free_bytes: u64,
+    },
 }
 
 impl FailureReason {
@@ -79,6 +93,8 @@ impl FailureReason {
             Self::WorkerLost { .. } => "worker_lost",
             Self::RegistrationTimeout { .. } => "registration_timeout",
             Self::ServerRestarted => "server_restarted",
+            Self::LogLimitExceeded { .. } => "log_limit_exceeded",
+            Self::DiskFull { .. } => "disk_full",
         }
     }
 }
@@ -104,6 +120,20 @@ impl fmt::Display for FailureReason {
                 humantime::format_duration(*waited)
             ),
             Self::ServerRestarted => f.write_str("server restarted while the job was active"),
+            Self::LogLimitExceeded { limit_bytes } => write!(
+                f,
+                "log limit exceeded: the job's output passed {} (HODEI_MAX_LOG_BYTES={limit_bytes}); the job was stopped and later output was not stored",
+                crate::disk::readable(*limit_bytes)
+            ),
+            Self::DiskFull {
+                free_bytes,
+                min_free_bytes,
+            } => write!(
+                f,
+                "disk full: only {} free on the server, below the floor of {} (HODEI_MIN_FREE_DISK); the job was stopped and later output was not stored",
+                crate::disk::readable(*free_bytes),
+                crate::disk::readable(*min_free_bytes)
+            ),
         }
     }
 }

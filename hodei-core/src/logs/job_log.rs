@@ -4,6 +4,7 @@ use std::{
     fs::File,
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use parking_lot::Mutex;
@@ -53,6 +54,19 @@ pub enum AppendError {
 struct Writer {
     file: File,
     buffer: Vec<u8>,
+    /// Payload bytes stored so far, the measure of the log quota.
+    payload: u64,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Appended {
+    /// Sequence number of the last stored chunk.
+    pub last_seq: u64,
+    /// Payload bytes this append stored.
+    pub bytes: u64,
+    /// A chunk did not fit under the quota: it and every later one were not stored.
+    pub over_quota: bool,
 }
 
 /// The open, append-only log of one active job.
@@ -61,6 +75,8 @@ pub struct JobLog {
     path: PathBuf,
     writer: Mutex<Writer>,
     progress: watch::Sender<Progress>,
+    /// Set once the server stores no more of this job's output.
+    refusing: AtomicBool,
 }
 
 impl JobLog {
@@ -74,22 +90,41 @@ impl JobLog {
             writer: Mutex::new(Writer {
                 file,
                 buffer: Vec::with_capacity(64 * 1024),
+                payload: 0,
             }),
             progress: watch::Sender::new(Progress::default()),
+            refusing: AtomicBool::new(false),
         })
     }
 
     /// Appends consecutive chunks. Chunks already in the log are skipped, so a
     /// resent batch is harmless. Returns the last sequence number stored.
+    #[cfg(test)]
     pub fn append(&self, chunks: &[OutputChunk]) -> Result<u64, AppendError> {
+        self.append_within(chunks, u64::MAX).map(|a| a.last_seq)
+    }
+
+    /// Like [`append`](Self::append), storing chunks only while the log's payload stays
+    /// within `max_payload` bytes: the chunks that fit are stored, and no more.
+    pub(crate) fn append_within(
+        &self,
+        chunks: &[OutputChunk],
+        max_payload: u64,
+    ) -> Result<Appended, AppendError> {
         let mut writer = self.writer.lock();
         let before = *self.progress.borrow();
         if before.closed {
             return Err(AppendError::Closed);
         }
         let mut last_seq = before.last_seq;
-        let Writer { file, buffer } = &mut *writer;
+        let Writer {
+            file,
+            buffer,
+            payload,
+        } = &mut *writer;
         buffer.clear();
+        let mut bytes = 0u64;
+        let mut over_quota = false;
         for chunk in chunks {
             if chunk.seq <= last_seq {
                 continue;
@@ -107,19 +142,41 @@ impl JobLog {
                     max: file_format::MAX_STORED_CHUNK_BYTES,
                 });
             }
+            let len = chunk.data.len() as u64;
+            if payload.saturating_add(bytes).saturating_add(len) > max_payload {
+                over_quota = true;
+                break;
+            }
             file_format::encode_into(chunk, buffer);
+            bytes += len;
             last_seq = chunk.seq;
         }
+        let appended = Appended {
+            last_seq,
+            bytes,
+            over_quota,
+        };
         if buffer.is_empty() {
-            return Ok(last_seq);
+            return Ok(appended);
         }
         file.write_all(buffer)?;
+        *payload += bytes;
         let written = buffer.len() as u64;
         self.progress.send_modify(|p| {
             p.bytes += written;
             p.last_seq = last_seq;
         });
-        Ok(last_seq)
+        Ok(appended)
+    }
+
+    /// Stores no more output from now on. True the first time.
+    pub(crate) fn refuse(&self) -> bool {
+        !self.refusing.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once the log stores no more output.
+    pub(crate) fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Acquire)
     }
 
     /// The sequence number of the last stored chunk (0 when empty).

@@ -9,4 +9,4 @@ mod job_log;
 pub use chunk::{OutputChunk, OutputStream};
 pub use follower::LogFollower;
 pub use hub::LogHub;
-pub(crate) use job_log::{AppendError, JobLog};
+pub(crate) use job_log::{AppendError, Appended, JobLog};

@@ -222,6 +222,9 @@ fn submit_status(error: SubmitError) -> Status {
         }
         SubmitError::NoProvider(e) => Status::failed_precondition(e.to_string()),
         e @ SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
+        e @ (SubmitError::QueueFull { .. }
+        | SubmitError::OwnerQueueFull { .. }
+        | SubmitError::DiskBelowFloor { .. }) => Status::resource_exhausted(e.to_string()),
         e @ (SubmitError::Store(_) | SubmitError::Log(_)) => internal(e),
     }
 }

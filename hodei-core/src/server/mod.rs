@@ -3,6 +3,7 @@
 //! asked for.
 
 mod data_dir_lock;
+mod disk_health;
 mod exposure;
 mod follow;
 mod grpc_limits;
@@ -21,6 +22,7 @@ use std::{
 
 use data_dir_lock::DataDirLock;
 pub use data_dir_lock::{LOCK_FILE, LockHolder};
+pub use disk_health::DISK_HEALTH_SERVICE;
 pub use exposure::{Protection, Unprotected};
 pub use grpc_limits::{
     GrpcLimitError, GrpcLimits, JOB_API_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES,
@@ -319,6 +321,10 @@ impl HodeiServer {
         worker_health
             .set_serving::<WorkerServiceServer<WorkerApi>>()
             .await;
+        let disk_health = tokio::spawn(disk_health::report(
+            self.controller.disk(),
+            job_health.clone(),
+        ));
         info!(
             jobs = %self.jobs.addr,
             workers = %self.workers.addr,
@@ -374,6 +380,7 @@ impl HodeiServer {
             },
             served
         );
+        disk_health.abort();
         // Released only now: the drain above has stopped every job that used the store.
         drop(self.data_dir_lock);
         result?;

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    controller::{FromWorker, JobController, RegistrationError, ToWorker, WorkerLink},
+    controller::{
+        FromWorker, Intake, JobController, OutputIntake, RegistrationError, ToWorker, WorkerLink,
+    },
     logs::{JobLog, OutputChunk},
     wire::{Registration, ServerMessage, WorkerMessage},
 };
@@ -96,9 +98,11 @@ impl WorkerService for WorkerApi {
         let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %pending.job_id);
         info!(parent: &span, version = %worker_version, "worker attached");
         tokio::spawn(forward_to_worker(to_worker_rx, outbound.clone()).instrument(span.clone()));
-        tokio::spawn(
-            read_from_worker(inbound, pending.log, from_worker_tx, outbound).instrument(span),
-        );
+        let output = Output {
+            log: pending.log,
+            intake: self.controller.intake().clone(),
+        };
+        tokio::spawn(read_from_worker(inbound, output, from_worker_tx, outbound).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
     }
 }
@@ -112,9 +116,15 @@ async fn forward_to_worker(mut commands: mpsc::Receiver<ToWorker>, outbound: Out
     }
 }
 
+/// Where a worker's output goes.
+struct Output {
+    log: Arc<JobLog>,
+    intake: OutputIntake,
+}
+
 async fn read_from_worker(
     mut inbound: Streaming<pb::WorkerMessage>,
-    log: Arc<JobLog>,
+    output: Output,
     controller: mpsc::Sender<FromWorker>,
     outbound: Outbound,
 ) {
@@ -136,9 +146,28 @@ async fn read_from_worker(
             Err(status) => break format!("the worker's stream failed: {}", status.message()),
         };
         match next {
-            WorkerMessage::Output(chunks) => match store_output(&log, &chunks) {
-                Ok(seq) => {
-                    let _ = controller.try_send(FromWorker::Output);
+            WorkerMessage::Output(chunks) => match store_output(&output, &chunks) {
+                Ok(intake) => {
+                    let seq = match intake {
+                        Intake::Stored(seq) => {
+                            let _ = controller.try_send(FromWorker::Output);
+                            seq
+                        }
+                        Intake::Refused { ack, refusal } => {
+                            if let Some(reason) = refusal {
+                                if controller
+                                    .send(FromWorker::OutputRefused(reason))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            } else {
+                                let _ = controller.try_send(FromWorker::Alive);
+                            }
+                            ack
+                        }
+                    };
                     if outbound
                         .send(Ok(ServerMessage::Ack(seq).into()))
                         .await
@@ -180,16 +209,25 @@ async fn read_from_worker(
     let _ = controller.send(FromWorker::Broken(broken)).await;
 }
 
-fn store_output(log: &JobLog, chunks: &[OutputChunk]) -> Result<u64, Status> {
-    let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
-    let lines: usize = chunks
+/// Takes a batch into the job's log, under the log quota and the disk floor.
+fn store_output(output: &Output, chunks: &[OutputChunk]) -> Result<Intake, Status> {
+    let before = output.log.last_seq();
+    let intake = output
+        .intake
+        .take(&output.log, chunks)
+        .map_err(|e| match e {
+            crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
+            e => Status::invalid_argument(format!("invalid output: {e}")),
+        })?;
+    let stored = chunks
         .iter()
-        .map(|c| memchr::memchr_iter(b'\n', &c.data).count())
-        .sum();
-    let stored = log.append(chunks).map_err(|e| match e {
-        crate::logs::AppendError::Io(_) => Status::internal(e.to_string()),
-        e => Status::invalid_argument(format!("invalid output: {e}")),
-    })?;
+        .filter(|c| c.seq > before && c.seq <= output.log.last_seq());
+    let (bytes, lines) = stored.fold((0, 0), |(bytes, lines), c| {
+        (
+            bytes + c.data.len(),
+            lines + memchr::memchr_iter(b'\n', &c.data).count(),
+        )
+    });
     crate::observe::output_stored(bytes, lines);
-    Ok(stored)
+    Ok(intake)
 }

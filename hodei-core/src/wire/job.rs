@@ -128,6 +128,18 @@ impl From<&FailureReason> for pb::TerminalReason {
                 })
             }
             FailureReason::ServerRestarted => Kind::ServerRestarted(pb::ServerRestarted {}),
+            FailureReason::LogLimitExceeded { limit_bytes } => {
+                Kind::LogLimitExceeded(pb::LogLimitExceeded {
+                    limit_bytes: *limit_bytes,
+                })
+            }
+            FailureReason::DiskFull {
+                free_bytes,
+                min_free_bytes,
+            } => Kind::DiskFull(pb::DiskFull {
+                free_bytes: *free_bytes,
+                min_free_bytes: *min_free_bytes,
+            }),
         };
         Self { kind: Some(kind) }
     }
@@ -159,6 +171,13 @@ impl TryFrom<pb::TerminalReason> for FailureReason {
                 waited: Duration::from_millis(r.waited_ms),
             },
             Kind::ServerRestarted(_) => Self::ServerRestarted,
+            Kind::LogLimitExceeded(l) => Self::LogLimitExceeded {
+                limit_bytes: l.limit_bytes,
+            },
+            Kind::DiskFull(d) => Self::DiskFull {
+                free_bytes: d.free_bytes,
+                min_free_bytes: d.min_free_bytes,
+            },
             Kind::Cancelled(_) => {
                 return Err(ValidationError::new(
                     "kind",
@@ -490,6 +509,11 @@ mod tests {
                 waited: Duration::from_secs(30),
             },
             FailureReason::ServerRestarted,
+            FailureReason::LogLimitExceeded { limit_bytes: 65536 },
+            FailureReason::DiskFull {
+                free_bytes: 1234,
+                min_free_bytes: 1 << 30,
+            },
         ]
     }
 
@@ -549,6 +573,8 @@ mod tests {
                 FailureReason::WorkerLost { .. } => "worker_lost",
                 FailureReason::RegistrationTimeout { .. } => "registration_timeout",
                 FailureReason::ServerRestarted => "server_restarted",
+                FailureReason::LogLimitExceeded { .. } => "log_limit_exceeded",
+                FailureReason::DiskFull { .. } => "disk_full",
             },
         }
     }
@@ -556,7 +582,7 @@ mod tests {
     #[test]
     fn the_samples_cover_every_state_and_failure_reason() {
         let covered: std::collections::BTreeSet<_> = every_state().iter().map(variant).collect();
-        assert_eq!(covered.len(), 13, "{covered:?}");
+        assert_eq!(covered.len(), 15, "{covered:?}");
     }
 
     #[test]

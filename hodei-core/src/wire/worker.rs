@@ -166,6 +166,7 @@ impl From<StopReason> for pb::StopReason {
             StopReason::Cancelled => Self::Cancelled,
             StopReason::TimedOut => Self::TimedOut,
             StopReason::Shutdown => Self::Shutdown,
+            StopReason::OutputRefused => Self::OutputRefused,
         }
     }
 }
@@ -176,6 +177,7 @@ fn stop_reason(value: i32) -> Result<StopReason, ValidationError> {
         Ok(pb::StopReason::Cancelled) => Ok(StopReason::Cancelled),
         Ok(pb::StopReason::TimedOut) => Ok(StopReason::TimedOut),
         Ok(pb::StopReason::Shutdown) => Ok(StopReason::Shutdown),
+        Ok(pb::StopReason::OutputRefused) => Ok(StopReason::OutputRefused),
         Ok(pb::StopReason::Unspecified) | Err(_) => Err(ValidationError::new(
             "reason",
             format!("unknown stop reason {value}"),
@@ -318,6 +320,7 @@ mod tests {
             ServerMessage::Stop(StopReason::Cancelled),
             ServerMessage::Stop(StopReason::TimedOut),
             ServerMessage::Stop(StopReason::Shutdown),
+            ServerMessage::Stop(StopReason::OutputRefused),
             ServerMessage::ResultAccepted,
         ]
     }
@@ -376,10 +379,11 @@ mod tests {
                 ServerMessage::Stop(StopReason::Cancelled) => "cancelled",
                 ServerMessage::Stop(StopReason::TimedOut) => "timed_out",
                 ServerMessage::Stop(StopReason::Shutdown) => "shutdown",
+                ServerMessage::Stop(StopReason::OutputRefused) => "output_refused",
                 ServerMessage::ResultAccepted => "result_accepted",
             })
             .collect();
-        assert_eq!(server.len(), 6, "{server:?}");
+        assert_eq!(server.len(), 7, "{server:?}");
     }
 
     #[test]

@@ -214,16 +214,26 @@ impl TestServer {
         data_dir: &Path,
         kill_grace: Duration,
     ) -> Self {
+        Self::start_configured(provider, data_dir, kill_grace, |config| config).await
+    }
+
+    /// Like [`start_shared`](Self::start_shared), with the controller config `adjust`ed.
+    pub async fn start_configured(
+        provider: Arc<dyn Provider>,
+        data_dir: &Path,
+        kill_grace: Duration,
+        adjust: impl FnOnce(ControllerConfig) -> ControllerConfig,
+    ) -> Self {
         let server = HodeiServer::builder(data_dir)
             .shared_provider(provider)
             .listen_addr("127.0.0.1:0".parse().unwrap())
             .worker_listen_addr("127.0.0.1:0".parse().unwrap())
-            .controller(ControllerConfig {
+            .controller(adjust(ControllerConfig {
                 heartbeat_interval: Duration::from_millis(200),
                 heartbeat_timeout: Duration::from_secs(3),
                 kill_grace,
                 ..ControllerConfig::default()
-            })
+            }))
             .start()
             .await
             .unwrap();
