@@ -8,9 +8,13 @@ use metrics::{counter, gauge, histogram};
 
 use crate::job::{FailureReason, JobState};
 
-/// Job API calls refused, by `reason`: `unauthenticated`, `permission_denied`, or
-/// `not_found_hidden` (another identity's job the caller may not read).
+/// Job API calls refused, by `reason`: `unauthenticated`, `permission_denied`,
+/// `not_found_hidden` (another identity's job the caller may not read), `max_followers`,
+/// `max_followers_per_connection` (a `FollowJob` over a cap), or `follower_stalled` (a
+/// follow dropped because its client took no event for the stall timeout).
 pub const JOB_API_REFUSALS: &str = "hodei_job_api_refusals_total";
+/// `FollowJob` streams open now.
+pub const FOLLOWERS: &str = "hodei_followers";
 /// Jobs accepted.
 pub const JOBS_SUBMITTED: &str = "hodei_jobs_submitted_total";
 /// Jobs that reached a terminal state, by state and reason.
@@ -44,6 +48,11 @@ pub const KUBERNETES_API_REQUESTS: &str = "hodei_kubernetes_api_requests_total";
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
     counter!(JOB_API_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// `open` `FollowJob` streams are open now.
+pub(crate) fn followers(open: usize) {
+    gauge!(FOLLOWERS).set(open as f64);
 }
 
 /// A job was accepted.

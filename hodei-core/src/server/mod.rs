@@ -5,8 +5,11 @@
 mod data_dir_lock;
 mod exposure;
 mod follow;
+mod follow_stream;
+mod followers;
 mod grpc_limits;
 mod job_service;
+mod list_budget;
 mod tls;
 mod worker_service;
 
@@ -21,6 +24,7 @@ use std::{
 use data_dir_lock::DataDirLock;
 pub use data_dir_lock::{LOCK_FILE, LockHolder};
 pub use exposure::{Protection, Unprotected};
+pub use followers::{FollowLimitError, FollowLimits};
 pub use grpc_limits::{
     GrpcLimitError, GrpcLimits, JOB_API_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES,
     WORKER_API_MAX_MESSAGE_BYTES,
@@ -107,6 +111,9 @@ pub enum ServerError {
     /// A transport limit cannot work.
     #[error(transparent)]
     GrpcLimit(#[from] GrpcLimitError),
+    /// A bound of the `FollowJob` streams cannot work.
+    #[error(transparent)]
+    FollowLimit(#[from] FollowLimitError),
     /// gRPC reflection could not be set up.
     #[error("setting up gRPC reflection failed")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -129,6 +136,7 @@ pub struct HodeiServer {
     reflection: bool,
     auth: Authenticator,
     limits: GrpcLimits,
+    follow_limits: FollowLimits,
 }
 
 #[derive(Debug)]
@@ -191,11 +199,15 @@ impl HodeiServer {
         /// Message sizes, HTTP/2 limits and the call deadline of both listeners.
         #[builder(default)]
         grpc_limits: GrpcLimits,
+        /// How many `FollowJob` streams may be open, and how long one may stall.
+        #[builder(default)]
+        follow_limits: FollowLimits,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
         }
         grpc_limits.validate()?;
+        follow_limits.validate()?;
         let exposure = exposure::Exposure {
             job_addr: listen_addr,
             worker_addr: worker_listen_addr,
@@ -254,6 +266,7 @@ impl HodeiServer {
             reflection,
             auth,
             limits: grpc_limits,
+            follow_limits,
         })
     }
 
@@ -291,9 +304,13 @@ impl HodeiServer {
             .layer(connection_layer())
             .add_service(job_health_service)
             .add_service(
-                JobServiceServer::new(JobApi::new(self.controller.clone(), self.auth.clone()))
-                    .max_decoding_message_size(job_bytes)
-                    .max_encoding_message_size(job_bytes),
+                JobServiceServer::new(
+                    JobApi::new(self.controller.clone(), self.auth.clone())
+                        .with_follow_limits(self.follow_limits)
+                        .with_max_message_bytes(job_bytes),
+                )
+                .max_decoding_message_size(job_bytes)
+                .max_encoding_message_size(job_bytes),
             );
         if self.reflection {
             job_router = job_router.add_service(
