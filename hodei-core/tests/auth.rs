@@ -232,7 +232,14 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
         (own.owner.as_str(), env_value(&own)),
         ("alice", "alice-secret")
     );
-    let listed: Vec<_> = alice.list(0).await.unwrap().jobs.iter().map(|j| j.id).collect();
+    let listed: Vec<_> = alice
+        .list(0)
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(listed, [alices.id]);
     assert_eq!(
         bob.list(1).await.unwrap().jobs[0].id,

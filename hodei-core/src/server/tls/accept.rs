@@ -252,7 +252,9 @@ mod tests {
             let peers = Arc::clone(&peers);
             move |request: tonic::Request<()>| {
                 // The per-connection follow cap keys on the peer address.
-                peers.lock().push(request.remote_addr().map(|addr| addr.ip()));
+                peers
+                    .lock()
+                    .push(request.remote_addr().map(|addr| addr.ip()));
                 seen.lock().push(client_certificate(&request));
                 Ok(request)
             }
