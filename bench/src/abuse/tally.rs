@@ -58,7 +58,7 @@ pub fn class(message: &str) -> String {
             break;
         }
         let trimmed = word.trim_end_matches(|c: char| c.is_whitespace() || c == ':' || c == '"');
-        let numeric = !trimmed.is_empty() && trimmed.chars().any(|c| c.is_ascii_digit());
+        let numeric = is_number_or_id(trimmed);
         if numeric {
             if !in_number {
                 out.push('#');
@@ -70,6 +70,16 @@ pub fn class(message: &str) -> String {
         in_number = numeric;
     }
     out.trim_end().to_owned()
+}
+
+/// A count, size or id (`64`, `4194305`, `1.5`, a UUID), not a word such as `args[0]`.
+fn is_number_or_id(token: &str) -> bool {
+    let digits = token.chars().any(|c| c.is_ascii_digit());
+    let plain = token
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '_'));
+    let id = token.len() >= 16 && token.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    digits && (plain || id)
 }
 
 #[cfg(test)]
@@ -87,6 +97,10 @@ mod tests {
             "job # not found"
         );
         assert_ne!(class("invalid args"), class("invalid env"));
+        assert_eq!(
+            class("invalid args[0]: is 131072 bytes"),
+            "invalid args[0]: is # bytes"
+        );
         assert!(class(&"word ".repeat(100)).ends_with('…'));
     }
 
