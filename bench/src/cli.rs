@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
 use crate::{
+    abuse::AbuseConfig,
     config::{
         BenchConfig, Concurrency, DEFAULT_REPORT, Dispatch, Kubernetes, Latency, Provider,
         Scenario, Start, TargetConfig, Throughput,
@@ -35,6 +36,65 @@ enum Command {
     /// Writes timestamped or bulk lines to stdout (the command of benchmark jobs).
     #[command(hide = true)]
     Emit(EmitArgs),
+    /// Hits a local server with thousands of follows, a flood of submits, oversized specs
+    /// and worker messages, and a job writing 4 MiB pieces; prints its peak memory, open
+    /// files, refusals and whether health stayed SERVING (exit 1 if not).
+    Abuse(AbuseArgs),
+}
+
+/// How hard `abuse` hits the server; the defaults are [`AbuseConfig`]'s.
+#[derive(Debug, Clone, Args)]
+struct AbuseArgs {
+    /// `FollowJob` streams opened at once.
+    #[arg(long, default_value_t = AbuseConfig::default().followers)]
+    followers: usize,
+    /// Connections the follows are spread over.
+    #[arg(long, default_value_t = AbuseConfig::default().follow_connections)]
+    follow_connections: usize,
+    /// `true` jobs submitted as fast as the server takes them.
+    #[arg(long, default_value_t = AbuseConfig::default().jobs)]
+    jobs: usize,
+    /// Submits in flight at once.
+    #[arg(long, default_value_t = AbuseConfig::default().submit_parallel)]
+    submit_parallel: usize,
+    /// Oversized specs of each kind (over the spec limits, over the message limit).
+    #[arg(long, default_value_t = AbuseConfig::default().oversized)]
+    oversized: usize,
+    /// Worker streams opened with a first message over the worker API's limit.
+    #[arg(long, default_value_t = AbuseConfig::default().worker_oversized)]
+    worker_oversized: usize,
+    /// MiB the big-output job writes, in 4 MiB pieces.
+    #[arg(long, default_value_t = AbuseConfig::default().output_mib)]
+    output_mib: u64,
+    /// Workers the server runs at once.
+    #[arg(long, default_value_t = AbuseConfig::default().max_workers)]
+    max_workers: usize,
+    /// The hodei-server-bin to abuse [default: next to this program].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The hodei-worker-bin the server runs [default: next to this program].
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+}
+
+impl AbuseArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        let bins = crate::binaries::Binaries::locate(
+            self.server_bin.as_deref(),
+            self.worker_bin.as_deref(),
+        )?;
+        let config = AbuseConfig {
+            followers: self.followers,
+            follow_connections: self.follow_connections,
+            jobs: self.jobs,
+            submit_parallel: self.submit_parallel,
+            oversized: self.oversized,
+            worker_oversized: self.worker_oversized,
+            output_mib: self.output_mib,
+            max_workers: self.max_workers,
+        };
+        crate::abuse::run(&config, &bins)
+    }
 }
 
 impl ValueEnum for Scenario {
@@ -210,6 +270,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Emit(args)) => crate::emit::run(&args),
+        Some(Command::Abuse(args)) => args.run(),
         None => cli
             .bench
             .into_config(std::env::args().collect())
@@ -312,6 +373,28 @@ mod tests {
         );
         assert_eq!(config.report, PathBuf::from("r.json"));
         assert_eq!(config.target, TargetConfig::Local);
+    }
+
+    #[test]
+    fn abuse_flags_default_to_the_abuse_config_and_scale_it() {
+        let abuse = |flags: &[&str]| {
+            let argv = ["hodei-bench", "abuse"]
+                .into_iter()
+                .chain(flags.iter().copied());
+            match Cli::try_parse_from(argv).expect("flags parse").command {
+                Some(Command::Abuse(args)) => args,
+                other => panic!("not abuse: {other:?}"),
+            }
+        };
+        let defaults = abuse(&[]);
+        assert_eq!(defaults.followers, AbuseConfig::default().followers);
+        assert_eq!(defaults.jobs, AbuseConfig::default().jobs);
+        assert_eq!(defaults.output_mib, AbuseConfig::default().output_mib);
+        let scaled = abuse(&["--followers", "10", "--jobs", "5", "--follow-connections=3"]);
+        assert_eq!(
+            (scaled.followers, scaled.jobs, scaled.follow_connections),
+            (10, 5, 3)
+        );
     }
 
     #[test]

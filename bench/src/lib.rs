@@ -1,6 +1,7 @@
 //! Benchmarks of Hodei Jobs: starts a real `hodei-server-bin`, runs scenarios through
 //! `HodeiClient`, and reports what it measured and how.
 
+pub mod abuse;
 pub mod baseline_pods;
 pub mod binaries;
 pub mod cli;

@@ -76,6 +76,18 @@ impl ServerProcess {
         Ok(HodeiClient::connect(self.process.url()).await?)
     }
 
+    /// The URL of the server's job API.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.process.url()
+    }
+
+    /// The URL of the server's worker API.
+    #[must_use]
+    pub fn worker_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.process.worker_port())
+    }
+
     /// The server's process id.
     #[must_use]
     pub fn pid(&self) -> u32 {

@@ -228,6 +228,7 @@ impl ServerSettings {
             .reflection(self.reflection)
             .insecure(self.insecure)
             .grpc_limits(self.limits.grpc_limits())
+            .follow_limits(self.limits.follow_limits())
             .maybe_advertise_address(self.advertise_address.clone())
             .controller(self.limits.apply(ControllerConfig {
                 heartbeat_interval: self.heartbeat_interval.into(),

@@ -262,20 +262,24 @@ impl HodeiClient {
         Ok(job.into_inner().try_into()?)
     }
 
-    /// Up to `limit` jobs, newest first (0 means the server default).
-    pub async fn list(&self, limit: u32) -> Result<Vec<Job>, ClientError> {
+    /// Up to `limit` jobs, newest first (0 means the server default); fewer when they
+    /// do not fit in one answer, and [`JobList::truncated`] then says so.
+    pub async fn list(&self, limit: u32) -> Result<JobList, ClientError> {
         let response = self
             .inner
             .clone()
             .list_jobs(pb::ListJobsRequest { limit })
             .await
-            .map_err(status)?;
-        Ok(response
-            .into_inner()
-            .jobs
-            .into_iter()
-            .map(Job::try_from)
-            .collect::<Result<_, _>>()?)
+            .map_err(status)?
+            .into_inner();
+        Ok(JobList {
+            jobs: response
+                .jobs
+                .into_iter()
+                .map(Job::try_from)
+                .collect::<Result<_, _>>()?,
+            truncated: response.truncated,
+        })
     }
 
     /// Asks a job to stop; `requested` is false when it had already ended.
@@ -321,6 +325,16 @@ impl HodeiClient {
             live: false,
         }
     }
+}
+
+/// Jobs listed by [`HodeiClient::list`], newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// More jobs matched than fit in one answer of the server: `jobs` holds the newest
+    /// that fit.
+    pub truncated: bool,
 }
 
 /// A follow of one job, made by [`HodeiClient::follow`]; `.await` it (or [`send`](Self::send))

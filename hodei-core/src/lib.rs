@@ -19,7 +19,7 @@ pub mod store;
 pub(crate) mod wire;
 pub mod worker;
 
-pub use client::{ClientError, FollowRequest, HodeiClient, JobEvent, JobEvents};
+pub use client::{ClientError, FollowRequest, HodeiClient, JobEvent, JobEvents, JobList};
 pub use controller::{CancelOutcome, JobController};
 pub use job::{
     Cpu, FailureReason, Job, JobId, JobSpec, JobState, Memory, ProcessExit, ValidationError,

@@ -8,9 +8,13 @@ use metrics::{counter, gauge, histogram};
 
 use crate::job::{FailureReason, JobState};
 
-/// Job API calls refused, by `reason`: `unauthenticated`, `permission_denied`, or
-/// `not_found_hidden` (another identity's job the caller may not read).
+/// Job API calls refused, by `reason`: `unauthenticated`, `permission_denied`,
+/// `not_found_hidden` (another identity's job the caller may not read), `max_followers`,
+/// `max_followers_per_connection` (a `FollowJob` over a cap), or `follower_stalled` (a
+/// follow dropped because its client took no event for the stall timeout).
 pub const JOB_API_REFUSALS: &str = "hodei_job_api_refusals_total";
+/// `FollowJob` streams open now.
+pub const FOLLOWERS: &str = "hodei_followers";
 /// Jobs accepted.
 pub const JOBS_SUBMITTED: &str = "hodei_jobs_submitted_total";
 /// Jobs that reached a terminal state, by state and reason.
@@ -72,6 +76,11 @@ pub(crate) fn job_refused(reason: &'static str) {
 pub(crate) fn disk_free(free_bytes: u64, below_floor: bool) {
     gauge!(DISK_FREE_BYTES).set(free_bytes as f64);
     gauge!(DISK_BELOW_FLOOR).set(if below_floor { 1.0 } else { 0.0 });
+}
+
+/// `open` `FollowJob` streams are open now.
+pub(crate) fn followers(open: usize) {
+    gauge!(FOLLOWERS).set(open as f64);
 }
 
 /// A job was accepted.

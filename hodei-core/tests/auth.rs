@@ -232,10 +232,17 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
         (own.owner.as_str(), env_value(&own)),
         ("alice", "alice-secret")
     );
-    let listed: Vec<_> = alice.list(0).await.unwrap().iter().map(|j| j.id).collect();
+    let listed: Vec<_> = alice
+        .list(0)
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(listed, [alices.id]);
     assert_eq!(
-        bob.list(1).await.unwrap()[0].id,
+        bob.list(1).await.unwrap().jobs[0].id,
         bobs_second.id,
         "the limit counts the caller's own jobs"
     );
@@ -268,7 +275,7 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
     let seen = reader.get(alices.id).await.unwrap();
     assert_eq!(env_value(&seen), REDACTED_ENV_VALUE);
     assert!(reader.follow(bobs.id).await.is_ok());
-    let listed = reader.list(0).await.unwrap();
+    let listed = reader.list(0).await.unwrap().jobs;
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|j| env_value(j) == REDACTED_ENV_VALUE));
     assert_eq!(code(reader.cancel(alices.id).await), Code::PermissionDenied);
@@ -298,6 +305,7 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
         root.list(0)
             .await
             .unwrap()
+            .jobs
             .iter()
             .all(|j| env_value(j) != REDACTED_ENV_VALUE)
     );

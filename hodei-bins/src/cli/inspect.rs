@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId};
+use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId, JobList};
 
 use super::{CliError, render};
 use crate::exit_code;
@@ -18,6 +18,9 @@ pub(super) struct LogsArgs {
     /// Keep following until the job ends.
     #[arg(short, long)]
     follow: bool,
+    /// Start at this output chunk (1 is the first), e.g. where a dropped follow said to.
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    from_seq: u64,
     #[command(flatten)]
     job: JobArg,
 }
@@ -64,7 +67,7 @@ impl JobArg {
 }
 
 pub(super) async fn logs(client: &HodeiClient, args: LogsArgs) -> Result<u8, CliError> {
-    let follow = client.follow(args.job.id()?);
+    let follow = client.follow(args.job.id()?).from_seq(args.from_seq);
     let mut events = if args.follow { follow.live() } else { follow }.await?;
     let mut output = render::OutputWriter::new();
     while let Some(event) = events.next().await {
@@ -86,7 +89,13 @@ pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliEr
 }
 
 pub(super) async fn list(client: &HodeiClient, args: ListArgs) -> Result<u8, CliError> {
-    let jobs = client.list(args.limit).await?;
+    let JobList { jobs, truncated } = client.list(args.limit).await?;
+    if truncated {
+        eprintln!(
+            "note: showing the newest {} jobs that fit in one answer",
+            jobs.len()
+        );
+    }
     match args.output {
         Format::Json => println!("{}", render::json(&jobs)?),
         Format::Text => {

@@ -1,6 +1,6 @@
-//! Limits of the server: transport limits of both gRPC listeners, queue caps, the per-job
-//! log quota and the free-disk floor. Sizes take a byte count or a quantity (`16Mi`),
-//! durations `30s`, `5m` or `7d`.
+//! Limits of the server: transport limits of both gRPC listeners, bounds of the
+//! `FollowJob` streams, queue caps, the per-job log quota and the free-disk floor. Sizes
+//! take a byte count or a quantity (`16Mi`), durations `30s`, `5m` or `7d`.
 
 use clap::Args;
 use hodei_core::{
@@ -9,7 +9,7 @@ use hodei_core::{
         DEFAULT_MAX_QUEUED_JOBS_PER_OWNER,
     },
     disk::{DEFAULT_MIN_FREE_DISK, FreeDiskFloor},
-    server::GrpcLimits,
+    server::{FollowLimits, GrpcLimits},
 };
 
 use super::parse;
@@ -56,6 +56,16 @@ pub struct LimitArgs {
     /// [default: 1Gi].
     #[arg(long, env = "HODEI_MIN_FREE_DISK")]
     pub min_free_disk: Option<FreeDiskFloor>,
+    /// Most jobs followed (`FollowJob` streams) at once on the server [default: 4096].
+    #[arg(long, env = "HODEI_MAX_FOLLOWERS")]
+    pub max_followers: Option<usize>,
+    /// Most jobs followed at once on one client connection [default: 64].
+    #[arg(long, env = "HODEI_MAX_FOLLOWERS_PER_CONNECTION")]
+    pub max_followers_per_connection: Option<usize>,
+    /// How long a follower may take no event while its buffer is full before the server
+    /// drops it [default: 60s].
+    #[arg(long, env = "HODEI_FOLLOW_STALL_TIMEOUT", value_parser = parse::duration)]
+    pub follow_stall_timeout: Option<humantime::Duration>,
 }
 
 impl LimitArgs {
@@ -107,6 +117,21 @@ impl LimitArgs {
             request_timeout: self
                 .request_timeout
                 .map_or(defaults.request_timeout, Into::into),
+        }
+    }
+
+    /// The bounds of `FollowJob` streams: the defaults with what was set over them.
+    #[must_use]
+    pub fn follow_limits(&self) -> FollowLimits {
+        let defaults = FollowLimits::default();
+        FollowLimits {
+            max_followers: self.max_followers.unwrap_or(defaults.max_followers),
+            max_followers_per_connection: self
+                .max_followers_per_connection
+                .unwrap_or(defaults.max_followers_per_connection),
+            stall_timeout: self
+                .follow_stall_timeout
+                .map_or(defaults.stall_timeout, Into::into),
         }
     }
 }
@@ -175,6 +200,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("--min-free-disk"), "{error}");
+    }
+
+    #[test]
+    fn follow_limits_default_and_take_flags() {
+        let probe = parse::parse::<Probe>(["probe"]).unwrap();
+        assert_eq!(probe.limits.follow_limits(), FollowLimits::default());
+        let probe = parse::parse::<Probe>([
+            "probe",
+            "--max-followers=10",
+            "--max-followers-per-connection",
+            "3",
+            "--follow-stall-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            probe.limits.follow_limits(),
+            FollowLimits {
+                max_followers: 10,
+                max_followers_per_connection: 3,
+                stall_timeout: std::time::Duration::from_secs(5),
+            }
+        );
     }
 
     #[test]

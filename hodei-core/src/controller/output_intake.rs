@@ -141,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn the_chunks_that_fit_the_quota_are_stored_and_no_more() {
+    fn output_is_stored_up_to_the_quota_and_no_more() {
         let dir = tempfile::tempdir().unwrap();
         let hub = LogHub::open(dir.path()).unwrap();
         let log = hub.create(JobId::new()).unwrap();
@@ -159,7 +159,11 @@ mod tests {
                 refusal: Some(FailureReason::LogLimitExceeded { limit_bytes: 100 })
             }
         );
-        assert_eq!(log.last_seq(), 2, "chunk 3 would pass 100 bytes");
+        assert_eq!(
+            log.last_seq(),
+            3,
+            "the first 20 bytes of chunk 3 fill the quota"
+        );
         assert_eq!(
             intake.take(&log, &[chunk(5, 1)]).unwrap(),
             Intake::Refused {
@@ -168,7 +172,7 @@ mod tests {
             },
             "later output is acknowledged, not stored, and the refusal told once"
         );
-        assert_eq!(log.last_seq(), 2);
+        assert_eq!(log.last_seq(), 3);
     }
 
     #[test]

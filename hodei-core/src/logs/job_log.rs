@@ -104,8 +104,9 @@ impl JobLog {
         self.append_within(chunks, u64::MAX).map(|a| a.last_seq)
     }
 
-    /// Like [`append`](Self::append), storing chunks only while the log's payload stays
-    /// within `max_payload` bytes: the chunks that fit are stored, and no more.
+    /// Like [`append`](Self::append), storing output only while the log's payload stays
+    /// within `max_payload` bytes: the chunks that fit are stored, then the start of the
+    /// chunk that crosses the limit, so the log holds exactly `max_payload` bytes.
     pub(crate) fn append_within(
         &self,
         chunks: &[OutputChunk],
@@ -143,8 +144,19 @@ impl JobLog {
                 });
             }
             let len = chunk.data.len() as u64;
-            if payload.saturating_add(bytes).saturating_add(len) > max_payload {
+            let room = max_payload.saturating_sub(payload.saturating_add(bytes));
+            if len > room {
                 over_quota = true;
+                if room > 0 {
+                    // `room` < `len` <= MAX_STORED_CHUNK_BYTES, so it fits a usize.
+                    let start = OutputChunk {
+                        data: chunk.data.slice(..usize::try_from(room).unwrap_or(0)),
+                        ..chunk.clone()
+                    };
+                    file_format::encode_into(&start, buffer);
+                    bytes += room;
+                    last_seq = chunk.seq;
+                }
                 break;
             }
             file_format::encode_into(chunk, buffer);

@@ -2,7 +2,7 @@
 //! terminal state, or with an UNAVAILABLE status when the job can no longer be followed.
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tonic::Status;
 use tracing::warn;
 
@@ -13,7 +13,8 @@ use crate::{
     logs::{LogFollower, OutputChunk},
     store::StoreError,
 };
-use hodei_proto::v1 as pb;
+
+use super::follow_stream::EventSink;
 
 /// Start of the message of a follow that ends without the job's terminal state.
 const CANNOT_FOLLOW: &str = "the job's log can no longer be followed";
@@ -32,24 +33,16 @@ impl StoredJobs for JobController {
     }
 }
 
-pub(super) type EventSender = mpsc::Sender<Result<pb::JobEvent, Status>>;
-
-async fn send(tx: &EventSender, event: JobEvent) -> Result<(), &'static str> {
-    tx.send(Ok(event.into()))
-        .await
-        .map_err(|_| "client went away")
-}
-
-async fn send_status(tx: &EventSender, job: &Job) -> Result<(), &'static str> {
+async fn send_status(tx: &mut EventSink, job: &Job) -> Result<(), &'static str> {
     let state = JobEvent::State {
         state: job.state.clone(),
         detail: job.detail.clone(),
     };
-    send(tx, state).await
+    tx.send(state).await
 }
 
 /// Sends the rest of the log; the log must be closed.
-async fn drain(follower: Option<&mut LogFollower>, tx: &EventSender) -> Result<(), &'static str> {
+async fn drain(follower: Option<&mut LogFollower>, tx: &mut EventSink) -> Result<(), &'static str> {
     let Some(follower) = follower else {
         return Ok(());
     };
@@ -57,12 +50,12 @@ async fn drain(follower: Option<&mut LogFollower>, tx: &EventSender) -> Result<(
         match follower.next_batch().await {
             Ok(Some(batch)) => {
                 for chunk in batch {
-                    send(tx, JobEvent::Output(chunk)).await?;
+                    tx.send(JobEvent::Output(chunk)).await?;
                 }
             }
             Ok(None) => return Ok(()),
             Err(error) => {
-                let _ = tx.send(Err(super::job_service::internal(error))).await;
+                tx.finish(super::job_service::internal(error));
                 return Err("reading the log failed");
             }
         }
@@ -77,7 +70,7 @@ pub(super) async fn follow(
     mut job: Job,
     watch: Option<watch::Receiver<Job>>,
     mut follower: Option<LogFollower>,
-    tx: &EventSender,
+    tx: &mut EventSink,
 ) -> Result<(), &'static str> {
     let Some(mut watch) = watch else {
         drain(follower.as_mut(), tx).await?;
@@ -89,12 +82,12 @@ pub(super) async fn follow(
             next = next_output(&mut follower) => match next {
                 Ok(Some(batch)) => {
                     for chunk in batch {
-                        send(tx, JobEvent::Output(chunk)).await?;
+                        tx.send(JobEvent::Output(chunk)).await?;
                     }
                 }
                 Ok(None) => follower = None,
                 Err(error) => {
-                    let _ = tx.send(Err(super::job_service::internal(error))).await;
+                    tx.finish(super::job_service::internal(error));
                     return Err("reading the log failed");
                 }
             },
@@ -107,7 +100,7 @@ pub(super) async fn follow(
                     match ended(jobs, job.id).await {
                         Ok(ended) => ended,
                         Err(status) => {
-                            let _ = tx.send(Err(status)).await;
+                            tx.finish(status);
                             return Err("the job can no longer be followed");
                         }
                     }
@@ -153,10 +146,16 @@ async fn next_output(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use futures::StreamExt;
 
     use super::*;
     use crate::job::{JobSpec, JobState, ProcessExit};
+    use crate::server::follow_stream::event_stream;
 
     /// A store that says the job is running for its first `running_answers` lookups and
     /// that it succeeded afterwards; it counts the lookups.
@@ -195,11 +194,11 @@ mod tests {
     async fn follow_closed(store: &CountingStore) -> Vec<Result<JobEvent, Status>> {
         let (state, watch) = watch::channel(store.job.clone());
         drop(state);
-        let (tx, mut rx) = mpsc::channel(16);
-        let _ = follow(store, store.job.clone(), Some(watch), None, &tx).await;
+        let (mut tx, mut rx) = event_stream(Duration::from_secs(60), 0);
+        let _ = follow(store, store.job.clone(), Some(watch), None, &mut tx).await;
         drop(tx);
         let mut events = Vec::new();
-        while let Some(event) = rx.recv().await {
+        while let Some(event) = rx.next().await {
             events.push(event.map(|e| JobEvent::try_from(e).unwrap()));
         }
         events

@@ -1,16 +1,17 @@
 //! The client-facing gRPC `JobService`: every call authenticated, every job visible only
 //! to those who may read it.
 
-use std::pin::Pin;
-
-use futures::Stream;
 use hodei_proto::v1::{self as pb, job_service_server::JobService};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::follow::follow;
+use super::{
+    JOB_API_MAX_MESSAGE_BYTES,
+    follow::follow,
+    follow_stream::{EventStream, event_stream},
+    followers::{FollowLimits, Followers},
+    list_budget,
+};
 use crate::{
     auth::{
         Action, AuthError, Authenticator, CertificateIdentity, Identity, PresentedCredentials,
@@ -35,6 +36,8 @@ pub const AUDIT_TARGET: &str = "hodei::audit";
 pub struct JobApi {
     controller: JobController,
     auth: Authenticator,
+    followers: Followers,
+    max_message_bytes: usize,
 }
 
 /// Identity field of audit lines for calls that were not authenticated.
@@ -67,10 +70,31 @@ fn not_found(id: JobId) -> Status {
 }
 
 impl JobApi {
-    /// A service backed by `controller`; `auth` decides who may call it.
+    /// A service backed by `controller`; `auth` decides who may call it. It follows jobs
+    /// within the default [`FollowLimits`] and sizes `ListJobs` answers for a message
+    /// limit of [`JOB_API_MAX_MESSAGE_BYTES`].
     #[must_use]
     pub fn new(controller: JobController, auth: Authenticator) -> Self {
-        Self { controller, auth }
+        Self {
+            controller,
+            auth,
+            followers: Followers::new(FollowLimits::default()),
+            max_message_bytes: JOB_API_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// Follows jobs within `limits`.
+    #[must_use]
+    pub fn with_follow_limits(mut self, limits: FollowLimits) -> Self {
+        self.followers = Followers::new(limits);
+        self
+    }
+
+    /// Sizes `ListJobs` answers for the largest message the transport sends.
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// Who makes `request`; refusals are audited and counted.
@@ -229,8 +253,6 @@ fn submit_status(error: SubmitError) -> Status {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl JobService for JobApi {
     async fn submit_job(
@@ -312,7 +334,15 @@ impl JobService for JobApi {
         for job in &jobs {
             shown.push(view.show(job).await?);
         }
-        Ok(Response::new(pb::ListJobsResponse { jobs: shown }))
+        let answer = list_budget::fit(shown, self.max_message_bytes);
+        if answer.truncated {
+            debug!(
+                shown = answer.jobs.len(),
+                asked = limit,
+                "a job list was cut to fit one answer"
+            );
+        }
+        Ok(Response::new(answer))
     }
 
     async fn cancel_job(
@@ -347,9 +377,13 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::FollowJobStream>, Status> {
         const METHOD: &str = "FollowJob";
         let who = self.caller(METHOD, &request).await?;
+        let connection = request.remote_addr();
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
         let visible = self.visible_job(&who, METHOD, id).await?;
+        let slot = self.followers.admit(connection).inspect_err(|_| {
+            audit(who.name(), METHOD, Some(id), "resource_exhausted");
+        })?;
         let watch = if request.follow {
             self.controller.watch(id)
         } else {
@@ -371,16 +405,23 @@ impl JobService for JobApi {
         } else {
             None
         };
-        let (tx, rx) = mpsc::channel(16);
+        let (mut sink, stream) = event_stream(self.followers.stall_timeout(), request.from_seq);
         let controller = self.controller.clone();
         tokio::spawn(
             async move {
-                if let Err(closed) = follow(&controller, job, watch, follower, &tx).await {
+                // Held until the follow ends, whichever way, the client's leaving included.
+                let _slot = slot;
+                let client_gone = sink.client_gone();
+                let followed = tokio::select! {
+                    followed = follow(&controller, job, watch, follower, &mut sink) => followed,
+                    () = client_gone => Err("client went away"),
+                };
+                if let Err(closed) = followed {
                     debug!(reason = closed, "follower stopped");
                 }
             }
             .instrument(info_span!("follow", job.id = %id)),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(stream))
     }
 }

@@ -6,8 +6,11 @@ mod data_dir_lock;
 mod disk_health;
 mod exposure;
 mod follow;
+mod follow_stream;
+mod followers;
 mod grpc_limits;
 mod job_service;
+mod list_budget;
 mod store_health;
 mod tls;
 mod worker_service;
@@ -24,6 +27,7 @@ use data_dir_lock::DataDirLock;
 pub use data_dir_lock::{LOCK_FILE, LockHolder};
 pub use disk_health::DISK_HEALTH_SERVICE;
 pub use exposure::{Protection, Unprotected};
+pub use followers::{FollowLimitError, FollowLimits};
 pub use grpc_limits::{
     GrpcLimitError, GrpcLimits, JOB_API_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES,
     WORKER_API_MAX_MESSAGE_BYTES,
@@ -110,6 +114,9 @@ pub enum ServerError {
     /// A transport limit cannot work.
     #[error(transparent)]
     GrpcLimit(#[from] GrpcLimitError),
+    /// A bound of the `FollowJob` streams cannot work.
+    #[error(transparent)]
+    FollowLimit(#[from] FollowLimitError),
     /// gRPC reflection could not be set up.
     #[error("setting up gRPC reflection failed")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -132,6 +139,7 @@ pub struct HodeiServer {
     reflection: bool,
     auth: Authenticator,
     limits: GrpcLimits,
+    follow_limits: FollowLimits,
 }
 
 #[derive(Debug)]
@@ -194,11 +202,15 @@ impl HodeiServer {
         /// Message sizes, HTTP/2 limits and the call deadline of both listeners.
         #[builder(default)]
         grpc_limits: GrpcLimits,
+        /// How many `FollowJob` streams may be open, and how long one may stall.
+        #[builder(default)]
+        follow_limits: FollowLimits,
     ) -> Result<Self, ServerError> {
         if providers.is_empty() {
             return Err(ServerError::NoProvider);
         }
         grpc_limits.validate()?;
+        follow_limits.validate()?;
         let exposure = exposure::Exposure {
             job_addr: listen_addr,
             worker_addr: worker_listen_addr,
@@ -257,6 +269,7 @@ impl HodeiServer {
             reflection,
             auth,
             limits: grpc_limits,
+            follow_limits,
         })
     }
 
@@ -294,9 +307,13 @@ impl HodeiServer {
             .layer(connection_layer())
             .add_service(job_health_service)
             .add_service(
-                JobServiceServer::new(JobApi::new(self.controller.clone(), self.auth.clone()))
-                    .max_decoding_message_size(job_bytes)
-                    .max_encoding_message_size(job_bytes),
+                JobServiceServer::new(
+                    JobApi::new(self.controller.clone(), self.auth.clone())
+                        .with_follow_limits(self.follow_limits)
+                        .with_max_message_bytes(job_bytes),
+                )
+                .max_decoding_message_size(job_bytes)
+                .max_encoding_message_size(job_bytes),
             );
         if self.reflection {
             job_router = job_router.add_service(

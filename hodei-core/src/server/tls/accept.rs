@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_verified_client_certificate_reaches_the_services_and_others_are_refused() {
+    async fn a_verified_client_certificate_and_the_peer_address_reach_the_services() {
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
         let pki = Pki::new();
@@ -246,9 +246,15 @@ mod tests {
         let files = TlsFiles::new(cert, key).client_ca(&client_ca);
 
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let capture = {
             let seen = Arc::clone(&seen);
+            let peers = Arc::clone(&peers);
             move |request: tonic::Request<()>| {
+                // The per-connection follow cap keys on the peer address.
+                peers
+                    .lock()
+                    .push(request.remote_addr().map(|addr| addr.ip()));
                 seen.lock().push(client_certificate(&request));
                 Ok(request)
             }
@@ -304,6 +310,10 @@ mod tests {
                 }),
                 None,
             ]
+        );
+        assert_eq!(
+            *peers.lock(),
+            [Some(std::net::Ipv4Addr::LOCALHOST.into()); 2]
         );
         stop.cancel();
         serving.await.unwrap().unwrap();
