@@ -46,7 +46,7 @@ use crate::{
     job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
     provider::{ProviderRegistry, SelectionError},
-    store::{JobStore, StoreError},
+    store::{JobPage, JobStore, StoreError},
 };
 
 /// How often workers send heartbeats, by default.
@@ -360,27 +360,37 @@ impl JobController {
         self.inner.store.get(id).await
     }
 
-    /// Up to `limit` jobs, newest first, with active jobs in their current state.
-    pub async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
-        let jobs = self.inner.store.list(limit).await?;
-        Ok(self.current(jobs))
+    /// Up to `limit` jobs, newest first, within `max_bytes` of stored records, with
+    /// active jobs in their current state.
+    pub async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
+        let page = self.inner.store.list(limit, max_bytes).await?;
+        Ok(self.current(page))
     }
 
     /// Up to `limit` jobs owned by `owner`, newest first, as [`list`](Self::list).
-    pub async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
-        let jobs = self.inner.store.list_owned_by(owner, limit).await?;
-        Ok(self.current(jobs))
+    pub async fn list_owned_by(
+        &self,
+        owner: &str,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<JobPage, StoreError> {
+        let page = self
+            .inner
+            .store
+            .list_owned_by(owner, limit, max_bytes)
+            .await?;
+        Ok(self.current(page))
     }
 
-    /// `jobs` with the active ones in their current state.
-    fn current(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+    /// `page` with the active jobs in their current state.
+    fn current(&self, mut page: JobPage) -> JobPage {
         let active = self.inner.lock_active();
-        for job in &mut jobs {
+        for job in &mut page.jobs {
             if let Some(a) = active.get(&job.id) {
                 *job = a.status.borrow().clone();
             }
         }
-        jobs
+        page
     }
 
     /// Asks a job to stop. Returns `None` for an unknown job.

@@ -28,7 +28,7 @@ use crate::{
         KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
         ProviderRegistry, ProvisionedWorker, WorkerEvent, WorkerLaunch,
     },
-    store::{JobStore, StoreError},
+    store::{JobPage, JobStore, StoreError},
 };
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,18 +94,29 @@ impl JobStore for MemoryStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs.lock().unwrap().get(&id).cloned())
     }
-    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
+    async fn list(&self, limit: u32, _max_bytes: usize) -> Result<JobPage, StoreError> {
         let jobs = self.jobs.lock().unwrap();
-        Ok(jobs.values().take(limit as usize).cloned().collect())
+        Ok(JobPage {
+            jobs: jobs.values().take(limit as usize).cloned().collect(),
+            truncated: false,
+        })
     }
-    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+    async fn list_owned_by(
+        &self,
+        owner: &str,
+        limit: u32,
+        _max_bytes: usize,
+    ) -> Result<JobPage, StoreError> {
         let jobs = self.jobs.lock().unwrap();
-        Ok(jobs
-            .values()
-            .filter(|j| j.owner == owner)
-            .take(limit as usize)
-            .cloned()
-            .collect())
+        Ok(JobPage {
+            jobs: jobs
+                .values()
+                .filter(|j| j.owner == owner)
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+            truncated: false,
+        })
     }
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
@@ -967,7 +978,7 @@ async fn a_final_state_the_store_keeps_refusing_stays_in_memory_until_stored() {
     );
     let seen = harness.controller.get(job.id).await.unwrap().unwrap();
     assert_eq!(seen.state, JobState::Succeeded);
-    let listed = harness.controller.list(10).await.unwrap();
+    let listed = harness.controller.list(10, usize::MAX).await.unwrap().jobs;
     assert_eq!(listed[0].state, JobState::Succeeded);
     let cancel = harness.controller.cancel(job.id).await.unwrap().unwrap();
     assert!(!cancel.requested);

@@ -154,6 +154,33 @@ mod tests {
         assert_eq!(mode_of(&hub.path(job)), 0o600);
     }
 
+    #[test]
+    fn a_log_holds_a_file_descriptor_only_once_output_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = LogHub::open(dir.path()).unwrap();
+        let job = JobId::new();
+        let path = hub.path(job);
+        let descriptors_of_the_log = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+                .count()
+        };
+        let log = hub.create(job).unwrap();
+        assert!(path.exists(), "followers find the log from the start");
+        assert_eq!(
+            descriptors_of_the_log(),
+            0,
+            "a queued job holds no descriptor"
+        );
+        log.append(&[chunk(1, "a")]).unwrap();
+        assert_eq!(descriptors_of_the_log(), 1);
+        hub.discard(job);
+        drop(log);
+        assert_eq!(descriptors_of_the_log(), 0);
+    }
+
     #[tokio::test]
     async fn follower_joining_mid_job_gets_every_chunk_once() {
         let dir = tempfile::tempdir().unwrap();

@@ -52,7 +52,8 @@ pub enum AppendError {
 
 #[derive(Debug)]
 struct Writer {
-    file: File,
+    /// Open from the first output on: a queued job holds no file descriptor.
+    file: Option<File>,
     buffer: Vec<u8>,
     /// Payload bytes stored so far, the measure of the log quota.
     payload: u64,
@@ -80,15 +81,14 @@ pub struct JobLog {
 }
 
 impl JobLog {
+    /// Creates the (empty) log file, so followers find it at once; it is opened for
+    /// writing when the first output arrives.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        let file = crate::private_fs::file_options()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        Self::open_for_append(path)?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(Writer {
-                file,
+                file: None,
                 buffer: Vec::with_capacity(64 * 1024),
                 payload: 0,
             }),
@@ -171,6 +171,10 @@ impl JobLog {
         if buffer.is_empty() {
             return Ok(appended);
         }
+        let file = match file {
+            Some(file) => file,
+            None => file.insert(Self::open_for_append(&self.path)?),
+        };
         file.write_all(buffer)?;
         *payload += bytes;
         let written = buffer.len() as u64;
@@ -210,11 +214,13 @@ impl JobLog {
         let file = {
             let writer = self.writer.lock();
             self.progress.send_modify(|p| p.closed = true);
-            writer.file.try_clone()?
+            writer.file.as_ref().map(File::try_clone).transpose()?
         };
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            file.sync_data()?;
+            if let Some(file) = file {
+                file.sync_data()?;
+            }
             match path.parent() {
                 Some(dir) => File::open(dir)?.sync_all(),
                 None => Ok(()),
@@ -222,6 +228,13 @@ impl JobLog {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    fn open_for_append(path: &Path) -> io::Result<File> {
+        crate::private_fs::file_options()
+            .create(true)
+            .append(true)
+            .open(path)
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {

@@ -321,20 +321,25 @@ impl JobService for JobApi {
             }
             n => n,
         };
-        let jobs = if may(&who, Action::List).await? {
-            self.controller.list(limit).await
+        // Stored records are read only up to the size of one answer.
+        let budget = self.max_message_bytes;
+        let page = if may(&who, Action::List).await? {
+            self.controller.list(limit, budget).await
         } else if may(&who, Action::Submit).await? {
-            self.controller.list_owned_by(who.name(), limit).await
+            self.controller
+                .list_owned_by(who.name(), limit, budget)
+                .await
         } else {
             return Err(Self::denied(&who, METHOD, None, "list jobs"));
         }
         .map_err(internal)?;
         let mut view = EnvView::new(&who);
-        let mut shown = Vec::with_capacity(jobs.len());
-        for job in &jobs {
+        let mut shown = Vec::with_capacity(page.jobs.len());
+        for job in &page.jobs {
             shown.push(view.show(job).await?);
         }
-        let answer = list_budget::fit(shown, self.max_message_bytes);
+        let mut answer = list_budget::fit(shown, self.max_message_bytes);
+        answer.truncated |= page.truncated;
         if answer.truncated {
             debug!(
                 shown = answer.jobs.len(),

@@ -33,6 +33,15 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// Jobs of a list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// More jobs were asked for, but they would have passed the byte budget.
+    pub truncated: bool,
+}
+
 /// Persists jobs. Every write is a single atomic statement, so a failure leaves
 /// nothing half-written.
 #[async_trait]
@@ -43,10 +52,16 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn update(&self, job: &Job) -> Result<(), StoreError>;
     /// One job, if known.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
-    /// Up to `limit` jobs, newest first.
-    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError>;
-    /// Up to `limit` jobs whose owner is `owner`, newest first.
-    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// Up to `limit` jobs, newest first, holding no more than `max_bytes` of stored
+    /// records (the first job always fits).
+    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError>;
+    /// Up to `limit` jobs whose owner is `owner`, newest first, as [`list`](Self::list).
+    async fn list_owned_by(
+        &self,
+        owner: &str,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<JobPage, StoreError>;
     /// Jobs that were not terminal when last written.
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
     /// Up to `limit` finished (terminal) jobs that finished before `cutoff`, oldest first.

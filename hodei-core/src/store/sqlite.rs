@@ -12,7 +12,7 @@ use sqlx::{
 
 use time::OffsetDateTime;
 
-use super::{JobStore, StoreError};
+use super::{JobPage, JobStore, StoreError};
 use crate::{
     job::{Job, JobId},
     private_fs,
@@ -142,6 +142,32 @@ impl SqliteStore {
             .bind(job.finished_at.map(OffsetDateTime::unix_timestamp))
     }
 
+    /// Reads the rows of `query` (columns `id` and `record`) one at a time, stopping
+    /// before the records read pass `max_bytes` (the first row is always read): a list
+    /// never holds more than its budget in memory.
+    async fn page<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        max_bytes: usize,
+    ) -> Result<JobPage, StoreError> {
+        use futures::TryStreamExt;
+
+        let mut rows = query.fetch(&self.pool);
+        let mut page = JobPage::default();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let record = row.get::<&str, _>("record");
+            bytes = bytes.saturating_add(record.len());
+            if bytes > max_bytes && !page.jobs.is_empty() {
+                page.truncated = true;
+                break;
+            }
+            page.jobs
+                .push(Self::decode(row.get::<&str, _>("id"), record)?);
+        }
+        Ok(page)
+    }
+
     fn rows_to_jobs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Job>, StoreError> {
         rows.iter()
             .map(|row| Self::decode(row.get::<&str, _>("id"), row.get::<&str, _>("record")))
@@ -186,23 +212,24 @@ impl JobStore for SqliteStore {
             .transpose()
     }
 
-    async fn list(&self, limit: u32) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query("SELECT id, record FROM jobs ORDER BY created_seq DESC LIMIT ?1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Self::rows_to_jobs(&rows)
+    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
+        let query = sqlx::query("SELECT id, record FROM jobs ORDER BY created_seq DESC LIMIT ?1")
+            .bind(i64::from(limit));
+        self.page(query, max_bytes).await
     }
 
-    async fn list_owned_by(&self, owner: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
+    async fn list_owned_by(
+        &self,
+        owner: &str,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<JobPage, StoreError> {
+        let query = sqlx::query(
             "SELECT id, record FROM jobs WHERE owner = ?1 ORDER BY created_seq DESC LIMIT ?2",
         )
         .bind(owner)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Self::rows_to_jobs(&rows)
+        .bind(i64::from(limit));
+        self.page(query, max_bytes).await
     }
 
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
@@ -294,9 +321,10 @@ mod tests {
         let store = SqliteStore::open(dir.path()).await.unwrap();
         assert_eq!(store.get(first.id).await.unwrap(), Some(first.clone()));
         let listed: Vec<_> = store
-            .list(10)
+            .list(10, usize::MAX)
             .await
             .unwrap()
+            .jobs
             .into_iter()
             .map(|j| j.id)
             .collect();
@@ -343,15 +371,31 @@ mod tests {
             ids.push(job.id);
         }
         let alice: Vec<_> = store
-            .list_owned_by("alice", 1)
+            .list_owned_by("alice", 1, usize::MAX)
             .await
             .unwrap()
+            .jobs
             .into_iter()
             .map(|j| (j.id, j.owner))
             .collect();
         assert_eq!(alice, vec![(ids[2], "alice".to_owned())]);
-        assert_eq!(store.list_owned_by("alice", 10).await.unwrap().len(), 2);
-        assert!(store.list_owned_by("", 10).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .list_owned_by("alice", 10, usize::MAX)
+                .await
+                .unwrap()
+                .jobs
+                .len(),
+            2
+        );
+        assert!(
+            store
+                .list_owned_by("", 10, usize::MAX)
+                .await
+                .unwrap()
+                .jobs
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -385,9 +429,48 @@ mod tests {
             let store = SqliteStore::open(dir.path()).await.unwrap();
             let stored = store.get(job.id).await.unwrap().unwrap();
             assert_eq!(stored.owner, "");
-            assert_eq!(store.list_owned_by("", 10).await.unwrap().len(), 1);
+            assert_eq!(
+                store
+                    .list_owned_by("", 10, usize::MAX)
+                    .await
+                    .unwrap()
+                    .jobs
+                    .len(),
+                1
+            );
             store.pool.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_list_stops_before_its_byte_budget_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let job = Job::new(
+                JobSpec::builder("echo")
+                    .args(["x".repeat(10_000)])
+                    .build()
+                    .unwrap(),
+                "local",
+            );
+            store.insert(&job).await.unwrap();
+            ids.push(job.id);
+        }
+        let whole = store.list(10, usize::MAX).await.unwrap();
+        assert_eq!(whole.jobs.len(), 5);
+        assert!(!whole.truncated);
+        let record = serde_json::to_string(&whole.jobs[0]).unwrap().len();
+        let page = store.list(10, record * 2 + record / 2).await.unwrap();
+        let listed: Vec<_> = page.jobs.iter().map(|j| j.id).collect();
+        assert_eq!(listed, vec![ids[4], ids[3]], "the newest that fit");
+        assert!(page.truncated);
+        let one = store.list(10, 1).await.unwrap();
+        assert_eq!(one.jobs.len(), 1, "the first job always fits");
+        assert!(one.truncated);
+        let exact = store.list(2, usize::MAX).await.unwrap();
+        assert!(!exact.truncated, "a limit is not a budget");
     }
 
     #[tokio::test]
@@ -468,7 +551,7 @@ mod tests {
         assert_eq!(deleted, vec![oldest.id]);
         assert!(!store.contains(oldest.id).await.unwrap());
         assert!(store.contains(active.id).await.unwrap());
-        assert_eq!(store.list(10).await.unwrap().len(), 3);
+        assert_eq!(store.list(10, usize::MAX).await.unwrap().jobs.len(), 3);
     }
 
     #[tokio::test]
