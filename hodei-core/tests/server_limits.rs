@@ -14,35 +14,14 @@ use std::{
     time::Duration,
 };
 
-use common::{Behaviour, TaskProvider, TestServer, follow, wait_gone};
+use common::{Behaviour, TaskProvider, TestServer, follow, health, sh, wait_gone};
 use hodei_core::{
-    ClientError, FailureReason, JobSpec, JobState,
+    ClientError, FailureReason, JobState,
     controller::{ControllerConfig, SpaceProbe},
     disk::{DiskSpace, FreeDiskFloor},
 };
 use hodei_test_fixtures::wait_until;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-
-fn sh(script: &str) -> JobSpec {
-    JobSpec::builder("sh").args(["-c", script]).build().unwrap()
-}
-
-async fn health(url: &str, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .unwrap();
-    response.into_inner().status()
-}
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn wait_for_pid(path: &std::path::Path) -> i32 {
     wait_until(Duration::from_secs(10), "the job wrote its pid", || {

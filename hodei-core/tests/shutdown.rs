@@ -6,32 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Behaviour, TaskProvider, TestServer};
-use hodei_core::JobSpec;
+use common::{Behaviour, TaskProvider, TestServer, health, sh};
 use hodei_test_fixtures::wait_until;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-
-fn sh(script: &str) -> JobSpec {
-    JobSpec::builder("sh").args(["-c", script]).build().unwrap()
-}
-
-async fn health(url: &str, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .unwrap();
-    response.into_inner().status()
-}
+use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test]
 async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {

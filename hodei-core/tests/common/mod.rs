@@ -12,7 +12,8 @@ use std::{
 use async_trait::async_trait;
 use futures::StreamExt;
 use hodei_core::{
-    HodeiClient, HodeiServer, Job, JobEvent, JobState, OutputStream, WorkerAgent, WorkerId,
+    HodeiClient, HodeiServer, Job, JobEvent, JobSpec, JobState, OutputStream, WorkerAgent,
+    WorkerId,
     controller::ControllerConfig,
     provider::{
         KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
@@ -21,6 +22,30 @@ use hodei_core::{
 };
 use hodei_test_fixtures::wait_until;
 use tokio::{sync::mpsc, task::JoinHandle};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// A job running `script` with `sh -c`.
+pub fn sh(script: &str) -> JobSpec {
+    JobSpec::builder("sh").args(["-c", script]).build().unwrap()
+}
+
+/// What gRPC health at `url` answers for `service` ("" for the whole server).
+pub async fn health(url: &str, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap();
+    response.into_inner().status()
+}
 
 /// How the fake platform treats a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
