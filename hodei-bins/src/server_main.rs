@@ -51,6 +51,10 @@ async fn serve(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         auth,
     } = args;
     settings.run_jobs_unprivileged_when_root();
+    match crate::descriptors::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
     if let Some(addr) = settings.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
