@@ -69,12 +69,24 @@ struct AbuseArgs {
     /// Workers the server runs at once.
     #[arg(long, default_value_t = AbuseConfig::default().max_workers)]
     max_workers: usize,
+    /// A setting of the server under test, e.g. `HODEI_MAX_QUEUED_JOBS_PER_OWNER=20000`
+    /// (repeatable).
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = key_value)]
+    server_env: Vec<(String, String)>,
     /// The hodei-server-bin to abuse [default: next to this program].
     #[arg(long)]
     server_bin: Option<PathBuf>,
     /// The hodei-worker-bin the server runs [default: next to this program].
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+}
+
+/// `KEY=VALUE`, for a `HODEI_*` setting.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if key.starts_with("HODEI_") => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected HODEI_NAME=VALUE".to_owned()),
+    }
 }
 
 impl AbuseArgs {
@@ -92,6 +104,7 @@ impl AbuseArgs {
             worker_oversized: self.worker_oversized,
             output_mib: self.output_mib,
             max_workers: self.max_workers,
+            server_env: self.server_env,
         };
         crate::abuse::run(&config, &bins)
     }

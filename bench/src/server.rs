@@ -33,6 +33,16 @@ impl ServerProcess {
         target: &Target,
         max_workers: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(bins, target, max_workers, &[]).await
+    }
+
+    /// As [`start`](Self::start), with the `HODEI_*` settings of `env` on top.
+    pub async fn start_with_env(
+        bins: &Binaries,
+        target: &Target,
+        max_workers: usize,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hodei-bench-")
             .tempdir()
@@ -48,6 +58,7 @@ impl ServerProcess {
             .env("HODEI_WORKER_BIN", &bins.worker)
             .envs(target.server_env(&advertise, max_workers))
             .env("HODEI_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .log_file(dir.path().join("server.log"))
             .terminate_on_drop(STOP_GRACE)
             .spawn()?;

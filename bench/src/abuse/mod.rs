@@ -40,6 +40,8 @@ pub struct AbuseConfig {
     pub output_mib: u64,
     /// Workers the server runs at once (`HODEI_LOCAL_MAX_WORKERS`).
     pub max_workers: usize,
+    /// Further settings of the server, as `HODEI_*` variables.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Default for AbuseConfig {
@@ -53,6 +55,7 @@ impl Default for AbuseConfig {
             worker_oversized: 20,
             output_mib: 256,
             max_workers: 4,
+            server_env: Vec::new(),
         }
     }
 }
@@ -87,7 +90,9 @@ async fn abuse(
     config: &AbuseConfig,
     bins: &Binaries,
 ) -> anyhow::Result<(Watched, Tally, Times, String)> {
-    let server = ServerProcess::start(bins, &Target::Local, config.max_workers).await?;
+    let server =
+        ServerProcess::start_with_env(bins, &Target::Local, config.max_workers, &config.server_env)
+            .await?;
     let started = Instant::now();
     let mut times = Times::default();
     let tally = Tally::default();
