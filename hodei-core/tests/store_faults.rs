@@ -1,0 +1,154 @@
+//! A store that fails its writes: the job API's health says so, readers see the newest
+//! state, and once writes succeed again the state is stored and health recovers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use common::{Behaviour, TaskProvider, health, serve_in_background, sh};
+use hodei_core::{
+    HodeiClient, HodeiServer, Job, JobId, JobState,
+    controller::ControllerConfig,
+    store::{JobPage, JobStore, SqliteStore, StoreError},
+};
+use hodei_test_fixtures::wait_until;
+use time::OffsetDateTime;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The SQLite store, whose updates fail while `failing` is set.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: SqliteStore,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl JobStore for FlakyStore {
+    async fn insert(&self, job: &Job) -> Result<(), StoreError> {
+        self.inner.insert(job).await
+    }
+    async fn update(&self, job: &Job) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::other(
+                "injected write failure",
+            )));
+        }
+        self.inner.update(job).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
+        self.inner.list(limit, max_bytes).await
+    }
+    async fn list_owned_by(
+        &self,
+        owner: &str,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<JobPage, StoreError> {
+        self.inner.list_owned_by(owner, limit, max_bytes).await
+    }
+    async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        self.inner.unfinished().await
+    }
+    async fn finished_before(
+        &self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.inner.finished_before(cutoff, limit).await
+    }
+    async fn finished_beyond(&self, keep: u64, limit: u32) -> Result<Vec<JobId>, StoreError> {
+        self.inner.finished_beyond(keep, limit).await
+    }
+    async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        self.inner.delete_finished(ids).await
+    }
+    async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
+        self.inner.contains(id).await
+    }
+}
+
+#[tokio::test]
+async fn failing_state_writes_turn_health_not_serving_and_lose_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(dir.path()).await.unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let server = HodeiServer::builder(dir.path())
+        .shared_provider(Arc::new(TaskProvider::new(Behaviour::RunWorker)))
+        .listen_addr("127.0.0.1:0".parse().unwrap())
+        .worker_listen_addr("127.0.0.1:0".parse().unwrap())
+        .store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .controller(ControllerConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            ..ControllerConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, task) = serve_in_background(server);
+    let client = HodeiClient::connect(url.clone()).await.unwrap();
+    assert_eq!(health(&url, "").await, ServingStatus::Serving);
+
+    let go = dir.path().join("go");
+    let job = client
+        .submit(&sh(&format!(
+            "while [ ! -e {} ]; do sleep 0.05; done",
+            go.display()
+        )))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the job runs", || async {
+        client.get(job.id).await.unwrap().state == JobState::Running
+    })
+    .await
+    .unwrap();
+
+    store.failing.store(true, Ordering::SeqCst);
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "health turns NOT_SERVING",
+        || async { health(&url, "").await == ServingStatus::NotServing },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        health(&url, "hodei.v1.JobService").await,
+        ServingStatus::NotServing
+    );
+    // Readers get the state the job reached, though the store still has the old one.
+    assert_eq!(client.get(job.id).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(
+        store.inner.get(job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+
+    store.failing.store(false, Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), "health recovers", || async {
+        health(&url, "").await == ServingStatus::Serving
+    })
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "the final state is stored", || {
+        let store = Arc::clone(&store);
+        async move { store.inner.get(job.id).await.unwrap().unwrap().state == JobState::Succeeded }
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
