@@ -18,7 +18,10 @@ use hodei_core::{
 };
 
 pub use self::{
-    auth::AuthArgs, kubernetes::KubernetesArgs, limits::LimitArgs, parse::parse,
+    auth::AuthArgs,
+    kubernetes::KubernetesArgs,
+    limits::LimitArgs,
+    parse::{duration as parse_duration, parse},
     retention::RetentionArgs,
 };
 

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod observe;
 pub(crate) mod private_fs;
 pub mod provider;
+pub mod resume;
 pub mod server;
 pub mod store;
 pub(crate) mod wire;
@@ -27,5 +28,6 @@ pub use job::{
 };
 pub use logs::{OutputChunk, OutputStream};
 pub use provider::{LocalProvider, Provider, ProviderRegistry};
+pub use resume::{DEFAULT_RECONNECT_WINDOW, FollowEvent, ResumingEvents};
 pub use server::{HodeiServer, ServerError};
 pub use worker::{WorkerAgent, WorkerReport};

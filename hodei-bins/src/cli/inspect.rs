@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId, JobList};
 
-use super::{CliError, render};
+use super::{CliError, reconnect, render};
 use crate::exit_code;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,13 +66,26 @@ impl JobArg {
     }
 }
 
-pub(super) async fn logs(client: &HodeiClient, args: LogsArgs) -> Result<u8, CliError> {
-    let follow = client.follow(args.job.id()?).from_seq(args.from_seq);
-    let mut events = if args.follow { follow.live() } else { follow }.await?;
+pub(super) async fn logs(
+    client: &HodeiClient,
+    args: LogsArgs,
+    reconnect_window: std::time::Duration,
+) -> Result<u8, CliError> {
+    let id = args.job.id()?;
     let mut output = render::OutputWriter::new();
-    while let Some(event) = events.next().await {
-        if let JobEvent::Output(chunk) = event? {
-            output.write(&chunk)?;
+    if args.follow {
+        let mut events = client.follow_resuming(id, args.from_seq, reconnect_window);
+        while let Some(event) = reconnect::next_job_event(&mut events, id).await {
+            if let JobEvent::Output(chunk) = event? {
+                output.write(&chunk)?;
+            }
+        }
+    } else {
+        let mut events = client.follow(id).from_seq(args.from_seq).await?;
+        while let Some(event) = events.next().await {
+            if let JobEvent::Output(chunk) = event? {
+                output.write(&chunk)?;
+            }
         }
     }
     output.flush()?;

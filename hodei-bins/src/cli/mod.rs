@@ -2,6 +2,7 @@
 
 mod embedded;
 mod inspect;
+mod reconnect;
 mod render;
 mod run;
 mod token;
@@ -58,6 +59,11 @@ pub struct Cli {
     /// File holding the bearer token (used when no --token / HODEI_TOKEN is given).
     #[arg(long, global = true, env = "HODEI_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// How long `run` and `logs -f` keep reconnecting to a server they lost, e.g. 30s.
+    #[arg(long, global = true, env = "HODEI_RECONNECT_WINDOW",
+        value_parser = crate::settings::parse_duration,
+        default_value_t = hodei_core::DEFAULT_RECONNECT_WINDOW.into())]
+    reconnect_window: humantime::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,8 +196,16 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
     };
     let client = connect(&cli, url, token).await?;
     let code = match cli.command {
-        Command::Run(args) => run::run(&client, *args, embedded.is_some()).await,
-        Command::Logs(args) => inspect::logs(&client, args).await,
+        Command::Run(args) => {
+            run::run(
+                &client,
+                *args,
+                embedded.is_some(),
+                cli.reconnect_window.into(),
+            )
+            .await
+        }
+        Command::Logs(args) => inspect::logs(&client, args, cli.reconnect_window.into()).await,
         Command::Get(args) => inspect::get(&client, args).await,
         Command::List(args) => inspect::list(&client, args).await,
         Command::Cancel(args) => inspect::cancel(&client, args).await,

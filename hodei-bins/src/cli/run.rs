@@ -3,10 +3,9 @@
 use std::{collections::BTreeMap, io::IsTerminal};
 
 use clap::Args;
-use futures::StreamExt;
 use hodei_core::{HodeiClient, JobEvent, JobSpec, JobState};
 
-use super::{CliError, render};
+use super::{CliError, reconnect, render};
 use crate::exit_code;
 
 #[derive(Debug, Args)]
@@ -103,6 +102,7 @@ pub(super) async fn run(
     client: &HodeiClient,
     args: RunArgs,
     embedded: bool,
+    reconnect_window: std::time::Duration,
 ) -> Result<u8, CliError> {
     if args.detach && embedded {
         return Err(usage(
@@ -117,7 +117,7 @@ pub(super) async fn run(
     }
     let id = job.id;
     let phases = std::io::stderr().is_terminal();
-    let mut events = client.follow(id).live().await?;
+    let mut events = client.follow_resuming(id, 0, reconnect_window);
     let mut output = render::OutputWriter::new();
     let mut shown = render::PhaseLine::new(phases, id);
     let mut cancelled = false;
@@ -125,7 +125,7 @@ pub(super) async fn run(
     tokio::pin!(interrupt);
     loop {
         tokio::select! {
-            event = events.next() => match event {
+            event = reconnect::next_job_event(&mut events, id) => match event {
                 Some(Ok(JobEvent::Output(chunk))) => output.write(&chunk)?,
                 Some(Ok(JobEvent::State { state, detail })) => {
                     shown.show(&state, detail.as_deref());
@@ -137,8 +137,8 @@ pub(super) async fn run(
                         return Ok(exit_code::for_state(&state));
                     }
                 }
-                Some(Err(error)) => return Err(error.into()),
-                None => return Err(CliError::new(exit_code::HODEI_ERROR, format!("lost the server while following job {id}"))),
+                Some(Err(error)) => return Err(error),
+                None => return Err(CliError::new(exit_code::HODEI_ERROR, format!("the follow of job {id} ended before the job"))),
             },
             _ = &mut interrupt, if !cancelled => {
                 cancelled = true;

@@ -1,0 +1,125 @@
+//! `hodei run` and `hodei logs -f` ride through a server that is killed and started
+//! again: they reconnect, resume after the last chunk they printed, print each byte once,
+//! and exit with the job's outcome.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    io::Read,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use hodei_test_fixtures::blocking::wait_until;
+use support::{HODEI, Server, WORKER, free_port, text};
+
+/// Prints `line 0` to `line 399`, one every 10 ms.
+const NUMBERED_LINES: &str =
+    "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.01; done";
+
+fn hodei(url: &str, args: &[&str]) -> Child {
+    Command::new(HODEI)
+        .args(args)
+        .env("HODEI_SERVER_URL", url)
+        .env("HODEI_RECONNECT_WINDOW", "60s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit; its exit code, stdout and stderr.
+fn finish(mut child: Child) -> (Option<i32>, String, String) {
+    let status = wait_until(Duration::from_secs(90), "the CLI exits", || {
+        child.try_wait().unwrap()
+    })
+    .unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stdout, stderr)
+}
+
+/// The lines `line 0`, `line 1`, ... up to some count, each once and in order.
+fn assert_numbered_from_zero(output: &str) {
+    assert!(!output.is_empty());
+    for (n, line) in output.lines().enumerate() {
+        assert_eq!(line, format!("line {n}"), "in:\n{output}");
+    }
+}
+
+#[test]
+fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [("HODEI_WORKER_BIN", WORKER.to_owned())];
+    let server = Server::start_on(dir.path(), port, &env);
+    let url = server.url();
+
+    let detached = server.hodei(&["run", "--detach", "--", "sh", "-c", NUMBERED_LINES]);
+    assert!(detached.status.success(), "{}", text(&detached.stderr));
+    let followed_id = text(&detached.stdout).trim().to_owned();
+    let follower = hodei(&url, &["logs", "-f", &followed_id]);
+    let runner = hodei(&url, &["run", "--", "sh", "-c", NUMBERED_LINES]);
+    wait_until(Duration::from_secs(30), "both jobs have printed", || {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&server.hodei(&["list", "-o", "json"]).stdout).unwrap();
+        let jobs = listed.as_array().unwrap();
+        (jobs.len() == 2
+            && jobs.iter().all(|job| {
+                let id = job["id"].as_str().unwrap();
+                text(&server.hodei(&["logs", id]).stdout).contains("line 20\n")
+            }))
+        .then_some(())
+    })
+    .unwrap();
+
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let server = Server::start_on(dir.path(), port, &env);
+
+    let (code, followed, stderr) = finish(follower);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stored = text(&server.hodei(&["logs", &followed_id]).stdout);
+    assert_numbered_from_zero(&stored);
+    assert_eq!(
+        followed, stored,
+        "logs -f printed the stored log exactly once"
+    );
+
+    let (code, ran, stderr) = finish(runner);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&server.hodei(&["list", "-o", "json"]).stdout).unwrap();
+    let run_job = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["id"] != followed_id.as_str())
+        .unwrap()
+        .clone();
+    let stored = text(
+        &server
+            .hodei(&["logs", run_job["id"].as_str().unwrap()])
+            .stdout,
+    );
+    assert_numbered_from_zero(&stored);
+    assert_eq!(ran, stored, "run printed the stored log exactly once");
+    // Until servers adopt running jobs on restart, the restart ends the job.
+    assert_eq!(run_job["state"]["phase"], "failed", "{run_job}");
+    assert_eq!(code, Some(126), "{stderr}");
+    server.stop();
+}
