@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Behaviour, TaskProvider, TestServer, follow, health, sh, wait_gone};
+use common::{Behaviour, TaskProvider, TestServer, follow, health, sh, wait_for_health, wait_gone};
 use hodei_core::{
     ClientError, FailureReason, JobState,
     controller::{ControllerConfig, SpaceProbe},
@@ -119,13 +119,13 @@ async fn below_the_disk_floor_new_work_is_refused_output_fails_and_reads_keep_wo
         async move { follow(&client, &job, 0).await }
     });
     free.store(10 << 20, Ordering::Relaxed);
-    wait_until(
+    wait_for_health(
+        &server.url,
+        "hodei.v1.Disk",
+        ServingStatus::NotServing,
         Duration::from_secs(5),
-        "health reports the disk",
-        || async { health(&server.url, "hodei.v1.Disk").await == ServingStatus::NotServing },
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(health(&server.url, "").await, ServingStatus::Serving);
     assert_eq!(
         health(&server.url, "hodei.v1.JobService").await,
@@ -168,13 +168,13 @@ async fn below_the_disk_floor_new_work_is_refused_output_fails_and_reads_keep_wo
     assert_eq!(old.stdout, b"before\n");
     // Space comes back: work is accepted again.
     free.store(2 << 30, Ordering::Relaxed);
-    wait_until(
+    wait_for_health(
+        &server.url,
+        "hodei.v1.Disk",
+        ServingStatus::Serving,
         Duration::from_secs(5),
-        "health reports the disk",
-        || async { health(&server.url, "hodei.v1.Disk").await == ServingStatus::Serving },
     )
-    .await
-    .unwrap();
+    .await;
     let again = server.client.submit(&sh("echo after")).await.unwrap();
     assert_eq!(follow(&server.client, &again, 0).await.stdout, b"after\n");
     server.stop().await;

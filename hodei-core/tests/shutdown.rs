@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Behaviour, TaskProvider, TestServer, health, sh};
+use common::{Behaviour, TaskProvider, TestServer, health, sh, wait_for_health};
 use hodei_test_fixtures::wait_until;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -39,13 +39,7 @@ async fn a_draining_server_is_not_serving_and_refuses_new_jobs() {
     );
 
     let stopping = tokio::spawn(server.stop());
-    wait_until(
-        Duration::from_secs(10),
-        "health turns NOT_SERVING",
-        || async { health(&url, "").await == ServingStatus::NotServing },
-    )
-    .await
-    .unwrap();
+    wait_for_health(&url, "", ServingStatus::NotServing, Duration::from_secs(10)).await;
     assert_eq!(
         health(&url, "hodei.v1.JobService").await,
         ServingStatus::NotServing

@@ -14,7 +14,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use common::{Behaviour, TaskProvider, health, serve_in_background, sh};
+use common::{Behaviour, TaskProvider, health, serve_in_background, sh, wait_for_health};
 use hodei_core::{
     HodeiClient, HodeiServer, Job, JobId, JobState,
     controller::ControllerConfig,
@@ -119,13 +119,7 @@ async fn failing_state_writes_turn_health_not_serving_and_lose_no_state() {
 
     store.failing.store(true, Ordering::SeqCst);
     std::fs::write(&go, b"").unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        "health turns NOT_SERVING",
-        || async { health(&url, "").await == ServingStatus::NotServing },
-    )
-    .await
-    .unwrap();
+    wait_for_health(&url, "", ServingStatus::NotServing, Duration::from_secs(30)).await;
     assert_eq!(
         health(&url, "hodei.v1.JobService").await,
         ServingStatus::NotServing
@@ -138,11 +132,7 @@ async fn failing_state_writes_turn_health_not_serving_and_lose_no_state() {
     );
 
     store.failing.store(false, Ordering::SeqCst);
-    wait_until(Duration::from_secs(30), "health recovers", || async {
-        health(&url, "").await == ServingStatus::Serving
-    })
-    .await
-    .unwrap();
+    wait_for_health(&url, "", ServingStatus::Serving, Duration::from_secs(30)).await;
     wait_until(Duration::from_secs(30), "the final state is stored", || {
         let store = Arc::clone(&store);
         async move { store.inner.get(job.id).await.unwrap().unwrap().state == JobState::Succeeded }

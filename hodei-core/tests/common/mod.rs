@@ -47,6 +47,16 @@ pub async fn health(url: &str, service: &str) -> ServingStatus {
     response.into_inner().status()
 }
 
+/// Waits up to `limit` until gRPC health at `url` answers `status` for `service`.
+pub async fn wait_for_health(url: &str, service: &str, status: ServingStatus, limit: Duration) {
+    let what = format!("health of {service:?} turns {status:?}");
+    wait_until(limit, &what, || async {
+        health(url, service).await == status
+    })
+    .await
+    .unwrap();
+}
+
 /// How the fake platform treats a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
