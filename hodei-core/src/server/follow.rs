@@ -72,9 +72,14 @@ pub(super) async fn follow(
     mut follower: Option<LogFollower>,
     tx: &mut EventSink,
 ) -> Result<(), &'static str> {
-    let Some(mut watch) = watch else {
-        drain(follower.as_mut(), tx).await?;
-        return send_status(tx, &job).await;
+    // A job that has ended (or is no longer live) gets its output, then its state: the
+    // terminal state is always the last event.
+    let mut watch = match watch {
+        Some(watch) if !job.state.is_terminal() => watch,
+        _ => {
+            drain(follower.as_mut(), tx).await?;
+            return send_status(tx, &job).await;
+        }
     };
     send_status(tx, &job).await?;
     loop {
@@ -202,6 +207,57 @@ mod tests {
             events.push(event.map(|e| JobEvent::try_from(e).unwrap()));
         }
         events
+    }
+
+    #[tokio::test]
+    async fn a_job_already_terminal_in_its_live_channel_gets_its_output_before_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = crate::logs::LogHub::open(dir.path()).unwrap();
+        let job = Job {
+            state: JobState::from_exit(ProcessExit::Code(0)),
+            ..running_job()
+        };
+        let log = hub.create(job.id).unwrap();
+        log.append(&[OutputChunk {
+            seq: 1,
+            stream: crate::logs::OutputStream::Stdout,
+            data: bytes::Bytes::from_static(b"started\n"),
+            emitted_at_us: 0,
+        }])
+        .unwrap();
+        // The run has published the end but not yet let go of the job.
+        let follower = hub.follow(job.id, 0).unwrap();
+        hub.close(job.id).await.unwrap();
+        let (_state, watch) = watch::channel(job.clone());
+        let store = CountingStore {
+            job: job.clone(),
+            running_answers: 0,
+            lookups: AtomicUsize::new(0),
+        };
+        let (mut tx, mut rx) = event_stream(Duration::from_secs(60), 0);
+        follow(&store, job, Some(watch), Some(follower), &mut tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let mut events = Vec::new();
+        while let Some(event) = rx.next().await {
+            events.push(JobEvent::try_from(event.unwrap()).unwrap());
+        }
+        assert!(
+            matches!(&events[0], JobEvent::Output(chunk) if chunk.seq == 1),
+            "{events:?}"
+        );
+        assert!(
+            matches!(
+                &events[1],
+                JobEvent::State {
+                    state: JobState::Succeeded,
+                    ..
+                }
+            ),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 2, "{events:?}");
     }
 
     #[tokio::test(start_paused = true)]
