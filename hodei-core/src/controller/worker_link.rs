@@ -34,6 +34,33 @@ pub struct Assignment {
     pub heartbeat_interval: Duration,
     /// Time between SIGTERM and SIGKILL when the job is stopped.
     pub kill_grace: Duration,
+    /// What the worker presents to re-attach if its stream breaks.
+    pub resume_credential: ResumeCredential,
+}
+
+/// A secret that lets a running job's worker re-attach after its stream broke: 256
+/// random bits, hex. The server keeps only its SHA-256; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ResumeCredential(String);
+
+impl ResumeCredential {
+    /// Wraps a credential received on the wire.
+    #[must_use]
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    /// The secret, to send or to check.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ResumeCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResumeCredential(<redacted>)")
+    }
 }
 
 /// What the controller tells a worker.
