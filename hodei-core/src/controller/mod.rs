@@ -5,6 +5,8 @@ mod disk_watch;
 mod job_run;
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod reconnect_tests;
 mod outcome;
 mod output_intake;
 mod registration;
