@@ -362,6 +362,7 @@ impl JobRun {
                             stopping = Some(self.stop(&link, StopReason::OutputRefused).await);
                         }
                     }
+                    Some(FromWorker::Violation(message)) => return self.worker_gone(stop_reason, &message),
                     Some(FromWorker::Broken(message)) => {
                         if stop_reason == Some(StopReason::Shutdown) {
                             return self.worker_gone(stop_reason, &message);

@@ -102,8 +102,10 @@ pub enum FromWorker {
     /// The server stores no more of the job's output; the job must stop and end failed
     /// for this reason.
     OutputRefused(FailureReason),
-    /// The stream broke or the worker broke the protocol.
+    /// The stream broke; the worker may re-attach on a new one.
     Broken(String),
+    /// The worker broke the protocol (or its output could not be stored): the job ends.
+    Violation(String),
 }
 
 /// The controller's end of an attached worker.

@@ -235,7 +235,7 @@ async fn read_from_worker(
     controller: mpsc::Sender<FromWorker>,
     outbound: Outbound,
 ) {
-    let broken = loop {
+    let ended = loop {
         let received = tokio::select! {
             received = inbound.message() => received,
             // The job is over: end the stream even if the worker does not.
@@ -246,11 +246,16 @@ async fn read_from_worker(
                 Ok(next) => next,
                 Err(error) => {
                     let _ = outbound.send(Err(invalid(&error))).await;
-                    break format!("the worker sent an {error}");
+                    break FromWorker::Violation(format!("the worker sent an {error}"));
                 }
             },
-            Ok(None) => break "the worker closed its stream".to_owned(),
-            Err(status) => break format!("the worker's stream failed: {}", status.message()),
+            Ok(None) => break FromWorker::Broken("the worker closed its stream".to_owned()),
+            Err(status) => {
+                break FromWorker::Broken(format!(
+                    "the worker's stream failed: {}",
+                    status.message()
+                ));
+            }
         };
         match next {
             WorkerMessage::Output(chunks) => match store_output(&mut output, &chunks) {
@@ -280,13 +285,13 @@ async fn read_from_worker(
                         .await
                         .is_err()
                     {
-                        break "the worker stopped reading".to_owned();
+                        break FromWorker::Broken("the worker stopped reading".to_owned());
                     }
                 }
                 Err(status) => {
                     let reason = status.message().to_owned();
                     let _ = outbound.send(Err(status)).await;
-                    break reason;
+                    break FromWorker::Violation(reason);
                 }
             },
             WorkerMessage::Heartbeat => {
@@ -308,12 +313,12 @@ async fn read_from_worker(
                         "invalid message: already registered",
                     )))
                     .await;
-                break "the worker registered twice".to_owned();
+                break FromWorker::Violation("the worker registered twice".to_owned());
             }
         }
     };
-    debug!(reason = %broken, "worker stream ended");
-    let _ = controller.send(FromWorker::Broken(broken)).await;
+    debug!(how = ?ended, "worker stream ended");
+    let _ = controller.send(ended).await;
 }
 
 /// Takes a batch into the job's log, under the log quota and the disk floor.
