@@ -610,7 +610,11 @@ async fn a_worker_resumes_with_its_credential_and_resends_after_the_last_stored_
     drop((tx, stream));
 
     let (_tx, wrong) = attach(&server.worker_url, resume(&worker_id, &"0".repeat(64))).await;
-    assert_names(&wrong.unwrap_err(), Code::Unauthenticated, "resume credential");
+    assert_names(
+        &wrong.unwrap_err(),
+        Code::Unauthenticated,
+        "resume credential",
+    );
     let stranger = uuid::Uuid::new_v4().to_string();
     let (_tx, unknown) = attach(&server.worker_url, resume(&stranger, &credential)).await;
     assert_names(&unknown.unwrap_err(), Code::NotFound, "no running job");
@@ -625,7 +629,11 @@ async fn a_worker_resumes_with_its_credential_and_resends_after_the_last_stored_
     assert_eq!(resumed.last_seq, 2);
     assert_ne!(resumed.resume_credential, credential, "renewed on resume");
     let (_tx, replayed) = attach(&server.worker_url, resume(&worker_id, &credential)).await;
-    assert_names(&replayed.unwrap_err(), Code::Unauthenticated, "resume credential");
+    assert_names(
+        &replayed.unwrap_err(),
+        Code::Unauthenticated,
+        "resume credential",
+    );
 
     // Resending a stored chunk is harmless: it is stored once.
     tx.send(output(2..=3)).await.unwrap();

@@ -101,9 +101,8 @@ async fn a_worker_cut_off_again_and_again_resumes_and_no_line_is_lost_or_doubled
     let (stop, task) = serve_in_background(server);
     let client = HodeiClient::connect(url).await.unwrap();
 
-    let script = format!(
-        "i=1; while [ $i -le {LINES} ]; do echo line $i; i=$((i+1)); sleep 0.01; done"
-    );
+    let script =
+        format!("i=1; while [ $i -le {LINES} ]; do echo line $i; i=$((i+1)); sleep 0.01; done");
     let job = client.submit(&sh(&script)).await.unwrap();
     let live = tokio::spawn({
         let (client, job) = (client.clone(), job.clone());
@@ -126,7 +125,10 @@ async fn a_worker_cut_off_again_and_again_resumes_and_no_line_is_lost_or_doubled
     assert_eq!(followed.final_state(), &JobState::Succeeded);
     let stored = follow(&client, &job, 0).await;
     let expected: String = (1..=LINES).map(|i| format!("line {i}\n")).collect();
-    for (what, seen) in [("the live follower", &followed), ("the stored log", &stored)] {
+    for (what, seen) in [
+        ("the live follower", &followed),
+        ("the stored log", &stored),
+    ] {
         assert_eq!(
             String::from_utf8_lossy(&seen.stdout),
             expected,

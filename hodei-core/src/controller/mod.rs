@@ -5,10 +5,10 @@ mod disk_watch;
 mod job_run;
 #[cfg(test)]
 mod limits_tests;
-#[cfg(test)]
-mod reconnect_tests;
 mod outcome;
 mod output_intake;
+#[cfg(test)]
+mod reconnect_tests;
 mod registration;
 mod resume;
 mod retention;

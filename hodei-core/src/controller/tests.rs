@@ -661,9 +661,7 @@ async fn a_worker_whose_stream_closes_and_never_comes_back_is_lost_after_the_win
     let (job, _worker, end) = harness.running().await;
     drop(end);
     let closed_at = Instant::now();
-    let reconnecting = harness
-        .wait_for(job.id, |j| j.detail.is_some())
-        .await;
+    let reconnecting = harness.wait_for(job.id, |j| j.detail.is_some()).await;
     assert_eq!(reconnecting.state, JobState::Running);
     assert_eq!(reconnecting.detail.as_deref(), Some("worker reconnecting"));
     assert_eq!(

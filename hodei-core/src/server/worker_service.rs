@@ -11,8 +11,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     controller::{
-        FromWorker, Intake, JobController, OutputIntake, RegistrationError, ResumeError,
-        ToWorker, WorkerLink,
+        FromWorker, Intake, JobController, OutputIntake, RegistrationError, ResumeError, ToWorker,
+        WorkerLink,
     },
     logs::{JobLog, OutputChunk},
     observe,

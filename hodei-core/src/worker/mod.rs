@@ -67,9 +67,8 @@ pub fn read_credential(path: &Path) -> Result<String, ValidationError> {
 /// A reconnect window from its text, e.g. `10m`; zero is refused (the worker would never
 /// try to re-attach).
 fn parse_window(text: &str) -> Result<Duration, ValidationError> {
-    let window = humantime::parse_duration(text).map_err(|e| {
-        ValidationError::new(ENV_RECONNECT_WINDOW, format!("not a duration ({e})"))
-    })?;
+    let window = humantime::parse_duration(text)
+        .map_err(|e| ValidationError::new(ENV_RECONNECT_WINDOW, format!("not a duration ({e})")))?;
     if window.is_zero() {
         return Err(ValidationError::new(
             ENV_RECONNECT_WINDOW,

@@ -178,7 +178,10 @@ mod tests {
         );
         assert!(!seq.window_open(true));
         seq.acked(0);
-        assert!(!seq.window_open(true), "acknowledging nothing frees nothing");
+        assert!(
+            !seq.window_open(true),
+            "acknowledging nothing frees nothing"
+        );
         seq.acked(1);
         assert!(seq.window_open(true));
     }
@@ -189,7 +192,10 @@ mod tests {
         let mut seq = OutputSequencer::new(4, 8);
         seq.batch((OutputStream::Stdout, Bytes::from_static(b"0123")), &mut rx);
         assert!(!seq.window_open(true));
-        assert!(seq.window_open(false), "a broken stream buffers past the window");
+        assert!(
+            seq.window_open(false),
+            "a broken stream buffers past the window"
+        );
         seq.batch((OutputStream::Stdout, Bytes::from_static(b"4567")), &mut rx);
         assert!(!seq.window_open(false), "the buffer is full: the job waits");
     }
