@@ -43,12 +43,20 @@ pub(crate) struct Resumed {
     pub credential: ResumeCredential,
 }
 
-#[derive(Debug)]
 struct Entry {
     job_id: JobId,
     digest: [u8; 32],
     log: Arc<JobLog>,
     relink: mpsc::Sender<WorkerLink>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("job_id", &self.job_id)
+            .field("digest", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry per running worker: added when its job starts on it, removed when the
