@@ -201,6 +201,7 @@ impl JobRun {
             job_id: self.job.id,
             spec: self.job.spec.clone(),
             server_address: self.inner.config.advertise_address.clone(),
+            reconnect_window: self.inner.config.reconnect_window,
             otp_token: token,
         };
         let limit = self.inner.config.provision_timeout;
