@@ -91,6 +91,10 @@ pub struct ServerSettings {
     #[arg(long, env = "HODEI_HEARTBEAT_TIMEOUT", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_HEARTBEAT_TIMEOUT.into())]
     pub heartbeat_timeout: humantime::Duration,
+    /// How long a running job waits for its worker to re-attach after its stream broke.
+    #[arg(long, env = "HODEI_RECONNECT_WINDOW", value_parser = parse::duration,
+        default_value_t = controller::DEFAULT_RECONNECT_WINDOW.into())]
+    pub reconnect_window: humantime::Duration,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, env = "HODEI_KILL_GRACE", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_KILL_GRACE.into())]
@@ -236,6 +240,7 @@ impl ServerSettings {
             .controller(self.limits.apply(ControllerConfig {
                 heartbeat_interval: self.heartbeat_interval.into(),
                 heartbeat_timeout: self.heartbeat_timeout.into(),
+                reconnect_window: self.reconnect_window.into(),
                 kill_grace: self.kill_grace.into(),
                 sweep_interval: self.sweep_interval.into(),
                 retention: self.retention.policy(),

@@ -60,6 +60,11 @@ pub const STORE_HEALTHY: &str = "hodei_store_healthy";
 pub const JOBS_DELETED: &str = "hodei_jobs_deleted_total";
 /// Finished job logs whose sync to disk failed; their end may be lost in a machine crash.
 pub const LOG_SYNC_FAILURES: &str = "hodei_log_sync_failures_total";
+/// Workers that re-attached to their running job after their stream broke.
+pub const WORKER_RECONNECTS: &str = "hodei_worker_reconnects_total";
+/// Resumed workers whose first resent chunk did not follow the last stored one; the
+/// resume protocol keeps it at 0.
+pub const RESUME_GAPS: &str = "hodei_resume_gaps_total";
 
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
@@ -175,4 +180,14 @@ pub(crate) fn jobs_deleted(reason: &'static str, count: usize) {
 /// A finished job log could not be synced to disk.
 pub(crate) fn log_sync_failed() {
     counter!(LOG_SYNC_FAILURES).increment(1);
+}
+
+/// A worker re-attached to its running job.
+pub(crate) fn worker_reconnected() {
+    counter!(WORKER_RECONNECTS).increment(1);
+}
+
+/// A resumed worker's output did not start right after the last stored chunk.
+pub(crate) fn resume_gap() {
+    counter!(RESUME_GAPS).increment(1);
 }

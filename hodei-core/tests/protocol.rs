@@ -546,3 +546,126 @@ async fn a_malformed_worker_message_is_refused_naming_the_field() {
     assert!(message.contains("result.exit.kind"), "{message}");
     server.stop().await;
 }
+
+fn resume(worker_id: &str, credential: &str) -> worker_message::Message {
+    worker_message::Message::Resume(pb::Resume {
+        worker_id: worker_id.into(),
+        resume_credential: credential.into(),
+    })
+}
+
+fn output(seqs: std::ops::RangeInclusive<u64>) -> pb::WorkerMessage {
+    pb::WorkerMessage {
+        message: Some(worker_message::Message::Output(pb::OutputBatch {
+            chunks: seqs
+                .map(|seq| pb::OutputChunk {
+                    seq,
+                    stream: pb::OutputStream::Stdout.into(),
+                    data: format!("{seq}\n").into_bytes(),
+                    emitted_at_unix_us: 0,
+                })
+                .collect(),
+        })),
+    }
+}
+
+/// Reads the stream until a message `pick` accepts.
+async fn next_matching<T>(
+    stream: &mut tonic::Streaming<pb::ServerMessage>,
+    pick: impl Fn(server_message::Message) -> Option<T>,
+) -> T {
+    loop {
+        let message = stream.next().await.unwrap().unwrap().message.unwrap();
+        if let Some(found) = pick(message) {
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_resumes_with_its_credential_and_resends_after_the_last_stored_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = TaskProvider::new(Behaviour::NeverStart);
+    let server = TestServer::start(provider.clone(), dir.path()).await;
+    let job = server.client.submit(&common::sh("true")).await.unwrap();
+    let launch = provider.next_launch().await;
+    let worker_id = launch.worker_id.to_string();
+    let (tx, stream) = attach(
+        &server.worker_url,
+        register(&worker_id, launch.otp_token.as_deref().unwrap()),
+    )
+    .await;
+    let mut stream = stream.unwrap();
+    let credential = next_matching(&mut stream, |m| match m {
+        server_message::Message::Assignment(a) => Some(a.resume_credential),
+        _ => None,
+    })
+    .await;
+    assert_eq!(credential.len(), 64);
+    tx.send(output(1..=2)).await.unwrap();
+    next_matching(&mut stream, |m| {
+        matches!(m, server_message::Message::Ack(pb::OutputAck { seq: 2 })).then_some(())
+    })
+    .await;
+    drop((tx, stream));
+
+    let (_tx, wrong) = attach(&server.worker_url, resume(&worker_id, &"0".repeat(64))).await;
+    assert_names(
+        &wrong.unwrap_err(),
+        Code::Unauthenticated,
+        "resume credential",
+    );
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let (_tx, unknown) = attach(&server.worker_url, resume(&stranger, &credential)).await;
+    assert_names(&unknown.unwrap_err(), Code::NotFound, "no running job");
+
+    let (tx, stream) = attach(&server.worker_url, resume(&worker_id, &credential)).await;
+    let mut stream = stream.unwrap();
+    let resumed = next_matching(&mut stream, |m| match m {
+        server_message::Message::Resumed(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!(resumed.last_seq, 2);
+    assert_ne!(resumed.resume_credential, credential, "renewed on resume");
+    let (_tx, replayed) = attach(&server.worker_url, resume(&worker_id, &credential)).await;
+    assert_names(
+        &replayed.unwrap_err(),
+        Code::Unauthenticated,
+        "resume credential",
+    );
+
+    // Resending a stored chunk is harmless: it is stored once.
+    tx.send(output(2..=3)).await.unwrap();
+    tx.send(pb::WorkerMessage {
+        message: Some(worker_message::Message::Result(pb::JobResult {
+            outcome: Some(job_result::Outcome::Exit(pb::ProcessExit {
+                kind: Some(process_exit::Kind::Code(0)),
+            })),
+            last_seq: 3,
+        })),
+    })
+    .await
+    .unwrap();
+    next_matching(&mut stream, |m| {
+        matches!(m, server_message::Message::ResultAccepted(_)).then_some(())
+    })
+    .await;
+    let followed = follow(&server.client, &job, 0).await;
+    assert_eq!(followed.final_state(), &JobState::Succeeded);
+    assert_eq!(followed.stdout, b"1\n2\n3\n");
+    assert_eq!(followed.seqs, [1, 2, 3]);
+
+    let (_tx, ended) = attach(
+        &server.worker_url,
+        resume(&worker_id, &resumed.resume_credential),
+    )
+    .await;
+    let refused = ended.unwrap_err();
+    assert!(
+        matches!(refused.code(), Code::NotFound | Code::FailedPrecondition),
+        "{refused:?}"
+    );
+    drop((tx, stream));
+    server.stop().await;
+}

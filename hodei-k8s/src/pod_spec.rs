@@ -32,6 +32,9 @@ pub const ENV_WORKER_TOKEN_FILE: &str = "HODEI_WORKER_TOKEN_FILE";
 /// Env var naming the directory under which the worker makes the job's scratch home
 /// and working directory: the pod's working-dir volume.
 pub const ENV_WORK_DIR: &str = "HODEI_WORK_DIR";
+/// Env var with how long the worker tries to re-attach after its stream to the server
+/// broke (e.g. `10m`).
+pub const ENV_RECONNECT_WINDOW: &str = "HODEI_RECONNECT_WINDOW";
 /// Audience of the projected identity token unless told otherwise.
 pub const DEFAULT_IDENTITY_TOKEN_AUDIENCE: &str = "hodei";
 
@@ -135,6 +138,9 @@ pub struct WorkerPodSpec {
     /// the worker verifies the server with; mounted read-only at [`SERVER_CA_DIR`] and
     /// named by `HODEI_SERVER_CA`. Not mounted when absent.
     pub server_ca_config_map: Option<String>,
+    /// How long the worker tries to re-attach after its stream broke, as a duration
+    /// (`10m`), given as `HODEI_RECONNECT_WINDOW`; the worker's default when absent.
+    pub reconnect_window: Option<String>,
 }
 
 impl fmt::Debug for WorkerPodSpec {
@@ -334,6 +340,9 @@ impl WorkerPodSpec {
                 format!("{SERVER_CA_DIR}/{SERVER_CA_KEY}"),
             );
         }
+        if let Some(window) = &self.reconnect_window {
+            env.insert(ENV_RECONNECT_WINDOW.to_owned(), window.clone());
+        }
         env.into_iter()
             .map(|(name, value)| EnvVar {
                 name,
@@ -485,6 +494,21 @@ mod tests {
                 {"name": ENV_WORKER_TOKEN_FILE, "value": "/var/run/secrets/hodei/token"},
                 {"name": ENV_WORK_DIR, "value": "/workspace"},
             ])
+        );
+    }
+
+    #[test]
+    fn the_reconnect_window_reaches_the_worker_when_set() {
+        let mut spec = spec();
+        spec.reconnect_window = Some("15m".into());
+        let pod = render_json(&spec);
+        let env = pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            env.contains(&json!({"name": ENV_RECONNECT_WINDOW, "value": "15m"})),
+            "{env:?}"
         );
     }
 

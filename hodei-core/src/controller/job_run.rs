@@ -29,6 +29,8 @@ use crate::{
 };
 
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// The job's detail while its worker's stream is broken.
+const RECONNECTING: &str = "worker reconnecting";
 
 pub(super) struct JobRun {
     inner: Arc<Inner>,
@@ -199,6 +201,7 @@ impl JobRun {
             job_id: self.job.id,
             spec: self.job.spec.clone(),
             server_address: self.inner.config.advertise_address.clone(),
+            reconnect_window: self.inner.config.reconnect_window,
             otp_token: token,
         };
         let limit = self.inner.config.provision_timeout;
@@ -264,7 +267,7 @@ impl JobRun {
                     };
                     self.timeline.registered();
                     info!(worker.id = %worker_id, "worker registered");
-                    return self.run_on_worker(link, events).await;
+                    return self.run_on_worker(worker_id, link, events).await;
                 }
                 event = events.recv() => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
@@ -288,19 +291,31 @@ impl JobRun {
     }
 
     /// Runs the job on a registered worker until it reports a result, goes away, or
-    /// stays silent past a deadline.
+    /// stays silent past a deadline. A broken stream is not a lost worker: the job waits
+    /// up to the reconnect window for the worker to re-attach on a new stream.
     async fn run_on_worker(
         &mut self,
+        worker_id: WorkerId,
         mut link: WorkerLink,
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
     ) -> JobState {
         let config = self.inner.config.clone();
         let limit = self.job.spec.timeout;
+        let Some(log) = self.inner.logs.live(self.job.id) else {
+            return outcome::worker_lost("the job log was closed before the job started");
+        };
+        let (relink, mut relinks) = mpsc::channel(1);
+        let resume_credential =
+            self.inner
+                .registrations
+                .resumes()
+                .allow(worker_id, self.job.id, log, relink);
         let assignment = Assignment {
             job_id: self.job.id,
             spec: self.job.spec.clone(),
             heartbeat_interval: config.heartbeat_interval,
             kill_grace: config.kill_grace,
+            resume_credential,
         };
         if link
             .to_worker
@@ -318,11 +333,14 @@ impl JobRun {
         let timeout_at = Instant::now() + limit;
         let mut heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
         let mut stopping: Option<Stopping> = None;
+        // Set while the worker's stream is broken: when the job gives up on it.
+        let mut disconnected: Option<Instant> = None;
         let mut events_open = true;
         loop {
             let stop_reason = stopping.map(|s| s.reason);
+            let connected = disconnected.is_none();
             tokio::select! {
-                message = link.from_worker.recv() => match message {
+                message = link.from_worker.recv(), if connected => match message {
                     Some(FromWorker::Alive) => heartbeat_deadline = Instant::now() + config.heartbeat_timeout,
                     Some(FromWorker::Output) => {
                         heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
@@ -345,9 +363,36 @@ impl JobRun {
                             stopping = Some(self.stop(&link, StopReason::OutputRefused).await);
                         }
                     }
-                    Some(FromWorker::Broken(message)) => return self.worker_gone(stop_reason, &message),
-                    None => return self.worker_gone(stop_reason, "the worker's stream closed without a result"),
+                    Some(FromWorker::Violation(message)) => return self.worker_gone(stop_reason, &message),
+                    Some(FromWorker::Broken(message)) => {
+                        if stop_reason == Some(StopReason::Shutdown) {
+                            return self.worker_gone(stop_reason, &message);
+                        }
+                        disconnected = Some(self.disconnected(&message).await);
+                    }
+                    None => {
+                        if stop_reason == Some(StopReason::Shutdown) {
+                            return self.worker_gone(stop_reason, "the worker's stream closed without a result");
+                        }
+                        disconnected = Some(self.disconnected("the worker's stream closed").await);
+                    }
                 },
+                // A new stream replaces the old one, even one not yet seen broken.
+                Some(new_link) = relinks.recv() => {
+                    info!(worker.id = %worker_id, "worker re-attached");
+                    link = new_link;
+                    disconnected = None;
+                    heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
+                    if self.job.detail.as_deref() == Some(RECONNECTING) {
+                        self.job.detail = None;
+                        self.publish().await;
+                    }
+                    // A stop decided while the worker was away (or perhaps lost with the
+                    // old stream) goes out now, with a fresh deadline to report.
+                    if let Some(reason) = stop_reason {
+                        stopping = Some(self.stop(&link, reason).await);
+                    }
+                }
                 event = events.recv(), if events_open => match event {
                     Some(WorkerEvent::Scheduled { detail }) => {
                         self.timeline.placed();
@@ -366,9 +411,15 @@ impl JobRun {
                     }
                     None => events_open = false,
                 },
-                () = sleep_until(heartbeat_deadline) => {
+                () = sleep_until(heartbeat_deadline), if connected => {
                     return self.worker_gone(stop_reason, &format!(
                         "no heartbeat for {}", humantime::format_duration(config.heartbeat_timeout)
+                    ));
+                }
+                () = sleep_until(disconnected.unwrap_or_else(Instant::now)), if !connected => {
+                    return self.worker_gone(stop_reason, &format!(
+                        "the worker did not reconnect within {}",
+                        humantime::format_duration(config.reconnect_window)
                     ));
                 }
                 () = sleep_until(timeout_at), if stopping.is_none() => {
@@ -377,14 +428,26 @@ impl JobRun {
                 }
                 reason = self.stop_requested(), if stopping.is_none() => {
                     info!(?reason, "stopping the job");
+                    if reason == StopReason::Shutdown && !connected {
+                        return self.worker_gone(Some(reason), "the worker was away when the server shut down");
+                    }
                     stopping = Some(self.stop(&link, reason).await);
                 }
-                () = sleep_until(stopping.map_or_else(Instant::now, |s| s.deadline)), if stopping.is_some() => {
+                () = sleep_until(stopping.map_or_else(Instant::now, |s| s.deadline)), if stopping.is_some() && connected => {
                     warn!("the worker did not report after being stopped; removing it");
                     return self.stopped_without_result(stop_reason.unwrap_or(StopReason::Cancelled));
                 }
             }
         }
+    }
+
+    /// The worker's stream broke: the job waits for it to re-attach until the returned
+    /// deadline, and says so in its detail.
+    async fn disconnected(&mut self, message: &str) -> Instant {
+        let window = self.inner.config.reconnect_window;
+        warn!(message, reconnect_window = ?window, "the worker's stream broke; waiting for it to reconnect");
+        self.set_detail(RECONNECTING.to_owned()).await;
+        Instant::now() + window
     }
 
     /// Tells the worker to stop the job, and gives it the kill grace and the result grace

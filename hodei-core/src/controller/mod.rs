@@ -7,7 +7,10 @@ mod job_run;
 mod limits_tests;
 mod outcome;
 mod output_intake;
+#[cfg(test)]
+mod reconnect_tests;
 mod registration;
+mod resume;
 mod retention;
 mod start_timeline;
 mod store_writes;
@@ -35,10 +38,11 @@ pub use output_intake::DEFAULT_MAX_LOG_BYTES;
 pub(crate) use output_intake::{Intake, OutputIntake};
 pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
+pub(crate) use resume::ResumeError;
 pub use retention::{DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_INTERVAL, RetentionPolicy};
 pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
-    Assignment, FromWorker, StopReason, ToWorker, WorkerLink, WorkerOutcome,
+    Assignment, FromWorker, ResumeCredential, StopReason, ToWorker, WorkerLink, WorkerOutcome,
 };
 
 use crate::{
@@ -59,6 +63,9 @@ pub const DEFAULT_PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 /// Extra time after the kill grace to wait for a stopped job's result, by default.
 pub const DEFAULT_RESULT_GRACE: Duration = Duration::from_secs(10);
+/// How long a running job waits for its worker to re-attach after its stream broke, by
+/// default.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(600);
 /// How often workers the server does not know are removed, by default.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Address workers dial by default: the worker API of a server on this host's default port.
@@ -86,6 +93,11 @@ pub struct ControllerConfig {
     /// Extra time after the kill grace to wait for a stopped job's result.
     #[builder(default = DEFAULT_RESULT_GRACE)]
     pub result_grace: Duration,
+    /// How long a running job waits for its worker to re-attach after its stream broke.
+    /// Meanwhile the heartbeat deadline is suspended and the job's timeout still counts;
+    /// a worker not back in time ends the job `WorkerLost`.
+    #[builder(default = DEFAULT_RECONNECT_WINDOW)]
+    pub reconnect_window: Duration,
     /// How often workers the server does not know are removed.
     #[builder(default = DEFAULT_SWEEP_INTERVAL)]
     pub sweep_interval: Duration,

@@ -14,7 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::worker_link::PendingWorker;
+use super::{resume::ResumeTable, worker_link::PendingWorker};
 use crate::{
     job::WorkerId,
     provider::{Provider, WorkerProof},
@@ -71,6 +71,8 @@ struct Expected {
 #[derive(Debug, Default)]
 pub(crate) struct WorkerRegistrations {
     entries: Mutex<HashMap<WorkerId, Expected>>,
+    /// Registered workers whose job runs: how they re-attach after a broken stream.
+    resumes: ResumeTable,
 }
 
 impl WorkerRegistrations {
@@ -145,9 +147,15 @@ impl WorkerRegistrations {
         Self::take(&mut entries, worker_id)
     }
 
-    /// Forgets `worker_id`, e.g. when its job ended before it registered.
+    /// Forgets `worker_id`, e.g. when its job ended: it can neither register nor resume.
     pub fn revoke(&self, worker_id: WorkerId) {
         self.lock().remove(&worker_id);
+        self.resumes.forget(worker_id);
+    }
+
+    /// Registered workers that may re-attach.
+    pub fn resumes(&self) -> &ResumeTable {
+        &self.resumes
     }
 
     /// The entry of `worker_id` if it has not expired; an expired one is dropped.

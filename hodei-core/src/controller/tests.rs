@@ -268,6 +268,8 @@ impl Provider for FakeProvider {
 pub(super) struct WorkerEnd {
     to_worker: mpsc::Receiver<ToWorker>,
     from_worker: mpsc::Sender<FromWorker>,
+    /// What the worker re-attaches with, once its job is assigned.
+    pub(super) resume_credential: Option<super::ResumeCredential>,
 }
 
 impl WorkerEnd {
@@ -417,6 +419,37 @@ impl Harness {
         WorkerEnd {
             to_worker,
             from_worker,
+            resume_credential: None,
+        }
+    }
+
+    /// Re-attaches `worker` with `credential` as a resumed server stream would, and
+    /// returns the worker's new end.
+    pub(super) async fn reattach(
+        &self,
+        worker: &CreatedWorker,
+        credential: &super::ResumeCredential,
+    ) -> WorkerEnd {
+        let resumed = self
+            .controller
+            .registrations()
+            .resumes()
+            .resume(worker.launch.worker_id, credential)
+            .expect("the worker may resume");
+        let (to_worker_tx, to_worker) = mpsc::channel(16);
+        let (from_worker, from_worker_rx) = mpsc::channel(16);
+        resumed
+            .relink
+            .send(WorkerLink {
+                to_worker: to_worker_tx,
+                from_worker: from_worker_rx,
+            })
+            .await
+            .unwrap();
+        WorkerEnd {
+            to_worker,
+            from_worker,
+            resume_credential: Some(resumed.credential),
         }
     }
 
@@ -425,7 +458,10 @@ impl Harness {
         let job = self.submit().await;
         let worker = self.created().await;
         let mut end = self.register(&worker).await;
-        assert!(matches!(end.next().await, ToWorker::Assign(_)));
+        let ToWorker::Assign(assignment) = end.next().await else {
+            panic!("the job was not assigned first");
+        };
+        end.resume_credential = Some(assignment.resume_credential);
         self.wait_for(job.id, |j| j.state == JobState::Running)
             .await;
         (job, worker, end)
@@ -615,18 +651,28 @@ async fn a_silent_worker_is_lost_after_the_heartbeat_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_worker_whose_stream_closes_without_a_result_is_lost() {
-    let mut harness = Harness::start(&[]).await;
+async fn a_worker_whose_stream_closes_and_never_comes_back_is_lost_after_the_window() {
+    const WINDOW: Duration = Duration::from_secs(120);
+    let mut harness = Harness::with_config(&[], None, |config| ControllerConfig {
+        reconnect_window: WINDOW,
+        ..config
+    })
+    .await;
     let (job, _worker, end) = harness.running().await;
     drop(end);
+    let closed_at = Instant::now();
+    let reconnecting = harness.wait_for(job.id, |j| j.detail.is_some()).await;
+    assert_eq!(reconnecting.state, JobState::Running);
+    assert_eq!(reconnecting.detail.as_deref(), Some("worker reconnecting"));
     assert_eq!(
         harness.ended(job.id).await,
         JobState::Failed {
             reason: FailureReason::WorkerLost {
-                message: "the worker's stream closed without a result".into()
+                message: "the worker did not reconnect within 2m".into()
             }
         }
     );
+    assert_eq!(closed_at.elapsed(), WINDOW);
 }
 
 #[tokio::test(start_paused = true)]

@@ -34,6 +34,33 @@ pub struct Assignment {
     pub heartbeat_interval: Duration,
     /// Time between SIGTERM and SIGKILL when the job is stopped.
     pub kill_grace: Duration,
+    /// What the worker presents to re-attach if its stream breaks.
+    pub resume_credential: ResumeCredential,
+}
+
+/// A secret that lets a running job's worker re-attach after its stream broke: 256
+/// random bits, hex. The server keeps only its SHA-256; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ResumeCredential(String);
+
+impl ResumeCredential {
+    /// Wraps a credential received on the wire.
+    #[must_use]
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    /// The secret, to send or to check.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ResumeCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResumeCredential(<redacted>)")
+    }
 }
 
 /// What the controller tells a worker.
@@ -75,8 +102,10 @@ pub enum FromWorker {
     /// The server stores no more of the job's output; the job must stop and end failed
     /// for this reason.
     OutputRefused(FailureReason),
-    /// The stream broke or the worker broke the protocol.
+    /// The stream broke; the worker may re-attach on a new one.
     Broken(String),
+    /// The worker broke the protocol (or its output could not be stored): the job ends.
+    Violation(String),
 }
 
 /// The controller's end of an attached worker.

@@ -299,6 +299,10 @@ impl Provider for LocalProvider {
         // The worker's job makes its scratch dir in here; whatever way the worker ends,
         // the provider removes it.
         command.env(crate::worker::ENV_WORK_DIR, work_dir.path());
+        command.env(
+            crate::worker::ENV_RECONNECT_WINDOW,
+            humantime::format_duration(launch.reconnect_window).to_string(),
+        );
         let as_whom = lease
             .as_ref()
             .map(|lease| format!(" as {}:{}", lease.ids.uid, lease.ids.gid))
@@ -428,6 +432,7 @@ mod tests {
             job_id: JobId::new(),
             spec: JobSpec::builder("true").build().unwrap(),
             server_address: "http://127.0.0.1:1".into(),
+            reconnect_window: Duration::from_secs(90),
             otp_token: Some("token".into()),
         }
     }
@@ -504,6 +509,7 @@ mod tests {
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_TOKEN_FILE",
             "HODEI_WORK_DIR",
+            "HODEI_RECONNECT_WINDOW",
             // Set by the shell itself.
             "PWD",
             "SHLVL",
@@ -512,6 +518,7 @@ mod tests {
         ];
         let names: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("var=")).collect();
         assert!(names.contains(&"HODEI_WORKER_TOKEN_FILE"), "{log}");
+        assert!(names.contains(&"HODEI_RECONNECT_WINDOW"), "{log}");
         for name in names {
             assert!(
                 allowed.contains(&name) || WORKER_ENV_KEPT.contains(&name),

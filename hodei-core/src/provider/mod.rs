@@ -30,6 +30,9 @@ pub struct WorkerLaunch {
     pub spec: JobSpec,
     /// Address the worker dials (the worker API), e.g. `http://127.0.0.1:50052`.
     pub server_address: String,
+    /// How long the worker tries to re-attach after its stream broke: the server's own
+    /// reconnect window, passed on as `HODEI_RECONNECT_WINDOW`.
+    pub reconnect_window: Duration,
     /// One-time token the worker registers with, when the provider's workers prove
     /// themselves with one ([`WorkerProof::OneTimeToken`]). Secret: never logged, never
     /// put in the worker's environment.

@@ -11,10 +11,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     controller::{
-        FromWorker, Intake, JobController, OutputIntake, RegistrationError, ToWorker, WorkerLink,
+        FromWorker, Intake, JobController, OutputIntake, RegistrationError, ResumeError, ToWorker,
+        WorkerLink,
     },
     logs::{JobLog, OutputChunk},
-    wire::{Registration, ServerMessage, WorkerMessage},
+    observe,
+    wire::{Registration, Resumption, ServerMessage, WorkerMessage},
 };
 
 /// How long a connected worker has to send its registration.
@@ -51,6 +53,104 @@ fn registration_refused(error: &RegistrationError) -> Status {
     }
 }
 
+/// UNAUTHENTICATED for a wrong credential, NOT_FOUND for a worker without a running job,
+/// FAILED_PRECONDITION for an ended job. The message never contains the credential.
+fn resume_refused(error: &ResumeError) -> Status {
+    let message = format!("cannot resume: {error}");
+    match error {
+        ResumeError::InvalidCredential => Status::unauthenticated(message),
+        ResumeError::UnknownWorker => Status::not_found(message),
+        ResumeError::JobEnded => Status::failed_precondition(message),
+    }
+}
+
+/// The server's side of one attached stream: what goes to the job's run and what goes
+/// back to the worker.
+struct Streams {
+    link: WorkerLink,
+    to_worker_rx: mpsc::Receiver<ToWorker>,
+    from_worker_tx: mpsc::Sender<FromWorker>,
+    outbound: Outbound,
+    outbound_rx: mpsc::Receiver<Result<pb::ServerMessage, Status>>,
+}
+
+impl Streams {
+    fn new() -> Self {
+        let (to_worker, to_worker_rx) = mpsc::channel(16);
+        let (from_worker_tx, from_worker) = mpsc::channel(64);
+        let (outbound, outbound_rx) = mpsc::channel(64);
+        Self {
+            link: WorkerLink {
+                to_worker,
+                from_worker,
+            },
+            to_worker_rx,
+            from_worker_tx,
+            outbound,
+            outbound_rx,
+        }
+    }
+}
+
+impl WorkerApi {
+    /// Re-attaches a running job's worker: checks and renews its resume credential, tells
+    /// it the last stored chunk, and hands the new stream to the job's run.
+    async fn resume(
+        &self,
+        inbound: Streaming<pb::WorkerMessage>,
+        resumption: Resumption,
+    ) -> Result<Response<ServerStream>, Status> {
+        let Resumption {
+            worker_id,
+            credential,
+        } = resumption;
+        let resumed = self
+            .controller
+            .registrations()
+            .resumes()
+            .resume(worker_id, &credential)
+            .map_err(|error| {
+                warn!(worker.id = %worker_id, %error, "worker resume refused");
+                resume_refused(&error)
+            })?;
+        let streams = Streams::new();
+        // The answer goes out before anything the job's run sends on the new stream.
+        let last_seq = resumed.log.last_seq();
+        streams
+            .outbound
+            .try_send(Ok(ServerMessage::Resumed {
+                last_seq,
+                credential: resumed.credential,
+            }
+            .into()))
+            .map_err(|_| Status::internal("the new stream is not writable"))?;
+        resumed
+            .relink
+            .send(streams.link)
+            .await
+            .map_err(|_| resume_refused(&ResumeError::JobEnded))?;
+        observe::worker_reconnected();
+        let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %resumed.job_id);
+        info!(parent: &span, last_seq, "worker re-attached");
+        tokio::spawn(
+            forward_to_worker(streams.to_worker_rx, streams.outbound.clone())
+                .instrument(span.clone()),
+        );
+        let output = Output {
+            log: resumed.log,
+            intake: self.controller.intake().clone(),
+            resumed_after: Some(last_seq),
+        };
+        tokio::spawn(
+            read_from_worker(inbound, output, streams.from_worker_tx, streams.outbound)
+                .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(
+            streams.outbound_rx,
+        ))))
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type AttachStream = ServerStream;
@@ -64,12 +164,14 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(|_| Status::deadline_exceeded("no registration within 10s"))??
             .ok_or_else(|| Status::invalid_argument("the stream closed before registration"))?;
-        let WorkerMessage::Register(register) =
-            WorkerMessage::try_from(first).map_err(|e| invalid(&e))?
-        else {
-            return Err(Status::invalid_argument(
-                "invalid message: the first message must be register",
-            ));
+        let register = match WorkerMessage::try_from(first).map_err(|e| invalid(&e))? {
+            WorkerMessage::Register(register) => register,
+            WorkerMessage::Resume(resumption) => return self.resume(inbound, resumption).await,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "invalid message: the first message must be register or resume",
+                ));
+            }
         };
         let Registration {
             worker_id,
@@ -85,15 +187,16 @@ impl WorkerService for WorkerApi {
                 warn!(worker.id = %worker_id, %error, "worker registration refused");
                 registration_refused(&error)
             })?;
-        let (to_worker, to_worker_rx) = mpsc::channel(16);
-        let (from_worker_tx, from_worker) = mpsc::channel(64);
-        let (outbound, outbound_rx) = mpsc::channel(64);
+        let Streams {
+            link,
+            to_worker_rx,
+            from_worker_tx,
+            outbound,
+            outbound_rx,
+        } = Streams::new();
         pending
             .attach
-            .send(WorkerLink {
-                to_worker,
-                from_worker,
-            })
+            .send(link)
             .map_err(|_| Status::failed_precondition("the job stopped waiting for this worker"))?;
         let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %pending.job_id);
         info!(parent: &span, version = %worker_version, "worker attached");
@@ -101,6 +204,7 @@ impl WorkerService for WorkerApi {
         let output = Output {
             log: pending.log,
             intake: self.controller.intake().clone(),
+            resumed_after: None,
         };
         tokio::spawn(read_from_worker(inbound, output, from_worker_tx, outbound).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
@@ -120,15 +224,18 @@ async fn forward_to_worker(mut commands: mpsc::Receiver<ToWorker>, outbound: Out
 struct Output {
     log: Arc<JobLog>,
     intake: OutputIntake,
+    /// On a resumed stream until its first output: the last stored chunk the worker was
+    /// told, after which its resent output must start.
+    resumed_after: Option<u64>,
 }
 
 async fn read_from_worker(
     mut inbound: Streaming<pb::WorkerMessage>,
-    output: Output,
+    mut output: Output,
     controller: mpsc::Sender<FromWorker>,
     outbound: Outbound,
 ) {
-    let broken = loop {
+    let ended = loop {
         let received = tokio::select! {
             received = inbound.message() => received,
             // The job is over: end the stream even if the worker does not.
@@ -139,14 +246,19 @@ async fn read_from_worker(
                 Ok(next) => next,
                 Err(error) => {
                     let _ = outbound.send(Err(invalid(&error))).await;
-                    break format!("the worker sent an {error}");
+                    break FromWorker::Violation(format!("the worker sent an {error}"));
                 }
             },
-            Ok(None) => break "the worker closed its stream".to_owned(),
-            Err(status) => break format!("the worker's stream failed: {}", status.message()),
+            Ok(None) => break FromWorker::Broken("the worker closed its stream".to_owned()),
+            Err(status) => {
+                break FromWorker::Broken(format!(
+                    "the worker's stream failed: {}",
+                    status.message()
+                ));
+            }
         };
         match next {
-            WorkerMessage::Output(chunks) => match store_output(&output, &chunks) {
+            WorkerMessage::Output(chunks) => match store_output(&mut output, &chunks) {
                 Ok(intake) => {
                     let seq = match intake {
                         Intake::Stored(seq) => {
@@ -173,13 +285,13 @@ async fn read_from_worker(
                         .await
                         .is_err()
                     {
-                        break "the worker stopped reading".to_owned();
+                        break FromWorker::Broken("the worker stopped reading".to_owned());
                     }
                 }
                 Err(status) => {
                     let reason = status.message().to_owned();
                     let _ = outbound.send(Err(status)).await;
-                    break reason;
+                    break FromWorker::Violation(reason);
                 }
             },
             WorkerMessage::Heartbeat => {
@@ -195,22 +307,33 @@ async fn read_from_worker(
                     return;
                 }
             }
-            WorkerMessage::Register(_) => {
+            WorkerMessage::Register(_) | WorkerMessage::Resume(_) => {
                 let _ = outbound
                     .send(Err(Status::invalid_argument(
                         "invalid message: already registered",
                     )))
                     .await;
-                break "the worker registered twice".to_owned();
+                break FromWorker::Violation("the worker registered twice".to_owned());
             }
         }
     };
-    debug!(reason = %broken, "worker stream ended");
-    let _ = controller.send(FromWorker::Broken(broken)).await;
+    debug!(how = ?ended, "worker stream ended");
+    let _ = controller.send(ended).await;
 }
 
 /// Takes a batch into the job's log, under the log quota and the disk floor.
-fn store_output(output: &Output, chunks: &[OutputChunk]) -> Result<Intake, Status> {
+fn store_output(output: &mut Output, chunks: &[OutputChunk]) -> Result<Intake, Status> {
+    if let (Some(after), Some(first)) = (output.resumed_after, chunks.first()) {
+        output.resumed_after = None;
+        if first.seq != after + 1 {
+            warn!(
+                resumed_after = after,
+                first = first.seq,
+                "a resumed worker's output does not start after the last stored chunk"
+            );
+            observe::resume_gap();
+        }
+    }
     let before = output.log.last_seq();
     let intake = output
         .intake

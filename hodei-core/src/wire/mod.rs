@@ -9,7 +9,7 @@ mod worker;
 
 use std::time::Duration;
 
-pub(crate) use worker::{Registration, ServerMessage, WorkerMessage};
+pub(crate) use worker::{Registration, Resumption, ServerMessage, WorkerMessage};
 
 use crate::job::ValidationError;
 

@@ -6,7 +6,7 @@ use hodei_proto::v1::{self as pb, job_result, server_message, worker_message};
 
 use super::{millis, missing};
 use crate::{
-    controller::{Assignment, StopReason, ToWorker, WorkerOutcome},
+    controller::{Assignment, ResumeCredential, StopReason, ToWorker, WorkerOutcome},
     job::{ValidationError, WorkerId},
     logs::OutputChunk,
 };
@@ -15,9 +15,13 @@ use crate::{
 pub(crate) const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 
 fn bounded_credential(credential: String) -> Result<String, ValidationError> {
+    bounded(credential, "register.credential")
+}
+
+fn bounded(credential: String, field: &'static str) -> Result<String, ValidationError> {
     if credential.len() > MAX_CREDENTIAL_BYTES {
         return Err(ValidationError::new(
-            "register.credential",
+            field,
             format!("must be at most {MAX_CREDENTIAL_BYTES} bytes"),
         ));
     }
@@ -44,11 +48,20 @@ impl fmt::Debug for Registration {
     }
 }
 
+/// A worker re-attaching after its stream broke: the first message on the new stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resumption {
+    pub worker_id: WorkerId,
+    pub credential: ResumeCredential,
+}
+
 /// What a worker tells the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum WorkerMessage {
     /// Who the worker is.
     Register(Registration),
+    /// A running job's worker is back.
+    Resume(Resumption),
     /// Consecutive output chunks.
     Output(Vec<OutputChunk>),
     /// The worker is alive.
@@ -72,6 +85,11 @@ pub(crate) enum ServerMessage {
     Stop(StopReason),
     /// The result is stored; the worker may exit.
     ResultAccepted,
+    /// The answer to a resume: output up to `last_seq` is stored; resend the rest.
+    Resumed {
+        last_seq: u64,
+        credential: ResumeCredential,
+    },
 }
 
 impl From<ToWorker> for ServerMessage {
@@ -91,6 +109,10 @@ impl From<WorkerMessage> for pb::WorkerMessage {
                 worker_id: r.worker_id.to_string(),
                 credential: r.credential,
                 worker_version: r.worker_version,
+            }),
+            WorkerMessage::Resume(r) => worker_message::Message::Resume(pb::Resume {
+                worker_id: r.worker_id.to_string(),
+                resume_credential: r.credential.expose().to_owned(),
             }),
             WorkerMessage::Output(chunks) => worker_message::Message::Output(pb::OutputBatch {
                 chunks: chunks.into_iter().map(Into::into).collect(),
@@ -129,6 +151,16 @@ impl TryFrom<pb::WorkerMessage> for WorkerMessage {
                     .map_err(|e: ValidationError| e.within("register"))?,
                 credential: bounded_credential(r.credential)?,
                 worker_version: r.worker_version,
+            }),
+            worker_message::Message::Resume(r) => Self::Resume(Resumption {
+                worker_id: r
+                    .worker_id
+                    .parse()
+                    .map_err(|e: ValidationError| e.within("resume"))?,
+                credential: ResumeCredential::new(bounded(
+                    r.resume_credential,
+                    "resume.resume_credential",
+                )?),
             }),
             worker_message::Message::Output(batch) => Self::Output(
                 batch
@@ -192,6 +224,7 @@ impl From<&Assignment> for pb::Assignment {
             spec: Some((&assignment.spec).into()),
             heartbeat_interval_ms: millis(assignment.heartbeat_interval),
             kill_grace_ms: millis(assignment.kill_grace),
+            resume_credential: assignment.resume_credential.expose().to_owned(),
         }
     }
 }
@@ -209,6 +242,10 @@ impl TryFrom<pb::Assignment> for Assignment {
                 .map_err(|e: ValidationError| e.within("spec"))?,
             heartbeat_interval: Duration::from_millis(assignment.heartbeat_interval_ms),
             kill_grace: Duration::from_millis(assignment.kill_grace_ms),
+            resume_credential: ResumeCredential::new(bounded(
+                assignment.resume_credential,
+                "resume_credential",
+            )?),
         })
     }
 }
@@ -224,6 +261,13 @@ impl From<ServerMessage> for pb::ServerMessage {
             ServerMessage::ResultAccepted => {
                 server_message::Message::ResultAccepted(pb::ResultAccepted {})
             }
+            ServerMessage::Resumed {
+                last_seq,
+                credential,
+            } => server_message::Message::Resumed(pb::Resumed {
+                last_seq,
+                resume_credential: credential.expose().to_owned(),
+            }),
         };
         Self {
             message: Some(message),
@@ -245,6 +289,13 @@ impl TryFrom<pb::ServerMessage> for ServerMessage {
                 Self::Stop(stop_reason(stop.reason).map_err(|e| e.within("stop"))?)
             }
             server_message::Message::ResultAccepted(_) => Self::ResultAccepted,
+            server_message::Message::Resumed(r) => Self::Resumed {
+                last_seq: r.last_seq,
+                credential: ResumeCredential::new(
+                    bounded(r.resume_credential, "resume_credential")
+                        .map_err(|e| e.within("resumed"))?,
+                ),
+            },
         })
     }
 }
@@ -271,6 +322,10 @@ mod tests {
                 worker_id: WorkerId::new(),
                 credential: "token".into(),
                 worker_version: "1.2.3".into(),
+            }),
+            WorkerMessage::Resume(Resumption {
+                worker_id: WorkerId::new(),
+                credential: ResumeCredential::new("ab".repeat(32)),
             }),
             WorkerMessage::Output(vec![]),
             WorkerMessage::Output(vec![
@@ -314,6 +369,7 @@ mod tests {
                 spec,
                 heartbeat_interval: Duration::from_secs(5),
                 kill_grace: Duration::from_millis(2500),
+                resume_credential: ResumeCredential::new("cd".repeat(32)),
             })),
             ServerMessage::Ack(0),
             ServerMessage::Ack(42),
@@ -322,6 +378,14 @@ mod tests {
             ServerMessage::Stop(StopReason::Shutdown),
             ServerMessage::Stop(StopReason::OutputRefused),
             ServerMessage::ResultAccepted,
+            ServerMessage::Resumed {
+                last_seq: 0,
+                credential: ResumeCredential::new("ef".repeat(32)),
+            },
+            ServerMessage::Resumed {
+                last_seq: 17,
+                credential: ResumeCredential::new("01".repeat(32)),
+            },
         ]
     }
 
@@ -334,12 +398,24 @@ mod tests {
                     spec,
                     heartbeat_interval,
                     kill_grace,
+                    resume_credential,
                 } = &**a;
                 *job_id == b.job_id
                     && *spec == b.spec
                     && *heartbeat_interval == b.heartbeat_interval
                     && *kill_grace == b.kill_grace
+                    && *resume_credential == b.resume_credential
             }
+            (
+                ServerMessage::Resumed {
+                    last_seq: a,
+                    credential: x,
+                },
+                ServerMessage::Resumed {
+                    last_seq: b,
+                    credential: y,
+                },
+            ) => a == b && x == y,
             (ServerMessage::Ack(a), ServerMessage::Ack(b)) => a == b,
             (ServerMessage::Stop(a), ServerMessage::Stop(b)) => a == b,
             (ServerMessage::ResultAccepted, ServerMessage::ResultAccepted) => true,
@@ -354,6 +430,7 @@ mod tests {
             .iter()
             .map(|m| match m {
                 WorkerMessage::Register(_) => "register",
+                WorkerMessage::Resume(_) => "resume",
                 WorkerMessage::Output(_) => "output",
                 WorkerMessage::Heartbeat => "heartbeat",
                 WorkerMessage::Result {
@@ -370,7 +447,7 @@ mod tests {
                 } => "out_of_memory",
             })
             .collect();
-        assert_eq!(worker.len(), 6, "{worker:?}");
+        assert_eq!(worker.len(), 7, "{worker:?}");
         let server: std::collections::BTreeSet<_> = every_server_message()
             .iter()
             .map(|m| match m {
@@ -381,9 +458,10 @@ mod tests {
                 ServerMessage::Stop(StopReason::Shutdown) => "shutdown",
                 ServerMessage::Stop(StopReason::OutputRefused) => "output_refused",
                 ServerMessage::ResultAccepted => "result_accepted",
+                ServerMessage::Resumed { .. } => "resumed",
             })
             .collect();
-        assert_eq!(server.len(), 7, "{server:?}");
+        assert_eq!(server.len(), 8, "{server:?}");
     }
 
     #[test]
@@ -410,6 +488,7 @@ mod tests {
             spec: JobSpec::builder("true").build().unwrap(),
             heartbeat_interval: Duration::from_secs(5),
             kill_grace: Duration::from_secs(10),
+            resume_credential: ResumeCredential::default(),
         };
         let cases = [
             (
@@ -436,6 +515,17 @@ mod tests {
             worker_version: "1".into(),
         };
         assert!(!format!("{registration:?}").contains("s3cret"));
+        let secret = ResumeCredential::new("s3cret".into());
+        let resume = WorkerMessage::Resume(Resumption {
+            worker_id: WorkerId::new(),
+            credential: secret.clone(),
+        });
+        let resumed = ServerMessage::Resumed {
+            last_seq: 1,
+            credential: secret,
+        };
+        assert!(!format!("{resume:?}").contains("s3cret"));
+        assert!(!format!("{resumed:?}").contains("s3cret"));
     }
 
     #[test]
@@ -468,6 +558,20 @@ mod tests {
                 ..Default::default()
             })),
             "register.credential"
+        );
+        assert_eq!(
+            field(worker_message::Message::Resume(pb::Resume {
+                worker_id: "nope".into(),
+                ..Default::default()
+            })),
+            "resume.worker_id"
+        );
+        assert_eq!(
+            field(worker_message::Message::Resume(pb::Resume {
+                worker_id: WorkerId::new().to_string(),
+                resume_credential: "x".repeat(MAX_CREDENTIAL_BYTES + 1),
+            })),
+            "resume.resume_credential"
         );
         let good = pb::OutputChunk {
             seq: 1,
@@ -516,6 +620,7 @@ mod tests {
             spec: JobSpec::builder("true").build().unwrap(),
             heartbeat_interval: Duration::from_secs(5),
             kill_grace: Duration::from_secs(10),
+            resume_credential: ResumeCredential::default(),
         });
         let assign = |a| Some(server_message::Message::Assignment(a));
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The worker agent runtime: registers with its credential, runs the assigned job,
 //! streams its output, and reports how it ended.
 
+mod connection;
 mod oom;
 mod output;
 mod process;
@@ -63,6 +64,20 @@ pub fn read_credential(path: &Path) -> Result<String, ValidationError> {
     Ok(credential.to_owned())
 }
 
+/// A reconnect window from its text, e.g. `10m`; zero is refused (the worker would never
+/// try to re-attach).
+fn parse_window(text: &str) -> Result<Duration, ValidationError> {
+    let window = humantime::parse_duration(text)
+        .map_err(|e| ValidationError::new(ENV_RECONNECT_WINDOW, format!("not a duration ({e})")))?;
+    if window.is_zero() {
+        return Err(ValidationError::new(
+            ENV_RECONNECT_WINDOW,
+            "must be greater than zero",
+        ));
+    }
+    Ok(window)
+}
+
 /// Why the worker could not finish its job.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -119,10 +134,26 @@ pub struct WorkerAgent {
     /// Most bytes of output sent and not yet acknowledged; the job waits beyond it.
     #[builder(default = 8 << 20)]
     output_window_bytes: usize,
+    /// Most bytes of output kept while the stream to the server is broken (numbered and
+    /// not yet acknowledged); the job waits beyond it, nothing is dropped. At least
+    /// `output_window_bytes`.
+    #[builder(default = DEFAULT_OUTPUT_BUFFER_BYTES)]
+    output_buffer_bytes: usize,
+    /// How long the worker keeps its job running and tries to re-attach after its stream
+    /// to the server broke; after it, the job is killed and the worker fails.
+    #[builder(default = DEFAULT_WORKER_RECONNECT_WINDOW)]
+    reconnect_window: Duration,
     /// Longest wait for the server to accept the result.
     #[builder(default = Duration::from_secs(30))]
     result_timeout: Duration,
 }
+
+/// Output kept while the stream is broken, by default.
+pub const DEFAULT_OUTPUT_BUFFER_BYTES: usize = 64 << 20;
+/// How long a worker tries to re-attach after its stream broke, by default.
+pub const DEFAULT_WORKER_RECONNECT_WINDOW: Duration = Duration::from_secs(600);
+/// Env var with the worker's reconnect window (e.g. `10m`).
+pub const ENV_RECONNECT_WINDOW: &str = "HODEI_RECONNECT_WINDOW";
 
 impl std::fmt::Debug for WorkerAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,7 +170,8 @@ impl std::fmt::Debug for WorkerAgent {
 impl WorkerAgent {
     /// Reads `HODEI_WORKER_ID`, `HODEI_SERVER_ADDRESS`, the credential from the file named
     /// by `HODEI_WORKER_TOKEN_FILE`, and the optional `HODEI_WORK_DIR` and `HODEI_SERVER_CA`
-    /// (a path, whose file is read here). A missing or invalid variable or an unreadable
+    /// (a path, whose file is read here), and `HODEI_RECONNECT_WINDOW` (a duration such as
+    /// `10m`). A missing or invalid variable or an unreadable
     /// file is an error naming the variable. The agent owns its process (see
     /// `owns_process`): this is how a worker program starts.
     pub fn from_env() -> Result<Self, ValidationError> {
@@ -161,6 +193,10 @@ impl WorkerAgent {
             })?),
             None => None,
         };
+        let reconnect_window = match std::env::var(ENV_RECONNECT_WINDOW) {
+            Ok(text) if !text.is_empty() => parse_window(&text)?,
+            _ => DEFAULT_WORKER_RECONNECT_WINDOW,
+        };
         Ok(Self::builder(
             var(ENV_SERVER_ADDRESS)?,
             worker_id,
@@ -169,6 +205,7 @@ impl WorkerAgent {
         .maybe_work_dir(std::env::var(ENV_WORK_DIR).ok().filter(|v| !v.is_empty()))
         .maybe_server_ca(server_ca)
         .owns_process(true)
+        .reconnect_window(reconnect_window)
         .build())
     }
 
@@ -193,6 +230,14 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn reconnect_windows_parse_and_name_the_variable() {
+        assert_eq!(parse_window("90s").unwrap(), Duration::from_secs(90));
+        for bad in ["0s", "soon"] {
+            assert_eq!(parse_window(bad).unwrap_err().field(), ENV_RECONNECT_WINDOW);
+        }
+    }
 
     #[test]
     fn a_credential_file_is_read_trimmed() {

@@ -1,5 +1,6 @@
 //! Turns raw output pieces into numbered chunks: sent at once when idle, batched under
-//! load, and bounded by a window of unacknowledged bytes.
+//! load, bounded by a window of unacknowledged bytes, and kept until acknowledged so they
+//! can be sent again after the stream to the server broke.
 
 use std::collections::VecDeque;
 
@@ -18,25 +19,36 @@ const MAX_MERGED_CHUNK_BYTES: usize = 128 * 1024;
 #[derive(Debug)]
 pub(crate) struct OutputSequencer {
     next_seq: u64,
-    /// (seq, bytes) of chunks sent and not yet acknowledged.
-    unacked: VecDeque<(u64, usize)>,
+    /// Chunks numbered and not yet acknowledged, in order.
+    unacked: VecDeque<OutputChunk>,
     unacked_bytes: usize,
     window_bytes: usize,
+    buffer_bytes: usize,
 }
 
 impl OutputSequencer {
-    pub fn new(window_bytes: usize) -> Self {
+    /// `window_bytes` bounds what is in flight on an open stream, `buffer_bytes` what is
+    /// kept while the stream is broken.
+    pub fn new(window_bytes: usize, buffer_bytes: usize) -> Self {
         Self {
             next_seq: 1,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             window_bytes,
+            buffer_bytes: buffer_bytes.max(window_bytes),
         }
     }
 
-    /// True while more output may be sent before acknowledgements arrive.
-    pub fn window_open(&self) -> bool {
-        self.unacked_bytes < self.window_bytes
+    /// True while more output may be numbered before acknowledgements arrive: up to the
+    /// window on an open stream, up to the buffer while it is broken. Beyond it the job's
+    /// pipes are not read, so the job waits on its writes.
+    pub fn window_open(&self, connected: bool) -> bool {
+        let limit = if connected {
+            self.window_bytes
+        } else {
+            self.buffer_bytes
+        };
+        self.unacked_bytes < limit
     }
 
     /// Sequence number of the last chunk sent (0 when none).
@@ -46,13 +58,34 @@ impl OutputSequencer {
 
     /// Records that the server stored everything up to `seq`.
     pub fn acked(&mut self, seq: u64) {
-        while let Some(&(s, len)) = self.unacked.front() {
-            if s > seq {
+        while let Some(chunk) = self.unacked.front() {
+            if chunk.seq > seq {
                 break;
             }
+            self.unacked_bytes -= chunk.data.len();
             self.unacked.pop_front();
-            self.unacked_bytes -= len;
         }
+    }
+
+    /// After a resume: forgets what the server stored (up to `stored`) and returns the
+    /// rest, in order, as batches to send again.
+    pub fn resend_after(&mut self, stored: u64) -> Vec<Vec<OutputChunk>> {
+        self.acked(stored);
+        let mut batches: Vec<Vec<OutputChunk>> = Vec::new();
+        let mut batch_bytes = 0;
+        for chunk in &self.unacked {
+            match batches.last_mut() {
+                Some(batch) if batch_bytes + chunk.data.len() <= MAX_BATCH_BYTES => {
+                    batch_bytes += chunk.data.len();
+                    batch.push(chunk.clone());
+                }
+                _ => {
+                    batch_bytes = chunk.data.len();
+                    batches.push(vec![chunk.clone()]);
+                }
+            }
+        }
+        batches
     }
 
     /// Builds one batch from `first` plus whatever else is already waiting in `pieces`.
@@ -89,14 +122,15 @@ impl OutputSequencer {
     fn number(&mut self, stream: OutputStream, data: Bytes, emitted_at_us: i64) -> OutputChunk {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.unacked.push_back((seq, data.len()));
         self.unacked_bytes += data.len();
-        OutputChunk {
+        let chunk = OutputChunk {
             seq,
             stream,
             data,
             emitted_at_us,
-        }
+        };
+        self.unacked.push_back(chunk.clone());
+        chunk
     }
 }
 
@@ -123,7 +157,7 @@ mod tests {
         tx.send((OutputStream::Stderr, Bytes::from_static(b"err2\n")))
             .await
             .unwrap();
-        let mut seq = OutputSequencer::new(1 << 20);
+        let mut seq = OutputSequencer::new(1 << 20, 1 << 20);
         let batch = seq.batch((OutputStream::Stdout, Bytes::from_static(b"a\n")), &mut rx);
         assert_eq!(batch.len(), 2);
         assert_eq!((batch[0].seq, &batch[0].data[..]), (1, &b"a\nb\n"[..]));
@@ -137,15 +171,68 @@ mod tests {
     #[tokio::test]
     async fn the_window_closes_until_acknowledged() {
         let (_tx, mut rx) = mpsc::channel(1);
-        let mut seq = OutputSequencer::new(10);
+        let mut seq = OutputSequencer::new(10, 10);
         seq.batch(
             (OutputStream::Stdout, Bytes::from_static(b"0123456789")),
             &mut rx,
         );
-        assert!(!seq.window_open());
+        assert!(!seq.window_open(true));
         seq.acked(0);
-        assert!(!seq.window_open(), "acknowledging nothing frees nothing");
+        assert!(
+            !seq.window_open(true),
+            "acknowledging nothing frees nothing"
+        );
         seq.acked(1);
-        assert!(seq.window_open());
+        assert!(seq.window_open(true));
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_buffers_up_to_the_buffer_then_holds_the_job() {
+        let (_tx, mut rx) = mpsc::channel(1);
+        let mut seq = OutputSequencer::new(4, 8);
+        seq.batch((OutputStream::Stdout, Bytes::from_static(b"0123")), &mut rx);
+        assert!(!seq.window_open(true));
+        assert!(
+            seq.window_open(false),
+            "a broken stream buffers past the window"
+        );
+        seq.batch((OutputStream::Stdout, Bytes::from_static(b"4567")), &mut rx);
+        assert!(!seq.window_open(false), "the buffer is full: the job waits");
+    }
+
+    #[tokio::test]
+    async fn a_resume_resends_what_the_server_did_not_store_in_order() {
+        let (_tx, mut rx) = mpsc::channel(1);
+        let mut seq = OutputSequencer::new(1 << 20, 1 << 20);
+        for text in [&b"a"[..], b"b", b"c"] {
+            seq.batch((OutputStream::Stdout, Bytes::from(text)), &mut rx);
+        }
+        let batches = seq.resend_after(1);
+        let resent: Vec<_> = batches
+            .iter()
+            .flatten()
+            .map(|c| (c.seq, c.data.clone()))
+            .collect();
+        assert_eq!(
+            resent,
+            [(2, Bytes::from_static(b"b")), (3, Bytes::from_static(b"c"))]
+        );
+        assert!(seq.resend_after(3).is_empty());
+    }
+
+    #[tokio::test]
+    async fn resent_batches_stay_under_the_batch_limit() {
+        let (_tx, mut rx) = mpsc::channel(1);
+        let mut seq = OutputSequencer::new(usize::MAX, usize::MAX);
+        let big = Bytes::from(vec![b'x'; MAX_MERGED_CHUNK_BYTES]);
+        for _ in 0..5 {
+            seq.batch((OutputStream::Stdout, big.clone()), &mut rx);
+        }
+        let batches = seq.resend_after(0);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5);
+        assert!(batches.len() > 1);
+        for batch in &batches {
+            assert!(batch.iter().map(|c| c.data.len()).sum::<usize>() <= MAX_BATCH_BYTES);
+        }
     }
 }

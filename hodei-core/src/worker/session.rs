@@ -2,40 +2,30 @@
 
 use std::{future::Future, time::Duration};
 
-use hodei_proto::v1 as pb;
 use nix::sys::signal::Signal;
 use tokio::{
     sync::mpsc,
     time::{Instant, sleep_until},
 };
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    WorkerAgent, WorkerError, oom,
+    WorkerAgent, WorkerError,
+    connection::{self, Connection},
+    oom,
     output::OutputSequencer,
     process::{DRAIN_AFTER_EXIT, JobProcess, OutputPiece, Sandbox},
 };
 use crate::{
-    client::ClientTls,
     controller::WorkerOutcome,
     job::{JobId, ProcessExit},
-    server::WORKER_API_MAX_MESSAGE_BYTES,
-    wire::{Registration, ServerMessage, WorkerMessage},
+    wire::{ServerMessage, WorkerMessage},
 };
 
 /// Pieces of output buffered between the pipes and the sender.
 const PIECE_QUEUE: usize = 64;
 /// Shortest heartbeat interval the worker accepts, so a bad assignment cannot flood the server.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
-/// Connection attempts before giving up; with the backoff below about 30 s in all, so a
-/// busy or restarting server does not lose a starting worker.
-const CONNECT_ATTEMPTS: u32 = 15;
-
-/// Registration attempts while the server cannot check the worker's identity; with the
-/// backoff in [`register`] about a minute in all.
-const REGISTER_ATTEMPTS: u32 = 15;
 
 /// How the job went, as reported to and accepted by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,38 +38,13 @@ pub struct WorkerReport {
     pub chunks: u64,
 }
 
-struct Link {
-    outbound: mpsc::Sender<pb::WorkerMessage>,
-    inbound: Streaming<pb::ServerMessage>,
-}
-
-impl Link {
-    async fn send(&self, message: WorkerMessage) -> Result<(), WorkerError> {
-        self.outbound
-            .send(message.into())
-            .await
-            .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))
-    }
-
-    async fn receive(&mut self) -> Result<ServerMessage, WorkerError> {
-        match self.inbound.message().await {
-            Ok(Some(message)) => ServerMessage::try_from(message)
-                .map_err(|e| WorkerError::Protocol(format!("the server sent an {e}"))),
-            Ok(None) => Err(WorkerError::ConnectionLost(
-                "the server closed the stream".into(),
-            )),
-            Err(status) => Err(WorkerError::ConnectionLost(status.message().to_owned())),
-        }
-    }
-}
-
 pub(super) async fn run(
     agent: WorkerAgent,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<WorkerReport, WorkerError> {
     let span = info_span!("worker", worker.id = %agent.worker_id);
     async move {
-        let mut link = register(&agent).await?;
+        let mut link = connection::register(&agent).await?;
         let assignment = match link.receive().await {
             Ok(ServerMessage::Assign(a)) => a,
             Ok(other) => {
@@ -100,6 +65,9 @@ pub(super) async fn run(
         let kill_grace = assignment.kill_grace;
         info!(job.id = %job_id, command = %spec.command, "job assigned");
 
+        let mut conn = Connection::new(&agent, link, assignment.resume_credential);
+        let mut sequencer =
+            OutputSequencer::new(agent.output_window_bytes, agent.output_buffer_bytes);
         let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
         let oom_kills_before = oom::kills();
         let sandbox = Sandbox {
@@ -107,38 +75,31 @@ pub(super) async fn run(
             owns_process: agent.owns_process,
         };
         let process = JobProcess::spawn(&spec, sandbox, pieces_tx);
-        let (exit, chunks) = match process {
+        let (exit, outcome) = match process {
             Ok(process) => {
                 let mut run = Running {
-                    link: &mut link,
+                    conn: &mut conn,
                     process,
                     pieces,
-                    sequencer: OutputSequencer::new(agent.output_window_bytes),
+                    sequencer: &mut sequencer,
                     heartbeat,
                     kill_grace,
                 };
                 let exit = run.until_exit(shutdown).await?;
-                let last_seq = run.sequencer.last_seq();
                 // Nothing of the job (processes, scratch dir) is left once it is reported.
                 drop(run);
-                link.send(WorkerMessage::Result {
-                    outcome: oom::outcome(exit, oom_kills_before, oom::kills()),
-                    last_seq,
-                })
-                .await?;
-                (Some(exit), last_seq)
+                (
+                    Some(exit),
+                    oom::outcome(exit, oom_kills_before, oom::kills()),
+                )
             }
             Err(message) => {
                 warn!(%message, "the command could not be started");
-                link.send(WorkerMessage::Result {
-                    outcome: WorkerOutcome::SpawnFailed(message),
-                    last_seq: 0,
-                })
-                .await?;
-                (None, 0)
+                (None, WorkerOutcome::SpawnFailed(message))
             }
         };
-        await_acceptance(&mut link, agent.result_timeout).await?;
+        let chunks = sequencer.last_seq();
+        report(&mut conn, &mut sequencer, outcome, agent.result_timeout).await?;
         info!(?exit, chunks, "result accepted");
         Ok(WorkerReport {
             job_id,
@@ -150,102 +111,67 @@ pub(super) async fn run(
     .await
 }
 
-/// Connects and registers. A registration the server could not check now (UNAVAILABLE,
-/// e.g. its platform's API is down) is tried again with backoff; a refusal is final.
-async fn register(agent: &WorkerAgent) -> Result<Link, WorkerError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match connect(agent).await {
-            Err(WorkerError::Refused(status))
-                if status.code() == tonic::Code::Unavailable && attempt < REGISTER_ATTEMPTS =>
-            {
-                warn!(error = %status.message(), attempt, "the server could not check this worker's identity yet; retrying");
-                tokio::time::sleep(Duration::from_secs(u64::from(attempt).min(5))).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-async fn connect(agent: &WorkerAgent) -> Result<Link, WorkerError> {
-    let tls = ClientTls {
-        ca: agent.server_ca.clone(),
-        identity: None,
+/// Sends the result and waits until the server accepts it, re-attaching (and resending
+/// unacknowledged output first) as often as the stream breaks.
+async fn report(
+    conn: &mut Connection<'_>,
+    sequencer: &mut OutputSequencer,
+    outcome: WorkerOutcome,
+    limit: Duration,
+) -> Result<(), WorkerError> {
+    let result = WorkerMessage::Result {
+        outcome,
+        last_seq: sequencer.last_seq(),
     };
-    let endpoint = crate::client::endpoint(&agent.server_address, &tls)
-        .map_err(|source| WorkerError::Connect {
-            address: agent.server_address.clone(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(5));
-    let mut attempt = 0;
-    let channel = loop {
-        attempt += 1;
-        match endpoint.connect().await {
-            Ok(channel) => break channel,
-            Err(source) if attempt >= CONNECT_ATTEMPTS => {
-                return Err(WorkerError::Connect {
-                    address: agent.server_address.clone(),
-                    source,
-                });
-            }
-            Err(error) => {
-                debug!(%error, attempt, "connecting to the server failed; retrying");
-                tokio::time::sleep(Duration::from_millis((250 * u64::from(attempt)).min(2_000)))
-                    .await;
+    loop {
+        while !conn.is_connected() {
+            sleep_until(conn.next_attempt()).await;
+            if let Some(stored) = conn.try_resume().await? {
+                resend(conn, sequencer, stored).await;
             }
         }
-    };
-    let (outbound, outbound_rx) = mpsc::channel(32);
-    let register = WorkerMessage::Register(Registration {
-        worker_id: agent.worker_id,
-        credential: agent.credential.clone(),
-        worker_version: env!("CARGO_PKG_VERSION").to_owned(),
-    });
-    outbound
-        .send(register.into())
-        .await
-        .map_err(|_| WorkerError::ConnectionLost("the outbound stream closed".into()))?;
-    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel)
-        .max_decoding_message_size(WORKER_API_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(WORKER_API_MAX_MESSAGE_BYTES);
-    let inbound = client
-        .attach(ReceiverStream::new(outbound_rx))
-        .await
-        .map_err(|status| WorkerError::Refused(Box::new(status)))?
-        .into_inner();
-    Ok(Link { outbound, inbound })
-}
-
-async fn await_acceptance(link: &mut Link, limit: Duration) -> Result<(), WorkerError> {
-    let deadline = Instant::now() + limit;
-    loop {
-        tokio::select! {
-            message = link.receive() => match message? {
-                ServerMessage::ResultAccepted => return Ok(()),
-                ServerMessage::Ack(_) | ServerMessage::Stop(_) => {}
-                ServerMessage::Assign(_) => {
-                    return Err(WorkerError::Protocol("a second assignment arrived".into()));
+        conn.send(result.clone()).await;
+        let deadline = Instant::now() + limit;
+        while conn.is_connected() {
+            tokio::select! {
+                message = conn.receive() => match message? {
+                    Some(ServerMessage::ResultAccepted) => return Ok(()),
+                    Some(ServerMessage::Ack(seq)) => sequencer.acked(seq),
+                    Some(ServerMessage::Stop(_)) | None => {}
+                    Some(other) => {
+                        return Err(WorkerError::Protocol(format!(
+                            "unexpected message after the result: {other:?}"
+                        )));
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    return Err(WorkerError::ConnectionLost("the server did not accept the result in time".into()));
                 }
-            },
-            () = sleep_until(deadline) => {
-                return Err(WorkerError::ConnectionLost("the server did not accept the result in time".into()));
             }
         }
     }
 }
 
-struct Running<'a> {
-    link: &'a mut Link,
+/// Sends again, in order, the output the server has not stored (after `stored`).
+async fn resend(conn: &mut Connection<'_>, sequencer: &mut OutputSequencer, stored: u64) {
+    let batches = sequencer.resend_after(stored);
+    let chunks: usize = batches.iter().map(Vec::len).sum();
+    debug!(stored, chunks, "resending output the server did not store");
+    for batch in batches {
+        conn.send(WorkerMessage::Output(batch)).await;
+    }
+}
+
+struct Running<'a, 'b> {
+    conn: &'a mut Connection<'b>,
     process: JobProcess,
     pieces: mpsc::Receiver<OutputPiece>,
-    sequencer: OutputSequencer,
+    sequencer: &'a mut OutputSequencer,
     heartbeat: Duration,
     kill_grace: Duration,
 }
 
-impl Running<'_> {
+impl Running<'_, '_> {
     /// Streams output until the command has ended and its output is drained.
     async fn until_exit(
         &mut self,
@@ -262,36 +188,49 @@ impl Running<'_> {
             if exit.is_some() && !pieces_open {
                 return Ok(exit.unwrap_or(ProcessExit::Code(-1)));
             }
-            let window_open = self.sequencer.window_open();
+            let connected = self.conn.is_connected();
+            let next_attempt = self.conn.next_attempt();
+            let window_open = self.sequencer.window_open(connected);
             tokio::select! {
                 piece = self.pieces.recv(), if pieces_open && window_open => match piece {
                     Some(piece) => {
                         if drain_deadline.is_some() {
                             drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
                         }
-                        self.send_output(piece).await?;
+                        self.send_output(piece).await;
                     }
                     None => pieces_open = false,
                 },
-                message = self.link.receive() => match message {
-                    Ok(ServerMessage::Ack(seq)) => self.sequencer.acked(seq),
-                    Ok(ServerMessage::Stop(reason)) => {
+                message = self.conn.receive(), if connected => match message {
+                    Ok(None) => {}
+                    Ok(Some(ServerMessage::Ack(seq))) => self.sequencer.acked(seq),
+                    Ok(Some(ServerMessage::Stop(reason))) => {
                         if !stopping {
                             info!(?reason, "the server asked to stop the job");
                             stopping = true;
                             kill_at = Some(self.terminate());
                         }
                     }
-                    Ok(other) => {
+                    Ok(Some(other)) => {
                         self.abandon();
                         return Err(WorkerError::Protocol(format!("unexpected message while running: {other:?}")));
                     }
                     Err(e) => {
-                        warn!(error = %e, "lost the server; killing the job");
                         self.abandon();
                         return Err(e);
                     }
                 },
+                () = sleep_until(next_attempt), if !connected => {
+                    match self.conn.try_resume().await {
+                        Ok(Some(stored)) => resend(self.conn, self.sequencer, stored).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(error = %e, "cannot re-attach to the server; killing the job");
+                            self.abandon();
+                            return Err(e);
+                        }
+                    }
+                }
                 status = self.process.wait(), if exit.is_none() => {
                     let ended = status.unwrap_or(ProcessExit::Code(-1));
                     debug!(?ended, "job command ended");
@@ -314,30 +253,20 @@ impl Running<'_> {
                     warn!("output pipes still open after the command ended; closing them");
                     pieces_open = false;
                     while let Ok(piece) = self.pieces.try_recv() {
-                        self.send_output(piece).await?;
+                        self.send_output(piece).await;
                     }
                     self.pieces.close();
                 }
-                _ = heartbeat.tick() => {
-                    self.send_or_abandon(WorkerMessage::Heartbeat).await?;
-                }
+                _ = heartbeat.tick() => self.conn.send(WorkerMessage::Heartbeat).await,
             }
         }
     }
 
-    /// Numbers `first` and whatever output waits behind it, and sends it as one batch.
-    async fn send_output(&mut self, first: OutputPiece) -> Result<(), WorkerError> {
+    /// Numbers `first` and whatever output waits behind it, and sends it as one batch
+    /// (kept for later while the stream is broken).
+    async fn send_output(&mut self, first: OutputPiece) {
         let chunks = self.sequencer.batch(first, &mut self.pieces);
-        self.send_or_abandon(WorkerMessage::Output(chunks)).await
-    }
-
-    /// Sends to the server; if the stream is gone, the job is killed before the error returns.
-    async fn send_or_abandon(&mut self, message: WorkerMessage) -> Result<(), WorkerError> {
-        let sent = self.link.send(message).await;
-        if sent.is_err() {
-            self.abandon();
-        }
-        sent
+        self.conn.send(WorkerMessage::Output(chunks)).await;
     }
 
     /// SIGTERM to the group now; returns when SIGKILL is due.
@@ -346,7 +275,8 @@ impl Running<'_> {
         Instant::now() + self.kill_grace
     }
 
-    /// Kills the job when the worker cannot go on.
+    /// Kills the job when the worker cannot go on (a protocol error, or the server gone
+    /// for the whole reconnect window).
     fn abandon(&self) {
         self.process.signal_group(Signal::SIGKILL);
     }

@@ -81,6 +81,8 @@ pub struct TaskProvider {
     pub destroyed: Arc<Mutex<Vec<WorkerId>>>,
     /// CA bundle (PEM) the workers verify an `https://` server with.
     pub server_ca: Option<Vec<u8>>,
+    /// The workers' reconnect window; the agent's default when `None`.
+    pub worker_reconnect_window: Option<Duration>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -93,6 +95,7 @@ impl TaskProvider {
             launches: Arc::default(),
             destroyed: Arc::default(),
             server_ca: None,
+            worker_reconnect_window: None,
             tasks: Arc::default(),
         }
     }
@@ -150,6 +153,7 @@ impl Provider for TaskProvider {
                     .unwrap_or_else(|| format!("pod-token-{}", launch.worker_id)),
             )
             .maybe_server_ca(self.server_ca.clone())
+            .maybe_reconnect_window(self.worker_reconnect_window)
             .build();
             let task = tokio::spawn(async move {
                 let result = agent.run(std::future::pending()).await;

@@ -201,6 +201,7 @@ impl KubernetesProvider {
                     .clone()
                     .unwrap_or_else(|| launch.server_address.clone()),
             )
+            .reconnect_window(humantime::format_duration(launch.reconnect_window).to_string())
             .resources(WorkerResources {
                 cpu_request: cpu
                     .clone()

@@ -153,6 +153,7 @@ fn launch(spec: JobSpec) -> WorkerLaunch {
         job_id: JobId::new(),
         spec,
         server_address: "http://127.0.0.1:50051".into(),
+        reconnect_window: std::time::Duration::from_secs(600),
         otp_token: None,
     }
 }
@@ -420,13 +421,15 @@ async fn the_worker_pod_holds_no_credential_and_gets_a_pod_bound_token() {
     assert_eq!(
         names,
         [
+            "HODEI_RECONNECT_WINDOW",
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_ID",
             "HODEI_WORKER_TOKEN_FILE",
             "HODEI_WORK_DIR"
         ]
     );
-    assert_eq!(env[2]["value"], "/var/run/secrets/hodei/token");
+    assert_eq!(env[0]["value"], "10m", "the server's reconnect window");
+    assert_eq!(env[3]["value"], "/var/run/secrets/hodei/token");
     assert!(!pod.to_string().contains("OTP"), "{pod}");
     let projection = pod["spec"]["volumes"]
         .as_array()
