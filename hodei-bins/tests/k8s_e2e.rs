@@ -135,6 +135,7 @@ fn hello_job_runs_in_a_restricted_pod_that_is_removed_afterwards() {
     assert_eq!(
         names,
         [
+            "HODEI_RECONNECT_WINDOW",
             "HODEI_SERVER_ADDRESS",
             "HODEI_WORKER_ID",
             "HODEI_WORKER_TOKEN_FILE",

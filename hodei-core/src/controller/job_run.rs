@@ -433,7 +433,9 @@ impl JobRun {
                     }
                     stopping = Some(self.stop(&link, reason).await);
                 }
-                () = sleep_until(stopping.map_or_else(Instant::now, |s| s.deadline)), if stopping.is_some() && connected => {
+                // Away or not, a stopped job waits no longer than the kill and result
+                // graces: removing the worker then ends the job's processes.
+                () = sleep_until(stopping.map_or_else(Instant::now, |s| s.deadline)), if stopping.is_some() => {
                     warn!("the worker did not report after being stopped; removing it");
                     return self.stopped_without_result(stop_reason.unwrap_or(StopReason::Cancelled));
                 }
