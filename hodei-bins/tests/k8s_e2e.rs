@@ -326,9 +326,9 @@ fn a_job_past_its_memory_limit_fails_oom_killed_and_its_pod_is_removed() {
     wait_until_pods_gone(&id);
 }
 
-/// Waits up to 30 s until no pod of job `id` is left.
+/// Waits up to 60 s (a job stopped while its worker is away ends after the kill and result graces) until no pod of job `id` is left.
 fn wait_until_pods_gone(id: &str) {
-    wait_until(Duration::from_secs(30), "the job's pod is gone", || {
+    wait_until(Duration::from_secs(60), "the job's pod is gone", || {
         pods(Some(id)).is_empty()
     })
     .unwrap();
