@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Behaviour, TaskProvider, follow, serve_in_background, sh};
+use common::{Behaviour, TaskProvider, TestServer, follow, sh};
 use futures::StreamExt;
 use hodei_core::{
     FailureReason, HodeiClient, HodeiServer, Job, JobEvent, JobState, controller::ControllerConfig,
@@ -80,46 +80,34 @@ impl CuttingProxy {
 }
 
 /// A server whose workers dial it through `proxy`, and a client of its job API.
-struct Setup {
-    client: HodeiClient,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Setup {
-    async fn start(dir: &std::path::Path, provider: &TaskProvider, proxy: &CuttingProxy) -> Self {
-        let server = HodeiServer::builder(dir)
-            .shared_provider(Arc::new(provider.clone()))
-            .listen_addr("127.0.0.1:0".parse().unwrap())
-            .worker_listen_addr("127.0.0.1:0".parse().unwrap())
-            .advertise_address(format!("http://{}", proxy.addr))
-            .controller(ControllerConfig {
-                heartbeat_interval: Duration::from_millis(200),
-                heartbeat_timeout: Duration::from_secs(3),
-                ..ControllerConfig::default()
-            })
-            .start()
-            .await
-            .unwrap();
-        *proxy.upstream.lock().unwrap() = Some(server.worker_addr());
-        let url = format!("http://{}", server.local_addr());
-        let (stop, task) = serve_in_background(server);
-        let client = HodeiClient::connect(url).await.unwrap();
-        Self { client, stop, task }
-    }
-
-    async fn wait_until_running(&self, job: &Job) {
-        wait_until(Duration::from_secs(10), "the job runs", || async {
-            self.client.get(job.id).await.unwrap().state == JobState::Running
+async fn start_behind(
+    dir: &std::path::Path,
+    provider: &TaskProvider,
+    proxy: &CuttingProxy,
+) -> TestServer {
+    let server = HodeiServer::builder(dir)
+        .shared_provider(Arc::new(provider.clone()))
+        .listen_addr("127.0.0.1:0".parse().unwrap())
+        .worker_listen_addr("127.0.0.1:0".parse().unwrap())
+        .advertise_address(format!("http://{}", proxy.addr))
+        .controller(ControllerConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_timeout: Duration::from_secs(3),
+            ..ControllerConfig::default()
         })
+        .start()
         .await
         .unwrap();
-    }
+    *proxy.upstream.lock().unwrap() = Some(server.worker_addr());
+    TestServer::serve(server, dir).await
+}
 
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
+async fn wait_until_running(client: &HodeiClient, job: &Job) {
+    wait_until(Duration::from_secs(10), "the job runs", || async {
+        client.get(job.id).await.unwrap().state == JobState::Running
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +117,7 @@ async fn a_worker_cut_off_again_and_again_resumes_and_no_line_is_lost_or_doubled
     let dir = tempfile::tempdir().unwrap();
     let proxy = CuttingProxy::start().await;
     let provider = TaskProvider::new(Behaviour::RunWorker);
-    let setup = Setup::start(dir.path(), &provider, &proxy).await;
+    let setup = start_behind(dir.path(), &provider, &proxy).await;
     let client = setup.client.clone();
 
     let script =
@@ -139,7 +127,7 @@ async fn a_worker_cut_off_again_and_again_resumes_and_no_line_is_lost_or_doubled
         let (client, job) = (client.clone(), job.clone());
         async move { follow(&client, &job, 0).await }
     });
-    setup.wait_until_running(&job).await;
+    wait_until_running(&setup.client, &job).await;
     for _ in 0..CUTS {
         tokio::time::sleep(Duration::from_millis(400)).await;
         proxy.cut();
@@ -183,13 +171,13 @@ async fn a_worker_that_cannot_re_attach_within_its_window_kills_its_job() {
     let proxy = CuttingProxy::start().await;
     let mut provider = TaskProvider::new(Behaviour::RunWorker);
     provider.worker_reconnect_window = Some(Duration::from_secs(1));
-    let setup = Setup::start(dir.path(), &provider, &proxy).await;
+    let setup = start_behind(dir.path(), &provider, &proxy).await;
     let job = setup
         .client
         .submit(&sh("echo $$; exec sleep 1000"))
         .await
         .unwrap();
-    setup.wait_until_running(&job).await;
+    wait_until_running(&setup.client, &job).await;
     let mut events = setup.client.follow(job.id).live().await.unwrap();
     let pid: i32 = loop {
         match events.next().await.unwrap().unwrap() {

@@ -14,9 +14,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use common::{Behaviour, TaskProvider, health, serve_in_background, sh, wait_for_health};
+use common::{Behaviour, TaskProvider, TestServer, health, sh, wait_for_health};
 use hodei_core::{
-    HodeiClient, HodeiServer, Job, JobId, JobState,
+    HodeiServer, Job, JobId, JobState,
     controller::ControllerConfig,
     store::{JobPage, JobStore, SqliteStore, StoreError},
 };
@@ -98,9 +98,8 @@ async fn failing_state_writes_turn_health_not_serving_and_lose_no_state() {
         .start()
         .await
         .unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let (stop, task) = serve_in_background(server);
-    let client = HodeiClient::connect(url.clone()).await.unwrap();
+    let server = TestServer::serve(server, dir.path()).await;
+    let (client, url) = (server.client.clone(), server.url.clone());
     assert_eq!(health(&url, "").await, ServingStatus::Serving);
 
     let go = dir.path().join("go");
@@ -139,6 +138,5 @@ async fn failing_state_writes_turn_health_not_serving_and_lose_no_state() {
     })
     .await
     .unwrap();
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    server.stop().await;
 }

@@ -276,6 +276,11 @@ impl TestServer {
             .start()
             .await
             .unwrap();
+        Self::serve(server, data_dir).await
+    }
+
+    /// Serves `server`, started by the caller on `data_dir`, with a client connected.
+    pub async fn serve(server: HodeiServer, data_dir: &Path) -> Self {
         let url = format!("http://{}", server.local_addr());
         let worker_url = format!("http://{}", server.worker_addr());
         let (stop, task) = serve_in_background(server);
