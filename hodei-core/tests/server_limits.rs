@@ -15,8 +15,9 @@ use std::{
 };
 
 use common::{Behaviour, TaskProvider, TestServer, follow, health, sh, wait_for_health, wait_gone};
+use futures::StreamExt;
 use hodei_core::{
-    ClientError, FailureReason, JobState,
+    ClientError, FailureReason, JobEvent, JobState,
     controller::{ControllerConfig, SpaceProbe},
     disk::{DiskSpace, FreeDiskFloor},
 };
@@ -118,6 +119,24 @@ async fn below_the_disk_floor_new_work_is_refused_output_fails_and_reads_keep_wo
         let job = writer.clone();
         async move { follow(&client, &job, 0).await }
     });
+    // The job's first line is stored before the disk runs short.
+    wait_until(Duration::from_secs(10), "the writer's first line is stored", || {
+        let client = server.client.clone();
+        let id = writer.id;
+        async move {
+            let Ok(mut events) = client.follow(id).await else {
+                return false;
+            };
+            while let Some(Ok(event)) = events.next().await {
+                if matches!(event, JobEvent::Output(chunk) if chunk.data.starts_with(b"first\n")) {
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await
+    .unwrap();
     free.store(10 << 20, Ordering::Relaxed);
     wait_for_health(
         &server.url,
