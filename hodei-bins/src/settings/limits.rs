@@ -4,11 +4,8 @@
 
 use clap::Args;
 use hodei_core::{
-    controller::{
-        ControllerConfig, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_QUEUED_JOBS,
-        DEFAULT_MAX_QUEUED_JOBS_PER_OWNER,
-    },
-    disk::{DEFAULT_MIN_FREE_DISK, FreeDiskFloor},
+    controller::{ControllerConfig, DEFAULT_MAX_QUEUED_JOBS, DEFAULT_MAX_QUEUED_JOBS_PER_OWNER},
+    disk::FreeDiskFloor,
     server::{FollowLimits, GrpcLimits},
 };
 
@@ -69,14 +66,15 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// `config` with the queue caps, the log quota and the free-disk floor set.
+    /// `config` with the queue caps set, and the log quota and the free-disk floor where
+    /// they were set.
     #[must_use]
     pub fn apply(&self, config: ControllerConfig) -> ControllerConfig {
         ControllerConfig {
             max_queued_jobs: self.max_queued_jobs,
             max_queued_jobs_per_owner: self.max_queued_jobs_per_owner,
-            max_log_bytes: self.max_log_bytes.unwrap_or(DEFAULT_MAX_LOG_BYTES),
-            min_free_disk: self.min_free_disk.unwrap_or(DEFAULT_MIN_FREE_DISK),
+            max_log_bytes: self.max_log_bytes.unwrap_or(config.max_log_bytes),
+            min_free_disk: self.min_free_disk.unwrap_or(config.min_free_disk),
             ..config
         }
     }
