@@ -6,6 +6,7 @@
 //! `KubernetesProvider` (feature `kubernetes`) runs each in its own pod.
 
 pub mod auth;
+pub(crate) mod backoff;
 pub mod client;
 pub mod controller;
 pub mod disk;

@@ -4,17 +4,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use rand::Rng;
 use tokio::time::Instant;
 
 use crate::{ClientError, HodeiClient, JobEvent, JobEvents, JobId};
 
 /// How long a resuming follow keeps trying to reach a lost server, by default.
 pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// First wait before a reconnect; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait between two reconnects.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What a resuming follow yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +121,7 @@ impl ResumingEvents {
     /// the server is back.
     async fn reconnect(&mut self) -> Result<Option<FollowEvent>, ClientError> {
         if self.lost_at.is_some() {
-            tokio::time::sleep(self.backoff()).await;
+            tokio::time::sleep(crate::backoff::reconnect_delay(self.attempt)).await;
             self.attempt = self.attempt.saturating_add(1);
         }
         let opened = self
@@ -152,14 +147,5 @@ impl ResumingEvents {
             }
             Err(error) => Err(error),
         }
-    }
-
-    /// The wait before the next reconnect: doubling from [`FIRST_BACKOFF`] to
-    /// [`MAX_BACKOFF`], less up to a fifth at random so clients spread out.
-    fn backoff(&self) -> Duration {
-        let full = FIRST_BACKOFF
-            .saturating_mul(1 << self.attempt.min(5))
-            .min(MAX_BACKOFF);
-        full.mul_f64(1.0 - rand::rng().random_range(0.0..0.2))
     }
 }

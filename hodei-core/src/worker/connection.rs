@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use hodei_proto::v1 as pb;
-use rand::Rng;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Streaming, transport::Channel};
@@ -24,10 +23,6 @@ const CONNECT_ATTEMPTS: u32 = 15;
 /// Registration attempts while the server cannot check the worker's identity; with the
 /// backoff in [`register`] about a minute in all.
 const REGISTER_ATTEMPTS: u32 = 15;
-/// First wait before a resume attempt; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait between two resume attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest a resume attempt (connect and the server's answer) may take.
 const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -197,7 +192,7 @@ impl<'a> Connection<'a> {
             warn!(%error, "lost the server; the job keeps running while the worker reconnects");
             self.lost_at = Some(Instant::now());
             self.attempt = 0;
-            self.next_attempt = Instant::now() + self.backoff();
+            self.next_attempt = Instant::now() + crate::backoff::reconnect_delay(self.attempt);
         }
     }
 
@@ -256,20 +251,11 @@ impl<'a> Connection<'a> {
                     )));
                 }
                 self.attempt += 1;
-                self.next_attempt = Instant::now() + self.backoff();
+                self.next_attempt = Instant::now() + crate::backoff::reconnect_delay(self.attempt);
                 debug!(%error, attempt = self.attempt, "resume attempt failed; retrying");
                 Ok(None)
             }
         }
-    }
-
-    /// The wait before the next attempt: doubling from [`FIRST_BACKOFF`] to
-    /// [`MAX_BACKOFF`], less up to a fifth at random so workers spread out.
-    fn backoff(&self) -> Duration {
-        let full = FIRST_BACKOFF
-            .saturating_mul(1 << self.attempt.min(5))
-            .min(MAX_BACKOFF);
-        full.mul_f64(1.0 - rand::rng().random_range(0.0..0.2))
     }
 }
 
