@@ -1,13 +1,9 @@
 //! How many `FollowJob` streams may be open: in total and per client connection, and how
 //! long a follower may leave its buffer full.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tonic::Status;
 
 use crate::observe;
@@ -99,7 +95,7 @@ impl Followers {
     /// callers without one share a single count), or RESOURCE_EXHAUSTED naming the cap
     /// that is full and the setting that raises it.
     pub(super) fn admit(&self, connection: Option<SocketAddr>) -> Result<FollowerSlot, Status> {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.lock();
         if counts.total >= self.limits.max_followers {
             observe::job_api_refusal("max_followers");
             return Err(Status::resource_exhausted(format!(
@@ -128,7 +124,7 @@ impl Followers {
 
     #[cfg(test)]
     fn open(&self) -> (usize, usize) {
-        let counts = self.counts.lock().unwrap();
+        let counts = self.counts.lock();
         (counts.total, counts.by_connection.len())
     }
 }
@@ -142,7 +138,7 @@ pub(super) struct FollowerSlot {
 
 impl Drop for FollowerSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.lock();
         counts.total = counts.total.saturating_sub(1);
         if let Some(open) = counts.by_connection.get_mut(&self.connection) {
             *open -= 1;
