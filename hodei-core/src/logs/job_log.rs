@@ -201,21 +201,19 @@ impl JobLog {
         self.progress.borrow().last_seq
     }
 
-    /// Takes no more output and lets followers finish once they have read it all.
-    pub(crate) fn finish(&self) {
-        let _writer = self.writer.lock();
+    /// Takes no more output and lets followers finish once they have read it all. Returns
+    /// the file written to, if any output was.
+    pub(crate) fn finish(&self) -> Option<File> {
+        let mut writer = self.writer.lock();
         self.progress.send_modify(|p| p.closed = true);
+        writer.file.take()
     }
 
     /// Finishes the log and makes it survive a machine crash: its data, then the entry of
     /// its directory (a new file is only durable once its directory is). Syncing can take
     /// long after much output, so it runs off the async threads; this returns once done.
     pub(crate) async fn close(&self) -> io::Result<()> {
-        let file = {
-            let writer = self.writer.lock();
-            self.progress.send_modify(|p| p.closed = true);
-            writer.file.as_ref().map(File::try_clone).transpose()?
-        };
+        let file = self.finish();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(file) = file {
