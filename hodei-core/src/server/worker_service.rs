@@ -64,31 +64,52 @@ fn resume_refused(error: &ResumeError) -> Status {
     }
 }
 
-/// The server's side of one attached stream: what goes to the job's run and what goes
-/// back to the worker.
-struct Streams {
-    link: WorkerLink,
+/// The server's side of one attached stream, once its link has gone to the job's run:
+/// what the run sends goes to the worker, and what the worker sends goes to the run.
+struct Relay {
     to_worker_rx: mpsc::Receiver<ToWorker>,
     from_worker_tx: mpsc::Sender<FromWorker>,
     outbound: Outbound,
     outbound_rx: mpsc::Receiver<Result<pb::ServerMessage, Status>>,
 }
 
-impl Streams {
-    fn new() -> Self {
+impl Relay {
+    /// A link for the job's run and the relay that serves it.
+    fn new() -> (WorkerLink, Self) {
         let (to_worker, to_worker_rx) = mpsc::channel(16);
         let (from_worker_tx, from_worker) = mpsc::channel(64);
         let (outbound, outbound_rx) = mpsc::channel(64);
-        Self {
-            link: WorkerLink {
-                to_worker,
-                from_worker,
-            },
+        let link = WorkerLink {
+            to_worker,
+            from_worker,
+        };
+        let relay = Self {
             to_worker_rx,
             from_worker_tx,
             outbound,
             outbound_rx,
-        }
+        };
+        (link, relay)
+    }
+
+    /// Starts relaying in tasks under `span`; the answer is the stream to the worker.
+    fn start(
+        self,
+        inbound: Streaming<pb::WorkerMessage>,
+        output: Output,
+        span: &tracing::Span,
+    ) -> Response<ServerStream> {
+        let Self {
+            to_worker_rx,
+            from_worker_tx,
+            outbound,
+            outbound_rx,
+        } = self;
+        tokio::spawn(forward_to_worker(to_worker_rx, outbound.clone()).instrument(span.clone()));
+        tokio::spawn(
+            read_from_worker(inbound, output, from_worker_tx, outbound).instrument(span.clone()),
+        );
+        Response::new(Box::pin(ReceiverStream::new(outbound_rx)))
     }
 }
 
@@ -113,10 +134,10 @@ impl WorkerApi {
                 warn!(worker.id = %worker_id, %error, "worker resume refused");
                 resume_refused(&error)
             })?;
-        let streams = Streams::new();
+        let (link, relay) = Relay::new();
         // The answer goes out before anything the job's run sends on the new stream.
         let last_seq = resumed.log.last_seq();
-        streams
+        relay
             .outbound
             .try_send(Ok(ServerMessage::Resumed {
                 last_seq,
@@ -126,28 +147,18 @@ impl WorkerApi {
             .map_err(|_| Status::internal("the new stream is not writable"))?;
         resumed
             .relink
-            .send(streams.link)
+            .send(link)
             .await
             .map_err(|_| resume_refused(&ResumeError::JobEnded))?;
         observe::worker_reconnected();
         let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %resumed.job_id);
         info!(parent: &span, last_seq, "worker re-attached");
-        tokio::spawn(
-            forward_to_worker(streams.to_worker_rx, streams.outbound.clone())
-                .instrument(span.clone()),
-        );
         let output = Output {
             log: resumed.log,
             intake: self.controller.intake().clone(),
             resumed_after: Some(last_seq),
         };
-        tokio::spawn(
-            read_from_worker(inbound, output, streams.from_worker_tx, streams.outbound)
-                .instrument(span),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(
-            streams.outbound_rx,
-        ))))
+        Ok(relay.start(inbound, output, &span))
     }
 }
 
@@ -187,27 +198,19 @@ impl WorkerService for WorkerApi {
                 warn!(worker.id = %worker_id, %error, "worker registration refused");
                 registration_refused(&error)
             })?;
-        let Streams {
-            link,
-            to_worker_rx,
-            from_worker_tx,
-            outbound,
-            outbound_rx,
-        } = Streams::new();
+        let (link, relay) = Relay::new();
         pending
             .attach
             .send(link)
             .map_err(|_| Status::failed_precondition("the job stopped waiting for this worker"))?;
         let span = info_span!("worker_stream", worker.id = %worker_id, job.id = %pending.job_id);
         info!(parent: &span, version = %worker_version, "worker attached");
-        tokio::spawn(forward_to_worker(to_worker_rx, outbound.clone()).instrument(span.clone()));
         let output = Output {
             log: pending.log,
             intake: self.controller.intake().clone(),
             resumed_after: None,
         };
-        tokio::spawn(read_from_worker(inbound, output, from_worker_tx, outbound).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+        Ok(relay.start(inbound, output, &span))
     }
 }
 
