@@ -165,7 +165,8 @@ pub enum SubmitError {
         "queue full: {queued} jobs of owner {owner:?} are queued (HODEI_MAX_QUEUED_JOBS_PER_OWNER={limit})"
     )]
     OwnerQueueFull {
-        /// The identity the job was submitted as; empty for anonymous callers.
+        /// The identity the job was submitted as (`anonymous` on a server without
+        /// authentication, empty for jobs a host program submits in-process).
         owner: String,
         /// Jobs of that owner queued now.
         queued: usize,
