@@ -14,6 +14,7 @@ pub mod job;
 pub mod logs;
 pub mod observe;
 pub(crate) mod private_fs;
+pub(crate) mod proc_stat;
 pub mod provider;
 pub mod resume;
 pub mod server;

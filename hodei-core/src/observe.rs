@@ -65,6 +65,13 @@ pub const WORKER_RECONNECTS: &str = "hodei_worker_reconnects_total";
 /// Resumed workers whose first resent chunk did not follow the last stored one; the
 /// resume protocol keeps it at 0.
 pub const RESUME_GAPS: &str = "hodei_resume_gaps_total";
+/// Running jobs a server took over at start from the server process before it.
+pub const JOBS_ADOPTED: &str = "hodei_jobs_adopted_total";
+/// Adopted jobs whose worker never came back (gone, or not back within the reconnect
+/// window): they ended `WorkerLost`.
+pub const JOBS_LOST_AFTER_RESTART: &str = "hodei_jobs_lost_after_restart_total";
+/// Jobs that had not started when the server last stopped and were queued again.
+pub const JOBS_REQUEUED: &str = "hodei_jobs_requeued_total";
 
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
@@ -185,6 +192,21 @@ pub(crate) fn log_sync_failed() {
 /// A worker re-attached to its running job.
 pub(crate) fn worker_reconnected() {
     counter!(WORKER_RECONNECTS).increment(1);
+}
+
+/// A job running when the server last stopped was taken over.
+pub(crate) fn job_adopted() {
+    counter!(JOBS_ADOPTED).increment(1);
+}
+
+/// An adopted job's worker did not come back.
+pub(crate) fn job_lost_after_restart() {
+    counter!(JOBS_LOST_AFTER_RESTART).increment(1);
+}
+
+/// A job that had not started when the server last stopped was queued again.
+pub(crate) fn job_requeued() {
+    counter!(JOBS_REQUEUED).increment(1);
 }
 
 /// A resumed worker's output did not start right after the last stored chunk.

@@ -16,9 +16,9 @@ use std::{
 use async_trait::async_trait;
 use common::{Behaviour, TaskProvider, TestServer, health, sh, wait_for_health};
 use hodei_core::{
-    HodeiServer, Job, JobId, JobState,
+    HodeiServer, Job, JobId, JobState, WorkerId,
     controller::ControllerConfig,
-    store::{JobPage, JobStore, SqliteStore, StoreError},
+    store::{JobPage, JobStore, SqliteStore, StoreError, WorkerRecord},
 };
 use hodei_test_fixtures::wait_until;
 use time::OffsetDateTime;
@@ -76,6 +76,15 @@ impl JobStore for FlakyStore {
     }
     async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
         self.inner.contains(id).await
+    }
+    async fn save_worker(&self, record: &WorkerRecord) -> Result<(), StoreError> {
+        self.inner.save_worker(record).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        self.inner.workers().await
+    }
+    async fn remove_worker(&self, worker_id: WorkerId) -> Result<(), StoreError> {
+        self.inner.remove_worker(worker_id).await
     }
 }
 

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    Assignment, FromWorker, Inner, PendingWorker, StopReason, ToWorker, WorkerLink,
+    Assignment, FromWorker, Inner, PendingWorker, ShutdownMode, StopReason, ToWorker, WorkerLink,
     admission::QueueTicket,
-    outcome,
+    outcome, resume,
     start_timeline::StartTimeline,
     store_writes::{self, Written},
     worker_guard::WorkerGuard,
@@ -25,7 +25,8 @@ use super::{
 use crate::{
     job::{FailureReason, Job, JobState, WorkerId},
     observe,
-    provider::{Provider, ProviderError, WorkerEvent, WorkerLaunch},
+    provider::{Provider, ProviderError, ProvisionedWorker, WorkerEvent, WorkerLaunch},
+    store::WorkerRecord,
 };
 
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
@@ -43,6 +44,22 @@ pub(super) struct JobRun {
     queued: Option<QueueTicket>,
     /// Set when the server refused to store more of the job's output: how it ends.
     refused: Option<FailureReason>,
+    /// What the store keeps of the job's worker, once it has one.
+    worker_record: Option<WorkerRecord>,
+    /// For a job a restarted server took over: its worker, until the run starts on it.
+    adoption: Option<Adoption>,
+    /// Set while an adopted job's worker has not re-attached yet.
+    awaiting_adopted: bool,
+}
+
+/// A job that was running when the server last stopped, taken over by this process.
+pub(super) struct Adoption {
+    /// What the store kept of its worker, with the digest of its resume credential.
+    pub record: WorkerRecord,
+    /// The worker, known to this process (so no sweep takes it for an orphan).
+    pub guard: WorkerGuard,
+    /// Where the worker's new stream arrives when it resumes.
+    pub relinks: mpsc::Receiver<WorkerLink>,
 }
 
 /// A worker the provider created, waiting for it to register.
@@ -86,12 +103,49 @@ impl JobRun {
             timeline,
             queued: Some(queued),
             refused: None,
+            worker_record: None,
+            adoption: None,
+            awaiting_adopted: false,
+        }
+    }
+
+    /// The run of a job whose worker an earlier server process started: it waits for the
+    /// worker to re-attach and goes on from there.
+    pub(super) fn adopted(
+        inner: Arc<Inner>,
+        job: Job,
+        provider: Arc<dyn Provider>,
+        status: watch::Sender<Job>,
+        cancel: CancellationToken,
+        adoption: Adoption,
+    ) -> Self {
+        let timeline = StartTimeline::new(job.created_at);
+        Self {
+            inner,
+            job,
+            provider,
+            status,
+            cancel,
+            timeline,
+            queued: None,
+            refused: None,
+            worker_record: None,
+            adoption: Some(adoption),
+            awaiting_adopted: false,
         }
     }
 
     pub(super) async fn run(mut self) {
         let mut guard = None;
-        let state = self.drive(&mut guard).await;
+        let holds = self.inner.config.on_shutdown == ShutdownMode::HoldJobs;
+        let shutdown = self.inner.shutdown.clone();
+        let driven = tokio::select! {
+            state = self.drive(&mut guard) => Some(state),
+            () = shutdown.cancelled(), if holds => None,
+        };
+        let Some(state) = driven else {
+            return self.hold(guard).await;
+        };
         let state = outcome::refused(state, self.refused.take());
         self.queued = None;
         // The log is on disk before the final state is: a stored end implies its output.
@@ -125,7 +179,41 @@ impl JobRun {
         }
     }
 
+    /// The server is shutting down and holds its jobs for the next server process: a job
+    /// whose command was handed to its worker keeps running, and its worker re-attaches
+    /// to the next process; a job that had not started goes back to the queue.
+    async fn hold(mut self, guard: Option<WorkerGuard>) {
+        self.queued = None;
+        let started = self
+            .worker_record
+            .as_ref()
+            .is_some_and(|record| record.resume_digest.is_some());
+        if started {
+            if let Some(guard) = guard {
+                guard.release();
+            }
+            info!("the server is shutting down; the job keeps running for the next server process");
+        } else {
+            if let Some(guard) = guard {
+                guard.destroy().await;
+            }
+            if self.job.state != JobState::Queued {
+                self.job.worker_id = None;
+                self.job.detail =
+                    Some("queued again: the server stopped before the job started".to_owned());
+                self.set_state(JobState::Queued).await;
+            }
+        }
+        if let Err(error) = self.inner.logs.close(self.job.id).await {
+            warn!(%error, "syncing the job log failed");
+        }
+        self.inner.lock_active().remove(&self.job.id);
+    }
+
     async fn drive(&mut self, guard: &mut Option<WorkerGuard>) -> JobState {
+        if let Some(adoption) = self.adoption.take() {
+            return self.drive_adopted(adoption, guard).await;
+        }
         let _permit = match self.wait_for_slot().await {
             Ok(permit) => permit,
             Err(reason) => return self.stopped_without_result(reason),
@@ -215,6 +303,14 @@ impl JobRun {
             Ok(Ok(worker)) => {
                 self.timeline.created();
                 info!(worker.id = %worker_id, where = %worker.description, "worker provisioned");
+                self.remember_worker(WorkerRecord {
+                    worker_id,
+                    job_id: self.job.id,
+                    provider: self.provider.name().to_owned(),
+                    locator: worker.locator,
+                    resume_digest: None,
+                })
+                .await;
                 Ok(CreatedWorker {
                     worker_id,
                     attach,
@@ -296,20 +392,31 @@ impl JobRun {
     async fn run_on_worker(
         &mut self,
         worker_id: WorkerId,
-        mut link: WorkerLink,
-        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        link: WorkerLink,
+        events: mpsc::UnboundedReceiver<WorkerEvent>,
     ) -> JobState {
         let config = self.inner.config.clone();
         let limit = self.job.spec.timeout;
         let Some(log) = self.inner.logs.live(self.job.id) else {
             return outcome::worker_lost("the job log was closed before the job started");
         };
-        let (relink, mut relinks) = mpsc::channel(1);
-        let resume_credential =
-            self.inner
-                .registrations
-                .resumes()
-                .allow(worker_id, self.job.id, log, relink);
+        let (relink, relinks) = mpsc::channel(1);
+        let (resume_credential, digest) = resume::issue();
+        let mut record = self.worker_record.clone().unwrap_or_else(|| WorkerRecord {
+            worker_id,
+            job_id: self.job.id,
+            provider: self.provider.name().to_owned(),
+            locator: None,
+            resume_digest: None,
+        });
+        record.resume_digest = Some(digest);
+        // Stored before the worker gets the job: a job whose command may run is always
+        // one a restarted server finds again.
+        self.remember_worker(record.clone()).await;
+        self.inner
+            .registrations
+            .resumes()
+            .allow(record, log, relink);
         let assignment = Assignment {
             job_id: self.job.id,
             spec: self.job.spec.clone(),
@@ -329,12 +436,117 @@ impl JobRun {
         self.job.detail = None;
         self.set_state(JobState::Running).await;
         self.timeline.running();
-
         let timeout_at = Instant::now() + limit;
+        self.supervise(worker_id, Some(link), relinks, events, timeout_at)
+            .await
+    }
+
+    /// Takes over a job whose worker an earlier server process started: finds the worker
+    /// through its provider, then waits up to the reconnect window for it to re-attach.
+    /// The job's timeout still counts from when it started.
+    async fn drive_adopted(
+        &mut self,
+        adoption: Adoption,
+        guard: &mut Option<WorkerGuard>,
+    ) -> JobState {
+        let Adoption {
+            record,
+            guard: adopted,
+            relinks,
+        } = adoption;
+        *guard = Some(adopted);
+        let worker_id = record.worker_id;
+        let _permit = self
+            .inner
+            .slots
+            .get(self.provider.name())
+            .and_then(|slots| Arc::clone(slots).try_acquire_owned().ok());
+        let locator = record.locator.clone();
+        self.worker_record = Some(record);
+        let found = timeout(
+            self.inner.config.provision_timeout,
+            self.provider.adopt(worker_id, locator.as_deref()),
+        )
+        .await;
+        let events = match found {
+            Ok(Ok(Some(worker))) => {
+                info!(worker.id = %worker_id, where = %worker.description, "took over the worker of a running job");
+                worker.events
+            }
+            Ok(Ok(None)) => {
+                warn!(worker.id = %worker_id, "the worker of a running job was gone when the server started");
+                observe::job_lost_after_restart();
+                return outcome::worker_lost("the worker was gone when the server restarted");
+            }
+            Ok(Err(error)) => {
+                warn!(worker.id = %worker_id, %error, "the provider cannot look for the worker; waiting for it to re-attach");
+                ProvisionedWorker::unobserved("").events
+            }
+            Err(_) => {
+                warn!(worker.id = %worker_id, "the provider did not answer about the worker; waiting for it to re-attach");
+                ProvisionedWorker::unobserved("").events
+            }
+        };
+        observe::job_adopted();
+        self.awaiting_adopted = true;
+        self.set_detail(RECONNECTING.to_owned()).await;
+        let timeout_at = Instant::now() + self.time_left();
+        let state = self
+            .supervise(worker_id, None, relinks, events, timeout_at)
+            .await;
+        if self.awaiting_adopted
+            && matches!(
+                &state,
+                JobState::Failed {
+                    reason: FailureReason::WorkerLost { .. }
+                }
+            )
+        {
+            observe::job_lost_after_restart();
+        }
+        state
+    }
+
+    /// What is left of the job's timeout, counted from when it started (by the wall
+    /// clock, since it may have started in an earlier server process).
+    fn time_left(&self) -> Duration {
+        let limit = self.job.spec.timeout;
+        let Some(started_at) = self.job.started_at else {
+            return limit;
+        };
+        let ran = OffsetDateTime::now_utc() - started_at;
+        limit.saturating_sub(ran.try_into().unwrap_or_default())
+    }
+
+    /// Keeps what the store knows of the job's worker up to date; a failed write only
+    /// means the job cannot be taken over by a restarted server.
+    async fn remember_worker(&mut self, record: WorkerRecord) {
+        if let Err(error) = self.inner.store.save_worker(&record).await {
+            warn!(worker.id = %record.worker_id, error = %crate::server::error_chain(&error), "storing the worker failed; the job will not survive a server restart");
+        }
+        self.worker_record = Some(record);
+    }
+
+    /// Watches a job on its worker until it reports a result, goes away, or stays silent
+    /// past a deadline. Without a `link`, the worker's stream starts broken: the job waits
+    /// for it to re-attach.
+    async fn supervise(
+        &mut self,
+        worker_id: WorkerId,
+        link: Option<WorkerLink>,
+        mut relinks: mpsc::Receiver<WorkerLink>,
+        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        timeout_at: Instant,
+    ) -> JobState {
+        let config = self.inner.config.clone();
+        let limit = self.job.spec.timeout;
         let mut heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
         let mut stopping: Option<Stopping> = None;
         // Set while the worker's stream is broken: when the job gives up on it.
-        let mut disconnected: Option<Instant> = None;
+        let mut disconnected: Option<Instant> = link
+            .is_none()
+            .then(|| Instant::now() + config.reconnect_window);
+        let mut link = link.unwrap_or_else(WorkerLink::broken);
         let mut events_open = true;
         loop {
             let stop_reason = stopping.map(|s| s.reason);
@@ -380,6 +592,7 @@ impl JobRun {
                 // A new stream replaces the old one, even one not yet seen broken.
                 Some(new_link) = relinks.recv() => {
                     info!(worker.id = %worker_id, "worker re-attached");
+                    self.awaiting_adopted = false;
                     link = new_link;
                     disconnected = None;
                     heartbeat_deadline = Instant::now() + config.heartbeat_timeout;
@@ -498,10 +711,12 @@ impl JobRun {
     }
 
     /// Resolves when someone cancels the job or the server starts shutting down.
+    /// A server that holds its jobs across a shutdown does not stop them for it.
     async fn stop_requested(&self) -> StopReason {
+        let stops_jobs = self.inner.config.on_shutdown == ShutdownMode::StopJobs;
         tokio::select! {
             biased;
-            () = self.inner.shutdown.cancelled() => StopReason::Shutdown,
+            () = self.inner.shutdown.cancelled(), if stops_jobs => StopReason::Shutdown,
             () = self.cancel.cancelled() => StopReason::Cancelled,
         }
     }

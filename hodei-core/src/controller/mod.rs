@@ -1,6 +1,7 @@
 //! The job controller: accepts jobs and drives each one from queue to cleanup.
 
 mod admission;
+mod adoption;
 mod disk_watch;
 mod job_run;
 #[cfg(test)]
@@ -71,6 +72,19 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Address workers dial by default: the worker API of a server on this host's default port.
 pub const DEFAULT_ADVERTISE_ADDRESS: &str = "http://127.0.0.1:50052";
 
+/// What a server's shutdown does to the jobs it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Every active job is stopped (it ends `Failed: ServerRestarted`) and its worker
+    /// removed: for servers whose workers end with them.
+    #[default]
+    StopJobs,
+    /// Running jobs keep running: their workers hold on and re-attach to the next server
+    /// process, which adopts them. Jobs that have not started are queued again, in the
+    /// store, for the next process.
+    HoldJobs,
+}
+
 /// Timing of the job lifecycle. Every wait has a deadline.
 #[derive(Debug, Clone, bon::Builder)]
 pub struct ControllerConfig {
@@ -93,6 +107,9 @@ pub struct ControllerConfig {
     /// Extra time after the kill grace to wait for a stopped job's result.
     #[builder(default = DEFAULT_RESULT_GRACE)]
     pub result_grace: Duration,
+    /// What a shutdown does to the jobs this server runs.
+    #[builder(default)]
+    pub on_shutdown: ShutdownMode,
     /// How long a running job waits for its worker to re-attach after its stream broke.
     /// Meanwhile the heartbeat deadline is suspended and the job's timeout still counts;
     /// a worker not back in time ends the job `WorkerLost`.
@@ -242,8 +259,9 @@ pub struct JobController {
 }
 
 impl JobController {
-    /// Starts a controller. Jobs that were active when the server last stopped are
-    /// marked failed (`ServerRestarted`), and workers nobody knows are removed.
+    /// Starts a controller and takes over what the server process before it left: jobs
+    /// whose command reached a worker wait for that worker to re-attach, jobs that had
+    /// not started are queued again, and workers nobody knows are removed.
     pub async fn start(
         config: ControllerConfig,
         store: Arc<dyn JobStore>,
@@ -284,8 +302,12 @@ impl JobController {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
-        sweeper::fail_interrupted_jobs(&inner).await?;
+        let recovered = adoption::recover(&inner).await?;
         sweeper::sweep_orphans(&inner).await;
+        for (job, run) in recovered {
+            let span = info_span!("job", job.id = %job.id, provider = %job.provider);
+            inner.tasks.spawn(run.run().instrument(span));
+        }
         let sweep = Arc::clone(&inner);
         inner.tasks.spawn(async move { sweeper::run(sweep).await });
         inner.tasks.spawn(store_writes::retry(Arc::clone(&inner)));
@@ -337,7 +359,7 @@ impl JobController {
             return Err(error.into());
         }
         let (status, _) = watch::channel(job.clone());
-        let cancel = self.inner.shutdown.child_token();
+        let cancel = CancellationToken::new();
         self.inner.lock_active().insert(
             job.id,
             ActiveJob {
@@ -476,6 +498,20 @@ impl JobController {
         &self.inner.registrations
     }
 
+    /// Re-attaches `worker_id` to its running job if `credential` is its current resume
+    /// credential, renewing it (stored first, so a restarted server accepts the next one).
+    pub(crate) async fn resume_worker(
+        &self,
+        worker_id: WorkerId,
+        credential: &ResumeCredential,
+    ) -> Result<resume::Resumed, ResumeError> {
+        self.inner
+            .registrations
+            .resumes()
+            .resume(worker_id, credential, self.inner.store.as_ref())
+            .await
+    }
+
     /// True once [`JobController::shutdown`] has started: new jobs are refused.
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
@@ -489,8 +525,10 @@ impl JobController {
         self.inner.lock_active().len()
     }
 
-    /// Stops every active job (they end `Failed: ServerRestarted`), removes their
-    /// workers, and waits up to `deadline` for that to finish.
+    /// Refuses new jobs and, as [`ControllerConfig::on_shutdown`] says, either stops
+    /// every active job (they end `Failed: ServerRestarted`) and removes their workers, or
+    /// leaves running jobs to their workers for the next server process; waits up to
+    /// `deadline` for that to finish.
     pub async fn shutdown(&self, deadline: Duration) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();

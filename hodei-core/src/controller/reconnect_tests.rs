@@ -138,9 +138,8 @@ async fn an_ended_job_cannot_be_resumed() {
     assert!(
         harness
             .controller
-            .registrations()
-            .resumes()
-            .resume(worker.launch.worker_id, &credential)
+            .resume_worker(worker.launch.worker_id, &credential)
+            .await
             .is_err()
     );
 }

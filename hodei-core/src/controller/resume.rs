@@ -1,9 +1,11 @@
 //! Running workers that may re-attach after their stream broke: each one's resume
-//! credential (only its SHA-256 is kept) and the way to hand a new stream to its job.
+//! credential (only its SHA-256 is kept, in memory and in the store) and the way to hand
+//! a new stream to its job.
 //!
 //! A credential is 256 random bits, bound to one worker id and its job, and replaced on
 //! every successful resume, so a credential seen once cannot be replayed after the worker
-//! used it.
+//! used it. The store has the digest of the current one before the worker gets it, so a
+//! restarted server accepts the worker's next resume.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -16,6 +18,7 @@ use super::worker_link::{ResumeCredential, WorkerLink};
 use crate::{
     job::{JobId, WorkerId},
     logs::JobLog,
+    store::{JobStore, WorkerRecord},
 };
 
 /// Why a resume was refused. The text never contains the credential.
@@ -30,6 +33,10 @@ pub enum ResumeError {
     /// The resume credential does not match. The entry is kept for the real worker.
     #[error("the resume credential is not valid for this worker")]
     InvalidCredential,
+    /// The renewed credential could not be stored; the old one stays valid, so the
+    /// worker may try again.
+    #[error("the server cannot store the renewed credential now")]
+    Unavailable,
 }
 
 /// What a successful resume hands over.
@@ -44,7 +51,8 @@ pub(crate) struct Resumed {
 }
 
 struct Entry {
-    job_id: JobId,
+    /// What the store keeps of the worker, with the digest of its current credential.
+    record: WorkerRecord,
     digest: [u8; 32],
     log: Arc<JobLog>,
     relink: mpsc::Sender<WorkerLink>,
@@ -53,64 +61,77 @@ struct Entry {
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")
-            .field("job_id", &self.job_id)
+            .field("job_id", &self.record.job_id)
             .field("digest", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
 
-/// One entry per running worker: added when its job starts on it, removed when the
-/// worker is destroyed. Bounded by the number of workers.
+/// One entry per running worker: added when its job starts on it (or when a restarted
+/// server adopts it), removed when the worker is destroyed. Bounded by the number of
+/// workers.
 #[derive(Debug, Default)]
 pub(crate) struct ResumeTable {
     entries: Mutex<HashMap<WorkerId, Entry>>,
+    /// Held across a resume's check, store write and renewal, so two resumes of one
+    /// credential cannot both succeed. Resumes are rare: one per broken stream.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl ResumeTable {
-    /// Lets `worker_id` re-attach to `job_id`; new streams go to `relink`. Returns the
-    /// credential to hand to the worker.
-    pub fn allow(
-        &self,
-        worker_id: WorkerId,
-        job_id: JobId,
-        log: Arc<JobLog>,
-        relink: mpsc::Sender<WorkerLink>,
-    ) -> ResumeCredential {
-        let (credential, digest) = fresh();
+    /// Lets the worker of `record` re-attach to its job with the credential whose digest
+    /// `record` holds; new streams go to `relink`. A record without a digest is ignored.
+    pub fn allow(&self, record: WorkerRecord, log: Arc<JobLog>, relink: mpsc::Sender<WorkerLink>) {
+        let Some(digest) = record.resume_digest else {
+            return;
+        };
         self.entries.lock().insert(
-            worker_id,
+            record.worker_id,
             Entry {
-                job_id,
+                record,
                 digest,
                 log,
                 relink,
             },
         );
-        credential
     }
 
-    /// Checks `credential` for `worker_id` and renews it. A wrong credential leaves the
-    /// entry as it was, so a guess cannot lock the real worker out.
-    pub fn resume(
+    /// Checks `credential` for `worker_id`, stores the digest of a new one and hands it
+    /// out. A wrong credential leaves the entry as it was, so a guess cannot lock the real
+    /// worker out; so does a failed store write, so the worker can try again.
+    pub async fn resume(
         &self,
         worker_id: WorkerId,
         credential: &ResumeCredential,
+        store: &dyn JobStore,
     ) -> Result<Resumed, ResumeError> {
+        let _renewing = self.renewing.lock().await;
+        let mut record = {
+            let mut entries = self.entries.lock();
+            let entry = entries
+                .get_mut(&worker_id)
+                .ok_or(ResumeError::UnknownWorker)?;
+            if !same_digest(&entry.digest, &digest(credential.expose())) {
+                return Err(ResumeError::InvalidCredential);
+            }
+            if entry.relink.is_closed() {
+                entries.remove(&worker_id);
+                return Err(ResumeError::JobEnded);
+            }
+            entry.record.clone()
+        };
+        let (credential, digest) = issue();
+        record.resume_digest = Some(digest);
+        if let Err(error) = store.save_worker(&record).await {
+            tracing::warn!(worker.id = %worker_id, error = %crate::server::error_chain(&error), "storing a renewed resume credential failed");
+            return Err(ResumeError::Unavailable);
+        }
         let mut entries = self.entries.lock();
-        let entry = entries
-            .get_mut(&worker_id)
-            .ok_or(ResumeError::UnknownWorker)?;
-        if !same_digest(&entry.digest, &digest(credential.expose())) {
-            return Err(ResumeError::InvalidCredential);
-        }
-        if entry.relink.is_closed() {
-            entries.remove(&worker_id);
-            return Err(ResumeError::JobEnded);
-        }
-        let (credential, digest) = fresh();
+        let entry = entries.get_mut(&worker_id).ok_or(ResumeError::JobEnded)?;
         entry.digest = digest;
+        entry.record = record;
         Ok(Resumed {
-            job_id: entry.job_id,
+            job_id: entry.record.job_id,
             log: Arc::clone(&entry.log),
             relink: entry.relink.clone(),
             credential,
@@ -123,7 +144,8 @@ impl ResumeTable {
     }
 }
 
-fn fresh() -> (ResumeCredential, [u8; 32]) {
+/// A new credential and its digest.
+pub(super) fn issue() -> (ResumeCredential, [u8; 32]) {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let secret = hex::encode(secret);
@@ -146,61 +168,98 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logs::LogHub;
+    use crate::{logs::LogHub, store::SqliteStore};
 
     fn log(dir: &tempfile::TempDir, job_id: JobId) -> Arc<JobLog> {
-        let hub = LogHub::open(dir.path()).unwrap();
+        let hub = LogHub::open(dir.path().join("logs")).unwrap();
         hub.create(job_id).unwrap()
     }
 
+    /// A record of a worker of `job_id` whose credential is returned.
+    fn record(job_id: JobId) -> (WorkerRecord, ResumeCredential) {
+        let (credential, digest) = issue();
+        let record = WorkerRecord {
+            worker_id: WorkerId::new(),
+            job_id,
+            provider: "local".into(),
+            locator: None,
+            resume_digest: Some(digest),
+        };
+        (record, credential)
+    }
+
     #[tokio::test]
-    async fn a_resume_renews_the_credential_and_hands_over_the_relink() {
+    async fn a_resume_stores_and_renews_the_credential_and_hands_over_the_relink() {
         let dir = tempfile::tempdir().unwrap();
-        let (worker_id, job_id) = (WorkerId::new(), JobId::new());
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let job_id = JobId::new();
+        let (record, first) = record(job_id);
+        let worker_id = record.worker_id;
         let (relink, _relinks) = mpsc::channel(1);
         let table = ResumeTable::default();
-        let first = table.allow(worker_id, job_id, log(&dir, job_id), relink);
+        table.allow(record, log(&dir, job_id), relink);
         assert_eq!(first.expose().len(), 64);
 
         let wrong = ResumeCredential::new("00".repeat(32));
         assert_eq!(
-            table.resume(worker_id, &wrong).unwrap_err(),
+            table.resume(worker_id, &wrong, &store).await.unwrap_err(),
             ResumeError::InvalidCredential
         );
         assert_eq!(
-            table.resume(WorkerId::new(), &first).unwrap_err(),
+            table
+                .resume(WorkerId::new(), &first, &store)
+                .await
+                .unwrap_err(),
             ResumeError::UnknownWorker
         );
-        let resumed = table.resume(worker_id, &first).unwrap();
+        let resumed = table.resume(worker_id, &first, &store).await.unwrap();
         assert_eq!(resumed.job_id, job_id);
         assert_ne!(resumed.credential, first);
+        let stored = store.workers().await.unwrap();
         assert_eq!(
-            table.resume(worker_id, &first).unwrap_err(),
+            stored[0].resume_digest,
+            Some(digest(resumed.credential.expose())),
+            "the store holds the digest of the credential handed out"
+        );
+        assert_eq!(
+            table.resume(worker_id, &first, &store).await.unwrap_err(),
             ResumeError::InvalidCredential,
             "a used credential is not valid again"
         );
-        assert!(table.resume(worker_id, &resumed.credential).is_ok());
+        assert!(
+            table
+                .resume(worker_id, &resumed.credential, &store)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn an_ended_or_forgotten_job_cannot_be_resumed() {
         let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
         let table = ResumeTable::default();
-        let (worker_id, job_id) = (WorkerId::new(), JobId::new());
+        let job_id = JobId::new();
+        let (ended, credential) = record(job_id);
+        let worker_id = ended.worker_id;
         let (relink, relinks) = mpsc::channel(1);
-        let credential = table.allow(worker_id, job_id, log(&dir, job_id), relink);
+        table.allow(ended, log(&dir, job_id), relink);
         drop(relinks);
         assert_eq!(
-            table.resume(worker_id, &credential).unwrap_err(),
+            table
+                .resume(worker_id, &credential, &store)
+                .await
+                .unwrap_err(),
             ResumeError::JobEnded
         );
 
-        let other = WorkerId::new();
+        let (forgotten, credential) = record(job_id);
+        let other = forgotten.worker_id;
         let (relink, _relinks) = mpsc::channel(1);
-        let credential = table.allow(other, job_id, log(&dir, JobId::new()), relink);
+        table.allow(forgotten, log(&dir, JobId::new()), relink);
         table.forget(other);
         assert_eq!(
-            table.resume(other, &credential).unwrap_err(),
+            table.resume(other, &credential, &store).await.unwrap_err(),
             ResumeError::UnknownWorker
         );
     }

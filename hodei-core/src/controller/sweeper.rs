@@ -1,23 +1,11 @@
-//! Recovery at startup and the periodic removal of workers nobody knows.
+//! The removal of workers nobody knows, at start and periodically.
 
 use std::sync::Arc;
 
-use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::{Inner, outcome};
-use crate::{job::WorkerId, provider::KnownWorkers, store::StoreError};
-
-/// Marks jobs that were active when the server last stopped as failed.
-pub(super) async fn fail_interrupted_jobs(inner: &Inner) -> Result<(), StoreError> {
-    for mut job in inner.store.unfinished().await? {
-        warn!(job.id = %job.id, state = job.state.phase_name(), "job was active when the server stopped");
-        job.state = outcome::server_stopped();
-        job.finished_at = Some(OffsetDateTime::now_utc());
-        inner.store.update(&job).await?;
-    }
-    Ok(())
-}
+use super::Inner;
+use crate::{job::WorkerId, provider::KnownWorkers};
 
 /// The controller's live record of its workers: each question reads it anew, so a worker
 /// provisioned while a provider sweeps is known when the provider asks about it.

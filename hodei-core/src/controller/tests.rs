@@ -28,7 +28,7 @@ use crate::{
         KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
         ProviderRegistry, ProvisionedWorker, WorkerEvent, WorkerLaunch,
     },
-    store::{JobPage, JobStore, StoreError},
+    store::{JobPage, JobStore, StoreError, WorkerRecord},
 };
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +51,7 @@ struct MemoryStore {
     logs: std::sync::OnceLock<Arc<LogHub>>,
     /// Terminal updates written while the job's log was still open.
     terminal_before_log_closed: Mutex<Vec<JobId>>,
+    workers: Mutex<HashMap<WorkerId, WorkerRecord>>,
 }
 
 impl MemoryStore {
@@ -181,6 +182,20 @@ impl JobStore for MemoryStore {
     async fn contains(&self, id: JobId) -> Result<bool, StoreError> {
         Ok(self.jobs.lock().unwrap().contains_key(&id))
     }
+    async fn save_worker(&self, record: &WorkerRecord) -> Result<(), StoreError> {
+        self.workers
+            .lock()
+            .unwrap()
+            .insert(record.worker_id, record.clone());
+        Ok(())
+    }
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        Ok(self.workers.lock().unwrap().values().cloned().collect())
+    }
+    async fn remove_worker(&self, worker_id: WorkerId) -> Result<(), StoreError> {
+        self.workers.lock().unwrap().remove(&worker_id);
+        Ok(())
+    }
 }
 
 /// What the fake platform does with one provision call.
@@ -246,6 +261,7 @@ impl Provider for FakeProvider {
                 Ok(ProvisionedWorker {
                     description: "fake worker".into(),
                     events: receiver,
+                    locator: None,
                 })
             }
             Provision::Refuse => Err(ProviderError::fatal("NoCapacity", "never")),
@@ -432,9 +448,8 @@ impl Harness {
     ) -> WorkerEnd {
         let resumed = self
             .controller
-            .registrations()
-            .resumes()
-            .resume(worker.launch.worker_id, credential)
+            .resume_worker(worker.launch.worker_id, credential)
+            .await
             .expect("the worker may resume");
         let (to_worker_tx, to_worker) = mpsc::channel(16);
         let (from_worker, from_worker_rx) = mpsc::channel(16);

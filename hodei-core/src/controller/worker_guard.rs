@@ -42,6 +42,15 @@ impl WorkerGuard {
         )
         .await;
     }
+
+    /// Leaves the worker running, for the next server process to adopt: it is no longer
+    /// this process's to remove, and its stored record stays.
+    pub fn release(mut self) {
+        self.armed = false;
+        if self.inner.lock_workers().remove(&self.worker_id) {
+            observe::worker_count(self.provider.name(), -1.0);
+        }
+    }
 }
 
 impl Drop for WorkerGuard {
@@ -61,7 +70,13 @@ impl Drop for WorkerGuard {
 async fn destroy_worker(inner: Arc<Inner>, provider: Arc<dyn Provider>, worker_id: WorkerId) {
     inner.registrations.revoke(worker_id);
     match timeout(DESTROY_TIMEOUT, provider.destroy(worker_id)).await {
-        Ok(Ok(())) => debug!(worker.id = %worker_id, "worker destroyed"),
+        Ok(Ok(())) => {
+            debug!(worker.id = %worker_id, "worker destroyed");
+            // Kept when removing failed: the next server process tries again.
+            if let Err(error) = inner.store.remove_worker(worker_id).await {
+                warn!(worker.id = %worker_id, error = %crate::server::error_chain(&error), "forgetting a removed worker failed");
+            }
+        }
         Ok(Err(error)) => {
             warn!(worker.id = %worker_id, %error, "destroying the worker failed; the orphan sweep will retry")
         }

@@ -117,6 +117,17 @@ pub struct WorkerLink {
     pub from_worker: mpsc::Receiver<FromWorker>,
 }
 
+impl WorkerLink {
+    /// A link to no worker: it sends nowhere and receives nothing. It stands in for the
+    /// stream of a worker that has not re-attached yet.
+    pub fn broken() -> Self {
+        Self {
+            to_worker: mpsc::channel(1).0,
+            from_worker: mpsc::channel(1).1,
+        }
+    }
+}
+
 /// A provisioned worker the server expects to register.
 #[derive(Debug)]
 pub(crate) struct PendingWorker {

@@ -38,6 +38,14 @@ impl LogHub {
         Ok(log)
     }
 
+    /// Opens again the log of a job that was running when the server last stopped, to
+    /// go on appending after what it holds.
+    pub(crate) fn reopen(&self, job: JobId) -> io::Result<Arc<JobLog>> {
+        let log = Arc::new(JobLog::reopen(&self.path(job))?);
+        self.lock().insert(job, Arc::clone(&log));
+        Ok(log)
+    }
+
     /// The live log of an active job.
     #[must_use]
     pub(crate) fn live(&self, job: JobId) -> Option<Arc<JobLog>> {
@@ -241,6 +249,46 @@ mod tests {
             }
         }
         assert_eq!(text, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_reopened_log_goes_on_after_its_last_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = JobId::new();
+        {
+            let hub = LogHub::open(dir.path()).unwrap();
+            let log = hub.create(job).unwrap();
+            log.append(&[chunk(1, "one\n"), chunk(2, "two\n")]).unwrap();
+            // A crash mid-write leaves half a record behind.
+            let mut torn = Vec::new();
+            crate::logs::file_format::encode_into(&chunk(3, "three\n"), &mut torn);
+            torn.truncate(torn.len() - 2);
+            std::io::Write::write_all(
+                &mut std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(hub.path(job))
+                    .unwrap(),
+                &torn,
+            )
+            .unwrap();
+        }
+        let hub = LogHub::open(dir.path()).unwrap();
+        let log = hub.reopen(job).unwrap();
+        assert_eq!(log.last_seq(), 2);
+        assert_eq!(
+            log.append(&[chunk(2, "two\n"), chunk(3, "three\n")])
+                .unwrap(),
+            3
+        );
+        hub.close(job).await.unwrap();
+        let mut text = Vec::new();
+        let mut follower = hub.follow(job, 0).unwrap();
+        while let Some(batch) = follower.next_batch().await.unwrap() {
+            for c in batch {
+                text.extend_from_slice(&c.data);
+            }
+        }
+        assert_eq!(text, b"one\ntwo\nthree\n");
     }
 
     #[tokio::test]

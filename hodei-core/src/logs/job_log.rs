@@ -97,6 +97,38 @@ impl JobLog {
         })
     }
 
+    /// Opens the log of a job that was running when the server last stopped, to go on
+    /// appending after its last whole record. A record cut short by a crash is cut off,
+    /// so the worker resends it whole. A missing file is an empty log.
+    pub(crate) fn reopen(path: &Path) -> io::Result<Self> {
+        let file = Self::open_for_append(path)?;
+        let mut reader = io::BufReader::new(File::open(path)?);
+        let (mut bytes, mut last_seq, mut payload) = (0u64, 0u64, 0u64);
+        while let Some(chunk) = file_format::read_record(&mut reader)? {
+            bytes += file_format::encoded_len(&chunk) as u64;
+            payload += chunk.data.len() as u64;
+            last_seq = chunk.seq;
+        }
+        if file.metadata()?.len() > bytes {
+            file.set_len(bytes)?;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(Writer {
+                // An empty log (a queued job's) holds no descriptor until output arrives.
+                file: (bytes > 0).then_some(file),
+                buffer: Vec::with_capacity(64 * 1024),
+                payload,
+            }),
+            progress: watch::Sender::new(Progress {
+                bytes,
+                last_seq,
+                closed: false,
+            }),
+            refusing: AtomicBool::new(false),
+        })
+    }
+
     /// Appends consecutive chunks. Chunks already in the log are skipped, so a
     /// resent batch is harmless. Returns the last sequence number stored.
     #[cfg(test)]

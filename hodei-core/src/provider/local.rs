@@ -1,7 +1,9 @@
 //! `LocalProvider`: each worker is a `hodei-worker-bin` child process on this machine.
 
+mod process_identity;
 mod run_as;
 
+use process_identity::{ADOPTED_POLL_INTERVAL, Locator};
 use run_as::{IdPool, WorkerIds};
 pub use run_as::{RunAs, RunAsError};
 
@@ -49,8 +51,9 @@ struct RunningWorker {
     exited: watch::Receiver<bool>,
 }
 
-/// Runs each worker as a child process of the server, in its own process group, with a
-/// clean environment, and as `run_as` when set.
+/// Runs each worker as a child process of the server, in its own process group (so a
+/// signal to the server's terminal or group does not reach it), with a clean environment,
+/// and as `run_as` when set.
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     name: String,
@@ -61,6 +64,7 @@ pub struct LocalProvider {
     server_ca: Option<PathBuf>,
     stop_grace: Duration,
     registration_timeout: Duration,
+    outlive_server: bool,
     workers: Arc<Mutex<HashMap<WorkerId, RunningWorker>>>,
 }
 
@@ -92,6 +96,11 @@ impl LocalProvider {
         /// its own (the server must be able to switch to them, i.e. run as root); the
         /// server's own user when absent.
         run_as: Option<RunAs>,
+        /// Workers keep running when this process ends (however it ends), so that their
+        /// jobs survive a server restart and the next server process adopts them. When
+        /// false, workers are killed when the provider is dropped.
+        #[builder(default)]
+        outlive_server: bool,
     ) -> Self {
         Self {
             name,
@@ -102,6 +111,7 @@ impl LocalProvider {
             server_ca,
             stop_grace,
             registration_timeout,
+            outlive_server,
             workers: Arc::default(),
         }
     }
@@ -162,11 +172,19 @@ impl LocalProvider {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
-            .kill_on_drop(true);
+            .kill_on_drop(!self.outlive_server);
         if let Some(ids) = ids {
             command.uid(ids.uid).gid(ids.gid);
         }
         Ok(command)
+    }
+
+    /// Records a running worker; the returned sender says when it has ended.
+    fn track(&self, worker_id: WorkerId, pid: Pid) -> watch::Sender<bool> {
+        let (exited_tx, exited) = watch::channel(false);
+        self.workers()
+            .insert(worker_id, RunningWorker { pid, exited });
+        exited_tx
     }
 
     async fn stop(&self, worker_id: WorkerId, pid: Pid, mut exited: watch::Receiver<bool>) {
@@ -224,6 +242,51 @@ async fn hand_over_token(child: &mut Child, token: &str) -> Result<(), ProviderE
             ))
         }
     }
+}
+
+/// What a running worker holds: its uid and its directory. Given back once the worker has
+/// ended; when workers outlive the server, a server that stops first leaves them be.
+#[derive(Debug)]
+struct Held {
+    lease: Option<IdLease>,
+    work_dir: Option<ScratchDir>,
+    keep_on_drop: bool,
+}
+
+impl Held {
+    /// Kills what is left under the worker's own uid, gives the uid back, and removes the
+    /// worker's directory.
+    fn release(mut self) {
+        drop(self.lease.take());
+        drop(self.work_dir.take());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.keep_on_drop {
+            if let Some(lease) = self.lease.take() {
+                std::mem::forget(lease);
+            }
+            if let Some(dir) = self.work_dir.take() {
+                dir.keep();
+            }
+        }
+    }
+}
+
+/// A worker has ended: what it held is given back (blocking work, off the async
+/// threads), then the provider forgets it.
+async fn ended(
+    held: Held,
+    exited: &watch::Sender<bool>,
+    workers: &Mutex<HashMap<WorkerId, RunningWorker>>,
+    worker_id: WorkerId,
+) {
+    // A uid of its own is given back only once nothing runs under it.
+    let _ = tokio::task::spawn_blocking(move || held.release()).await;
+    let _ = exited.send(true);
+    workers.lock().remove(&worker_id);
 }
 
 /// The ids one worker runs as, given back (after killing what is left under a uid of
@@ -324,20 +387,19 @@ impl Provider for LocalProvider {
             i32::try_from(raw_pid)
                 .map_err(|_| ProviderError::fatal("SpawnFailed", "pid out of range"))?,
         );
+        let locator = Locator::new(pid, ids, work_dir.path().to_owned()).and_then(|l| l.encode());
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (exited_tx, exited_rx) = watch::channel(false);
-        self.workers().insert(
-            worker_id,
-            RunningWorker {
-                pid,
-                exited: exited_rx,
-            },
-        );
+        let exited_tx = self.track(worker_id, pid);
         let _ = events_tx.send(WorkerEvent::Progress {
             detail: format!("worker process {raw_pid} started"),
         });
         info!(parent: &span, pid = raw_pid, "worker process started");
         let workers = Arc::clone(&self.workers);
+        let held = Held {
+            lease,
+            work_dir: Some(work_dir),
+            keep_on_drop: self.outlive_server,
+        };
         tokio::spawn(
             async move {
                 let status = child.wait().await;
@@ -349,18 +411,11 @@ impl Provider for LocalProvider {
                     Err(_) => None,
                 };
                 info!(?exit, "worker process ended");
-                // A uid of its own is given back only once nothing runs under it.
-                let _ = tokio::task::spawn_blocking(move || {
-                    drop(lease);
-                    drop(work_dir);
-                })
-                .await;
-                let _ = exited_tx.send(true);
-                workers.lock().remove(&worker_id);
                 let message = match status {
                     Ok(s) => format!("worker process {s}"),
                     Err(e) => format!("waiting for the worker process failed: {e}"),
                 };
+                ended(held, &exited_tx, &workers, worker_id).await;
                 let _ = events_tx.send(WorkerEvent::Exited { exit, message });
             }
             .instrument(span),
@@ -368,6 +423,7 @@ impl Provider for LocalProvider {
         Ok(ProvisionedWorker {
             description: format!("pid {raw_pid}"),
             events,
+            locator,
         })
     }
 
@@ -380,6 +436,64 @@ impl Provider for LocalProvider {
             self.stop(worker_id, pid, exited).await;
         }
         Ok(())
+    }
+
+    /// Finds the worker by its process id and start time; checks it for its end, since
+    /// it is no child of this process.
+    async fn adopt(
+        &self,
+        worker_id: WorkerId,
+        locator: Option<&str>,
+    ) -> Result<Option<ProvisionedWorker>, ProviderError> {
+        let Some(locator) = locator.and_then(Locator::decode) else {
+            warn!(worker.id = %worker_id, "no process is recorded for the worker");
+            return Ok(None);
+        };
+        let lease = match (&self.ids, locator.ids()) {
+            (Some(pool), Some(ids)) if pool.claim(ids) => Some(IdLease {
+                pool: Arc::clone(pool),
+                ids,
+            }),
+            _ => None,
+        };
+        let held = Held {
+            lease,
+            work_dir: Some(crate::worker::ScratchDir::adopt(locator.dir.clone())),
+            keep_on_drop: self.outlive_server,
+        };
+        if !locator.is_alive() {
+            info!(worker.id = %worker_id, pid = locator.pid, "the worker process is gone");
+            let _ = tokio::task::spawn_blocking(move || held.release()).await;
+            return Ok(None);
+        }
+        let pid = locator.pid();
+        let exited_tx = self.track(worker_id, pid);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let workers = Arc::clone(&self.workers);
+        let span = info_span!("local_worker", worker.id = %worker_id);
+        info!(parent: &span, pid = locator.pid, "adopted a running worker process");
+        tokio::spawn(
+            async move {
+                let mut poll = tokio::time::interval(ADOPTED_POLL_INTERVAL);
+                while locator.is_alive() {
+                    poll.tick().await;
+                }
+                info!("adopted worker process ended");
+                ended(held, &exited_tx, &workers, worker_id).await;
+                let _ = events_tx.send(WorkerEvent::Exited {
+                    exit: None,
+                    message: "worker process ended (started by an earlier server process, \
+                              so its exit status is not known)"
+                        .to_owned(),
+                });
+            }
+            .instrument(span),
+        );
+        Ok(Some(ProvisionedWorker {
+            description: format!("pid {pid}"),
+            events,
+            locator: None,
+        }))
     }
 
     /// Copies its process table first and asks `known` only afterwards, so a worker

@@ -104,6 +104,21 @@ pub struct ProvisionedWorker {
     pub description: String,
     /// Lifecycle events of this worker only.
     pub events: mpsc::UnboundedReceiver<WorkerEvent>,
+    /// How the provider finds the worker again after a server restart (given back to
+    /// [`Provider::adopt`]); the server stores it. `None` when the worker id is enough.
+    pub locator: Option<String>,
+}
+
+impl ProvisionedWorker {
+    /// A worker the provider reports nothing more about: its events end at once.
+    #[must_use]
+    pub fn unobserved(description: impl Into<String>) -> Self {
+        Self {
+            description: description.into(),
+            events: mpsc::unbounded_channel().1,
+            locator: None,
+        }
+    }
 }
 
 /// How a provider's workers prove who they are when they register.
@@ -188,6 +203,24 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 
     /// Stops and removes a worker. Removing one that is already gone succeeds.
     async fn destroy(&self, worker_id: WorkerId) -> Result<(), ProviderError>;
+
+    /// Takes charge again of a worker that an earlier server process started, after a
+    /// restart: `locator` is what [`ProvisionedWorker::locator`] said. Returns `None`
+    /// when the worker is gone; afterwards [`destroy`](Self::destroy) removes it and its
+    /// events arrive as if this process had started it.
+    ///
+    /// By default the provider cannot tell: the worker is taken to be alive, reports no
+    /// events, and its job waits for it to re-attach.
+    async fn adopt(
+        &self,
+        worker_id: WorkerId,
+        locator: Option<&str>,
+    ) -> Result<Option<ProvisionedWorker>, ProviderError> {
+        let _ = locator;
+        Ok(Some(ProvisionedWorker::unobserved(format!(
+            "worker {worker_id}"
+        ))))
+    }
 
     /// Removes workers of this provider that the server does not know; returns how many.
     ///

@@ -61,6 +61,7 @@ fn resume_refused(error: &ResumeError) -> Status {
         ResumeError::InvalidCredential => Status::unauthenticated(message),
         ResumeError::UnknownWorker => Status::not_found(message),
         ResumeError::JobEnded => Status::failed_precondition(message),
+        ResumeError::Unavailable => Status::unavailable(message),
     }
 }
 
@@ -127,9 +128,8 @@ impl WorkerApi {
         } = resumption;
         let resumed = self
             .controller
-            .registrations()
-            .resumes()
-            .resume(worker_id, &credential)
+            .resume_worker(worker_id, &credential)
+            .await
             .map_err(|error| {
                 warn!(worker.id = %worker_id, %error, "worker resume refused");
                 resume_refused(&error)

@@ -8,7 +8,7 @@ pub use sqlite::SqliteStore;
 
 use time::OffsetDateTime;
 
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, WorkerId};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,37 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// More jobs were asked for, but they would have passed the byte budget.
     pub truncated: bool,
+}
+
+/// What the server keeps about one of its workers so that a restarted server can find it
+/// again: which job it runs, where its provider started it, and the digest of the
+/// credential it resumes with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Its job.
+    pub job_id: JobId,
+    /// The provider that started it.
+    pub provider: String,
+    /// The provider's own way to find the worker again (e.g. a process id and its start
+    /// time), opaque to the server.
+    pub locator: Option<String>,
+    /// SHA-256 of the worker's current resume credential, once its job was handed to it.
+    /// A worker without one never ran its job's command.
+    pub resume_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for WorkerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerRecord")
+            .field("worker_id", &self.worker_id)
+            .field("job_id", &self.job_id)
+            .field("provider", &self.provider)
+            .field("locator", &self.locator)
+            .field("resumable", &self.resume_digest.is_some())
+            .finish()
+    }
 }
 
 /// Persists jobs. Every write is a single atomic statement, so a failure leaves
@@ -78,4 +109,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_finished(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;
     /// True when a job with this id is stored.
     async fn contains(&self, id: JobId) -> Result<bool, StoreError>;
+    /// Stores a worker's record, replacing the one it had.
+    async fn save_worker(&self, record: &WorkerRecord) -> Result<(), StoreError>;
+    /// Every stored worker record.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    /// Forgets a worker, once it is removed.
+    async fn remove_worker(&self, worker_id: WorkerId) -> Result<(), StoreError>;
 }

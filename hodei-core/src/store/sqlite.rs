@@ -12,9 +12,9 @@ use sqlx::{
 
 use time::OffsetDateTime;
 
-use super::{JobPage, JobStore, StoreError};
+use super::{JobPage, JobStore, StoreError, WorkerRecord};
 use crate::{
-    job::{Job, JobId},
+    job::{Job, JobId, WorkerId},
     private_fs,
 };
 
@@ -41,6 +41,14 @@ const MIGRATIONS: &[&str] = &[
      UPDATE jobs SET finished_at = CAST(strftime('%s', json_extract(record, '$.finished_at')) AS INTEGER)
        WHERE terminal = 1;
      CREATE INDEX IF NOT EXISTS jobs_terminal_finished_at ON jobs (terminal, finished_at);",
+    // Workers, so a restarted server finds the workers of its running jobs again.
+    "CREATE TABLE IF NOT EXISTS workers (
+         worker_id TEXT PRIMARY KEY NOT NULL,
+         job_id TEXT NOT NULL,
+         provider TEXT NOT NULL,
+         locator TEXT,
+         resume_digest BLOB
+     );",
 ];
 
 /// Applies the migrations `pool`'s database has not had yet, each in its own transaction.
@@ -298,6 +306,53 @@ impl JobStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(found.is_some())
+    }
+
+    async fn save_worker(&self, record: &WorkerRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO workers (worker_id, job_id, provider, locator, resume_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(record.worker_id.to_string())
+        .bind(record.job_id.to_string())
+        .bind(&record.provider)
+        .bind(record.locator.as_deref())
+        .bind(record.resume_digest.map(Vec::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT worker_id, job_id, provider, locator, resume_digest FROM workers")
+                .fetch_all(&self.pool)
+                .await?;
+        // A row this server cannot read names nothing it could find again: skipped.
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let digest: Option<Vec<u8>> = row.get("resume_digest");
+                Some(WorkerRecord {
+                    worker_id: row.get::<&str, _>("worker_id").parse().ok()?,
+                    job_id: row.get::<&str, _>("job_id").parse().ok()?,
+                    provider: row.get("provider"),
+                    locator: row.get("locator"),
+                    resume_digest: match digest {
+                        Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).ok()?),
+                        None => None,
+                    },
+                })
+            })
+            .collect())
+    }
+
+    async fn remove_worker(&self, worker_id: WorkerId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM workers WHERE worker_id = ?1")
+            .bind(worker_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -569,5 +624,28 @@ mod tests {
             store.finished_before(cutoff, 10).await.unwrap(),
             vec![job.id]
         );
+    }
+
+    #[tokio::test]
+    async fn worker_records_survive_reopening_and_are_replaced_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker_id, job_id) = (WorkerId::new(), JobId::new());
+        let mut record = WorkerRecord {
+            worker_id,
+            job_id,
+            provider: "local".into(),
+            locator: Some("pid 42".into()),
+            resume_digest: None,
+        };
+        {
+            let store = SqliteStore::open(dir.path()).await.unwrap();
+            store.save_worker(&record).await.unwrap();
+            record.resume_digest = Some([7; 32]);
+            store.save_worker(&record).await.unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.workers().await.unwrap(), vec![record]);
+        store.remove_worker(worker_id).await.unwrap();
+        assert!(store.workers().await.unwrap().is_empty());
     }
 }

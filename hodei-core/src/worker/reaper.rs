@@ -18,6 +18,8 @@ use nix::{
 };
 use tracing::{debug, warn};
 
+use crate::proc_stat::{self, ProcStat};
+
 /// Rounds of find-and-kill before giving up on a job that forks as fast as it is killed.
 const KILL_ROUNDS: usize = 50;
 /// Longest time spent finding, killing and reaping, so a stuck process (e.g. in
@@ -37,29 +39,6 @@ pub(crate) fn own_descendants() {
     }
 }
 
-/// One process as `/proc/PID/stat` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
-    parent: i32,
-    group: i32,
-    zombie: bool,
-}
-
-/// The parent pid and state from the text of `/proc/PID/stat`. The command name in
-/// parentheses may hold any byte, so the fields are read after its last `)`.
-fn parse_stat(stat: &str) -> Option<ProcStat> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
-    let parent = fields.next()?.parse().ok()?;
-    let group = fields.next()?.parse().ok()?;
-    Some(ProcStat {
-        parent,
-        group,
-        zombie: state == "Z" || state == "X",
-    })
-}
-
 /// Every process visible in `/proc`. Processes that end while it is read are skipped.
 fn processes() -> HashMap<i32, ProcStat> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -70,7 +49,7 @@ fn processes() -> HashMap<i32, ProcStat> {
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            Some((pid, parse_stat(&stat)?))
+            Some((pid, proc_stat::parse(&stat)?))
         })
         .collect()
 }
@@ -107,10 +86,7 @@ pub(crate) fn live_descendants(root: Pid) -> Vec<Pid> {
 /// Whether `pid` lives outside process group `group` now (e.g. after `setsid`), so a
 /// signal to the group does not reach it.
 pub(crate) fn outside_group(pid: Pid, group: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| parse_stat(&stat))
-        .is_some_and(|stat| !stat.zombie && stat.group != group.as_raw())
+    proc_stat::read(pid.as_raw()).is_some_and(|stat| !stat.zombie && stat.group != group.as_raw())
 }
 
 /// SIGKILLs every descendant of this process and reaps each of its children by pid,
@@ -174,34 +150,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_are_read_after_the_last_parenthesis() {
-        assert_eq!(
-            parse_stat("42 (a) b) c) S 7 40 42 0 -1"),
-            Some(ProcStat {
-                parent: 7,
-                group: 40,
-                zombie: false
-            })
-        );
-        assert_eq!(
-            parse_stat("43 (sh) Z 1 43"),
-            Some(ProcStat {
-                parent: 1,
-                group: 43,
-                zombie: true
-            })
-        );
-        assert_eq!(parse_stat("44 (sh"), None);
-        assert_eq!(parse_stat("45 (sh) S x"), None);
-        assert_eq!(parse_stat("46 (sh) S 1"), None);
-    }
-
-    #[test]
     fn descendants_are_found_through_every_generation_and_nothing_else() {
         let stat = |parent| ProcStat {
             parent,
             group: 10,
             zombie: false,
+            started: None,
         };
         let table = HashMap::from([
             (10, stat(1)),

@@ -29,6 +29,18 @@ impl ScratchDir {
         Ok(Self { path })
     }
 
+    /// Takes charge of `path`, a scratch directory made earlier (by an earlier server
+    /// process): it is removed when dropped.
+    pub fn adopt(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Leaves the directory where it is: it is not removed.
+    pub fn keep(self) -> PathBuf {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        std::mem::take(&mut this.path)
+    }
+
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path

@@ -83,7 +83,10 @@ pub struct TaskProvider {
     pub server_ca: Option<Vec<u8>>,
     /// The workers' reconnect window; the agent's default when `None`.
     pub worker_reconnect_window: Option<Duration>,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Where worker tasks run; the runtime of the provision call when `None`. A server
+    /// in a runtime of its own can then be dropped while its workers run on.
+    pub workers_runtime: Option<tokio::runtime::Handle>,
+    pub tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl TaskProvider {
@@ -96,6 +99,7 @@ impl TaskProvider {
             destroyed: Arc::default(),
             server_ca: None,
             worker_reconnect_window: None,
+            workers_runtime: None,
             tasks: Arc::default(),
         }
     }
@@ -155,7 +159,7 @@ impl Provider for TaskProvider {
             .maybe_server_ca(self.server_ca.clone())
             .maybe_reconnect_window(self.worker_reconnect_window)
             .build();
-            let task = tokio::spawn(async move {
+            let run = async move {
                 let result = agent.run(std::future::pending()).await;
                 let message = match result {
                     Ok(report) => format!("worker finished: {report:?}"),
@@ -165,7 +169,11 @@ impl Provider for TaskProvider {
                     exit: None,
                     message,
                 });
-            });
+            };
+            let task = match &self.workers_runtime {
+                Some(runtime) => runtime.spawn(run),
+                None => tokio::spawn(run),
+            };
             self.tasks.lock().unwrap().push(task);
         } else {
             // Keep the sender alive so the controller sees no event at all.
@@ -174,6 +182,7 @@ impl Provider for TaskProvider {
         Ok(ProvisionedWorker {
             description: "task".into(),
             events,
+            locator: None,
         })
     }
 

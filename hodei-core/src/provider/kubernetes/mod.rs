@@ -334,6 +334,7 @@ impl Provider for KubernetesProvider {
                 Ok(ProvisionedWorker {
                     description: format!("pod {}/{pod_name}", self.settings.namespace),
                     events,
+                    locator: None,
                 })
             }
             Err(error) => {

@@ -186,6 +186,12 @@ impl IdPool {
         }
     }
 
+    /// Marks the ids of a worker an earlier server process started as taken, so no new
+    /// worker gets its uid while it runs. False if the uid is already taken here.
+    pub fn claim(&self, ids: WorkerIds) -> bool {
+        !ids.own || self.taken.lock().0.insert(ids.uid)
+    }
+
     /// Gives the uid of an ended worker back, after killing what is left under it.
     pub fn release(&self, ids: WorkerIds) {
         if ids.own {
