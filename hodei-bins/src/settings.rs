@@ -8,7 +8,7 @@ mod retention;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use hodei_core::{
     HodeiServer, LocalProvider, Provider, ServerError, ValidationError,
     auth::Authenticator,
@@ -95,6 +95,11 @@ pub struct ServerSettings {
     #[arg(long, env = "HODEI_RECONNECT_WINDOW", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_RECONNECT_WINDOW.into())]
     pub reconnect_window: humantime::Duration,
+    /// What SIGTERM does to running jobs: `hold` leaves them running (local workers
+    /// outlive the server) and the next server process adopts them; `stop` stops them
+    /// all, and local workers end with the server.
+    #[arg(long, env = "HODEI_ON_SHUTDOWN", value_enum, default_value_t = OnShutdown::Hold)]
+    pub on_shutdown: OnShutdown,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, env = "HODEI_KILL_GRACE", value_parser = parse::duration,
         default_value_t = controller::DEFAULT_KILL_GRACE.into())]
@@ -112,6 +117,24 @@ pub struct ServerSettings {
     /// Which finished jobs are kept.
     #[command(flatten)]
     pub retention: RetentionArgs,
+}
+
+/// What a server's shutdown does to its running jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnShutdown {
+    /// Jobs keep running; the next server process adopts them.
+    Hold,
+    /// Every job is stopped and fails `ServerRestarted`.
+    Stop,
+}
+
+impl OnShutdown {
+    fn mode(self) -> controller::ShutdownMode {
+        match self {
+            Self::Hold => controller::ShutdownMode::HoldJobs,
+            Self::Stop => controller::ShutdownMode::StopJobs,
+        }
+    }
 }
 
 /// Why the settings cannot be used.
@@ -241,6 +264,7 @@ impl ServerSettings {
                 heartbeat_interval: self.heartbeat_interval.into(),
                 heartbeat_timeout: self.heartbeat_timeout.into(),
                 reconnect_window: self.reconnect_window.into(),
+                on_shutdown: self.on_shutdown.mode(),
                 kill_grace: self.kill_grace.into(),
                 sweep_interval: self.sweep_interval.into(),
                 retention: self.retention.policy(),
@@ -273,6 +297,7 @@ impl ServerSettings {
                     .max_workers(self.local_max_workers)
                     .maybe_run_as(run_as)
                     .maybe_server_ca(self.local_server_ca.clone())
+                    .outlive_server(self.on_shutdown == OnShutdown::Hold)
                     .build(),
             );
         } else if !has_preferred {

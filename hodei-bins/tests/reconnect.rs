@@ -1,6 +1,8 @@
-//! `hodei run` and `hodei logs -f` ride through a server that is killed and started
-//! again: they reconnect, resume after the last chunk they printed, print each byte once,
-//! and exit with the job's outcome.
+//! Jobs and clients ride through a server that is killed and started again: the job
+//! keeps running on its local worker, which re-attaches to the new server process;
+//! `hodei run` and `hodei logs -f` reconnect, resume after the last chunk they printed,
+//! print each byte once, and exit with the job's outcome. A worker whose server never
+//! comes back gives up after its reconnect window and kills its job.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +16,9 @@ use std::{
 
 use hodei_test_fixtures::blocking::wait_until;
 use support::{HODEI, Server, WORKER, free_port, text};
+
+/// The exit code of the job `hodei run` follows.
+const RUN_EXIT: i32 = 3;
 
 /// Prints `line 0` to `line 399`, one every 10 ms.
 const NUMBERED_LINES: &str =
@@ -54,27 +59,26 @@ fn finish(mut child: Child) -> (Option<i32>, String, String) {
     (status.code(), stdout, stderr)
 }
 
-/// The lines `line 0`, `line 1`, ... up to some count, each once and in order.
-fn assert_numbered_from_zero(output: &str) {
-    assert!(!output.is_empty());
-    for (n, line) in output.lines().enumerate() {
-        assert_eq!(line, format!("line {n}"), "in:\n{output}");
-    }
+/// Exactly the lines `line 0` to `line 399`, each once and in order.
+fn assert_every_line_once(output: &str) {
+    let expected: String = (0..400).map(|n| format!("line {n}\n")).collect();
+    assert!(output == expected, "got:\n{output}");
 }
 
 #[test]
 fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let (port, worker_port) = (free_port(), free_port());
     let env = [("HODEI_WORKER_BIN", WORKER.to_owned())];
-    let server = Server::start_on(dir.path(), port, &env);
+    let server = Server::start_with_ports(dir.path(), port, worker_port, &env);
     let url = server.url();
 
     let detached = server.hodei(&["run", "--detach", "--", "sh", "-c", NUMBERED_LINES]);
     assert!(detached.status.success(), "{}", text(&detached.stderr));
     let followed_id = text(&detached.stdout).trim().to_owned();
     let follower = hodei(&url, &["logs", "-f", &followed_id]);
-    let runner = hodei(&url, &["run", "--", "sh", "-c", NUMBERED_LINES]);
+    let exiting = format!("{NUMBERED_LINES}; exit {RUN_EXIT}");
+    let runner = hodei(&url, &["run", "--", "sh", "-c", &exiting]);
     wait_until(Duration::from_secs(30), "both jobs have printed", || {
         let listed: serde_json::Value =
             serde_json::from_slice(&server.hodei(&["list", "-o", "json"]).stdout).unwrap();
@@ -90,12 +94,12 @@ fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server
 
     server.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let server = Server::start_on(dir.path(), port, &env);
+    let server = Server::start_with_ports(dir.path(), port, worker_port, &env);
 
     let (code, followed, stderr) = finish(follower);
     assert_eq!(code, Some(0), "{stderr}");
     let stored = text(&server.hodei(&["logs", &followed_id]).stdout);
-    assert_numbered_from_zero(&stored);
+    assert_every_line_once(&stored);
     assert_eq!(
         followed, stored,
         "logs -f printed the stored log exactly once"
@@ -116,10 +120,57 @@ fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server
             .hodei(&["logs", run_job["id"].as_str().unwrap()])
             .stdout,
     );
-    assert_numbered_from_zero(&stored);
+    assert_every_line_once(&stored);
     assert_eq!(ran, stored, "run printed the stored log exactly once");
-    // Until servers adopt running jobs on restart, the restart ends the job.
     assert_eq!(run_job["state"]["phase"], "failed", "{run_job}");
-    assert_eq!(code, Some(126), "{stderr}");
+    assert_eq!(run_job["state"]["reason"]["kind"], "exit", "{run_job}");
+    assert_eq!(code, Some(RUN_EXIT), "{stderr}");
+    let followed_job = server.job(&followed_id);
+    assert_eq!(
+        followed_job["state"]["phase"], "succeeded",
+        "{followed_job}"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_worker_whose_server_never_returns_kills_its_job_and_the_next_server_marks_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, worker_port) = (free_port(), free_port());
+    let env = [
+        ("HODEI_WORKER_BIN", WORKER.to_owned()),
+        ("HODEI_RECONNECT_WINDOW", "3s".to_owned()),
+    ];
+    let server = Server::start_with_ports(dir.path(), port, worker_port, &env);
+    let script = "echo started $$; exec sleep 1000";
+    let detached = server.hodei(&["run", "--detach", "--", "sh", "-c", script]);
+    assert!(detached.status.success(), "{}", text(&detached.stderr));
+    let id = text(&detached.stdout).trim().to_owned();
+    let job_pid: i32 = wait_until(Duration::from_secs(30), "the job runs", || {
+        text(&server.hodei(&["logs", &id]).stdout)
+            .strip_prefix("started ")
+            .and_then(|pid| pid.trim().parse().ok())
+    })
+    .unwrap();
+
+    server.kill();
+    wait_until(
+        Duration::from_secs(30),
+        "the worker gives up and kills its job",
+        || (!std::path::Path::new(&format!("/proc/{job_pid}")).exists()).then_some(()),
+    )
+    .unwrap();
+
+    let server = Server::start_with_ports(dir.path(), port, worker_port, &env);
+    let job = wait_until(Duration::from_secs(30), "the job ends", || {
+        let job = server.job(&id);
+        (job["state"]["phase"] != "running").then_some(job)
+    })
+    .unwrap();
+    assert_eq!(job["state"]["reason"]["kind"], "worker_lost", "{job}");
+    assert_eq!(
+        text(&server.hodei(&["logs", &id]).stdout),
+        format!("started {job_pid}\n")
+    );
     server.stop();
 }

@@ -46,6 +46,9 @@ impl EmbeddedServer {
         settings.advertise_address = None;
         // Jobs run as the calling user, the only one who can reach this server.
         settings.local_run_as = None;
+        // Its ports are gone with it, so its workers could never re-attach: its jobs
+        // end with it.
+        settings.on_shutdown = crate::settings::OnShutdown::Stop;
         // Only the holder of this run's random token may call it: other users of the
         // host reach the loopback port too.
         let token = hodei_core::auth::generate_token();

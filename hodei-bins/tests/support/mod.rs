@@ -77,6 +77,8 @@ impl Server {
         let process = ServerCommand::new(SERVER)
             .port(port)
             .worker_port(worker_port)
+            // Jobs left running by a test end with its server, unless the test says.
+            .env("HODEI_ON_SHUTDOWN", "stop")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("HODEI_DATA_DIR", data_dir)
             .env("HODEI_METRICS_ADDR", &metrics_addr)
