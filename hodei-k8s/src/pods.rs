@@ -180,6 +180,20 @@ impl WorkerPods {
         }
     }
 
+    /// The worker pod named `pod_name`, if it exists and carries a worker id.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`], [`Error::Api`] or [`Error::Client`].
+    #[instrument(skip(self), fields(k8s.namespace = %self.namespace))]
+    pub async fn get(&self, pod_name: &str) -> Result<Option<ManagedPod>> {
+        let pod = self
+            .api
+            .get_opt(pod_name)
+            .await
+            .map_err(|e| Error::from_kube(pod_name, e))?;
+        Ok(pod.as_ref().and_then(ManagedPod::from_pod))
+    }
+
     /// Every pod labelled `hodei.io/managed=true` in the namespace, page by page. Callers
     /// use it to find orphans (pods whose worker is unknown) and finished pods to reap.
     ///

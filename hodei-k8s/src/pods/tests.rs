@@ -363,6 +363,33 @@ fn pod_list(items: Vec<Value>, continue_token: Option<&str>) -> Value {
 }
 
 #[tokio::test]
+async fn get_reads_one_pod_and_a_missing_one_is_none() {
+    let (client, mut handle) = mock_client();
+    let pods = WorkerPods::new(client, "jobs");
+    let server = tokio::spawn(async move {
+        let (request, send) = next_request(&mut handle).await;
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            "/api/v1/namespaces/jobs/pods/hodei-worker-a"
+        );
+        send.send_response(json(
+            200,
+            &listed_pod("hodei-worker-a", "Running", json!({}), false),
+        ));
+        let (_, send) = next_request(&mut handle).await;
+        send.send_response(status(404, "NotFound", "pods \"hodei-worker-b\" not found"));
+    });
+    let found = pods.get("hodei-worker-a").await.expect("read");
+    assert_eq!(
+        found.map(|pod| (pod.worker_id, pod.phase)),
+        Some(("a".to_owned(), PodPhase::Running))
+    );
+    assert_eq!(pods.get("hodei-worker-b").await.expect("read"), None);
+    server.await.expect("server assertions hold");
+}
+
+#[tokio::test]
 async fn list_managed_selects_by_label_and_follows_pages() {
     let (client, mut handle) = mock_client();
     let pods = WorkerPods::new(client, "jobs");

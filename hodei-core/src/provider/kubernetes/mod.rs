@@ -364,6 +364,50 @@ impl Provider for KubernetesProvider {
         self.delete_pod(&pod_name).await
     }
 
+    /// Finds the worker's pod and routes its events to the job again. A pod that has
+    /// ended (its worker gave up while the server was away) is reported as exited at once;
+    /// a missing or deleting pod means the worker is gone.
+    async fn adopt(
+        &self,
+        worker_id: WorkerId,
+        _locator: Option<&str>,
+    ) -> Result<Option<ProvisionedWorker>, ProviderError> {
+        let id = worker_id.to_string();
+        let pod_name = hodei_k8s::pod_name(&id);
+        // Route before reading, so no event of the pod can be missed in between.
+        let events = self.routes.add(id.clone());
+        let found = self.pods.get(&pod_name).await;
+        crate::observe::kubernetes_api_request("get", outcome(&found));
+        let pod = match found {
+            Ok(Some(pod)) if !pod.deleting => pod,
+            Ok(_) => {
+                self.routes.remove(&id);
+                return Ok(None);
+            }
+            Err(error) => {
+                self.routes.remove(&id);
+                return Err(provider_error("GetFailed", &error));
+            }
+        };
+        if pod.phase.is_terminal() {
+            self.routes.notify(
+                &id,
+                WorkerEvent::Exited {
+                    exit: None,
+                    message: format!(
+                        "pod {pod_name} ended ({:?}) while the server was away",
+                        pod.phase
+                    ),
+                },
+            );
+        }
+        Ok(Some(ProvisionedWorker {
+            description: format!("pod {}/{pod_name}", self.settings.namespace),
+            events,
+            locator: None,
+        }))
+    }
+
     /// Accepts the worker's pod-bound ServiceAccount token when a TokenReview for the
     /// configured audience authenticates it as the worker ServiceAccount, bound to the pod
     /// (name and uid) created for `worker_id`.

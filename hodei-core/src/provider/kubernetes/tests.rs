@@ -91,6 +91,20 @@ impl FakeApi {
                                 "metadata": {}, "spec": {}, "status": answer}),
                     ));
                 }
+                Method::GET if !path.ends_with("/pods") => {
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    let pod = self
+                        .pods
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|pod| pod["metadata"]["name"] == name)
+                        .cloned();
+                    reply.send_response(match pod {
+                        Some(pod) => json(200, &pod),
+                        None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+                    });
+                }
                 Method::GET if self.hold_next_list.swap(false, Ordering::SeqCst) => {
                     held_list = Some(reply);
                     self.list_held.notify_one();
@@ -279,6 +293,43 @@ async fn the_orphan_sweep_deletes_only_pods_no_job_owns() {
         api.deleted.lock().unwrap().clone(),
         vec![format!("hodei-worker-{orphan}")]
     );
+}
+
+#[tokio::test]
+async fn adoption_finds_live_pods_reports_ended_ones_and_misses_gone_ones() {
+    let api = FakeApi::default();
+    let (running, ended, deleting, gone) = (
+        WorkerId::new(),
+        WorkerId::new(),
+        WorkerId::new(),
+        WorkerId::new(),
+    );
+    let mut ended_pod = managed_pod(&ended.to_string(), false);
+    ended_pod["status"]["phase"] = json!("Failed");
+    api.pods.lock().unwrap().extend([
+        managed_pod(&running.to_string(), false),
+        ended_pod,
+        managed_pod(&deleting.to_string(), true),
+    ]);
+    let provider = provider(&api).await;
+
+    let mut adopted = provider.adopt(running, None).await.unwrap().expect("found");
+    assert_eq!(
+        adopted.description,
+        format!("pod jobs/hodei-worker-{running}")
+    );
+    assert!(
+        adopted.events.try_recv().is_err(),
+        "a running pod has no news"
+    );
+
+    let mut ended_worker = provider.adopt(ended, None).await.unwrap().expect("found");
+    assert!(matches!(
+        ended_worker.events.try_recv(),
+        Ok(WorkerEvent::Exited { exit: None, .. })
+    ));
+    assert!(provider.adopt(deleting, None).await.unwrap().is_none());
+    assert!(provider.adopt(gone, None).await.unwrap().is_none());
 }
 
 /// The server's record of its workers, as the controller keeps it: read anew on each question.
