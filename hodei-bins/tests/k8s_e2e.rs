@@ -75,7 +75,12 @@ fn k8s_server(data_dir: &Path, port: u16) -> Server {
 
 /// A server with only the Kubernetes provider, on `port`, with `extra` settings.
 fn k8s_server_with(data_dir: &Path, port: u16, extra: &[(&str, String)]) -> Server {
-    let worker_port = free_port();
+    k8s_server_on(data_dir, port, free_port(), extra)
+}
+
+/// A server with only the Kubernetes provider, its job API on `port` and its worker API
+/// on `worker_port`, with `extra` settings.
+fn k8s_server_on(data_dir: &Path, port: u16, worker_port: u16, extra: &[(&str, String)]) -> Server {
     let mut env = vec![
         ("HODEI_ADVERTISE_ADDRESS", advertise_address(worker_port)),
         ("HODEI_LOCAL_ENABLED", "false".to_owned()),
@@ -423,37 +428,132 @@ fn fifty_concurrent_jobs_all_succeed_and_leave_no_pod() {
     .unwrap();
 }
 
-#[test]
-#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
-fn after_a_server_crash_no_pod_outlives_one_sweep_and_jobs_end_defined() {
+/// Prints `1` to `150`, one every 100 ms.
+const SLOW_COUNT: &str = "i=1; while [ $i -le 150 ]; do echo $i; i=$((i+1)); sleep 0.1; done";
+
+/// Ten jobs run in pods while the server is stopped by `stop` and started again on the
+/// same ports and data dir: every job succeeds with its whole output, once, and no pod
+/// is left.
+fn ten_jobs_outlive_a_server_restart(stop: impl FnOnce(Server)) {
     let dir = tempfile::tempdir().unwrap();
-    let server = k8s_server(dir.path(), free_port());
-    let port = server.port();
-    let ids: Vec<String> = (0..3)
-        .map(|_| detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]))
+    let (port, worker_port) = (free_port(), free_port());
+    let settings = [
+        ("HODEI_ON_SHUTDOWN", "hold".to_owned()),
+        ("HODEI_RECONNECT_WINDOW", "2m".to_owned()),
+    ];
+    let server = k8s_server_on(dir.path(), port, worker_port, &settings);
+    let ids: Vec<String> = (0..10)
+        .map(|_| {
+            detach(
+                &server,
+                &[
+                    "--cpu", "100m", "--memory", "64Mi", "--", "sh", "-c", SLOW_COUNT,
+                ],
+            )
+        })
         .collect();
     for id in &ids {
-        wait_until(Duration::from_secs(30), "the job runs", || {
-            text(&server.hodei(&["logs", id]).stdout) == "up\n"
+        wait_until(Duration::from_secs(90), "the job prints", || {
+            text(&server.hodei(&["logs", id]).stdout).starts_with("1\n")
         })
         .unwrap();
     }
-    server.kill(); // SIGKILL: no cleanup runs
-    let left = ids.iter().map(|id| pods(Some(id)).len()).sum::<usize>();
-    assert_eq!(left, 3, "the pods outlive the killed server");
+    stop(server);
+    assert_eq!(
+        ids.iter().map(|id| pods(Some(id)).len()).sum::<usize>(),
+        10,
+        "the pods outlive the server"
+    );
+    std::thread::sleep(Duration::from_secs(2));
 
-    let server = k8s_server(dir.path(), port);
-    wait_until(
-        Duration::from_secs(20),
-        "the sweep removed the orphaned pods",
-        || pods(None).is_empty(),
-    )
-    .unwrap();
+    let server = k8s_server_on(dir.path(), port, worker_port, &settings);
+    let expected: String = (1..=150).map(|i| format!("{i}\n")).collect();
     for id in &ids {
+        let followed = server.hodei(&["logs", "-f", id]);
         let job = server.job(id);
-        assert_eq!(job["state"]["phase"], "failed", "{job}");
-        assert_eq!(job["state"]["reason"]["kind"], "server_restarted", "{job}");
+        assert_eq!(
+            job["state"]["phase"],
+            "succeeded",
+            "{job}\nserver log:\n{}",
+            server.log()
+        );
+        assert!(
+            text(&followed.stdout) == expected,
+            "job {id}: {:?}",
+            text(&followed.stdout)
+        );
     }
+    let metrics = server.metrics();
+    assert_eq!(
+        metric(&metrics, "hodei_jobs_adopted_total"),
+        10.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "hodei_resume_gaps_total"),
+        0.0,
+        "{metrics}"
+    );
+    wait_until(Duration::from_secs(60), "no worker pod is left", || {
+        pods(None).is_empty()
+    })
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn ten_pod_jobs_run_on_through_a_killed_server() {
+    ten_jobs_outlive_a_server_restart(Server::kill);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn ten_pod_jobs_run_on_through_a_rolling_restart() {
+    ten_jobs_outlive_a_server_restart(|server| {
+        let stopping = Instant::now();
+        server.stop();
+        // Well inside a pod's default 30 s termination grace period.
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "SIGTERM took {:?}",
+            stopping.elapsed()
+        );
+    });
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn pods_of_jobs_that_ended_while_the_server_was_down_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, worker_port) = (free_port(), free_port());
+    let settings = [("HODEI_RECONNECT_WINDOW", "5s".to_owned())];
+    let server = k8s_server_on(dir.path(), port, worker_port, &settings);
+    let id = detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]);
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        text(&server.hodei(&["logs", &id]).stdout) == "up\n"
+    })
+    .unwrap();
+    server.kill();
+    // The worker gives up after its window and kills its job: the pod ends.
+    wait_until(Duration::from_secs(60), "the pod ends", || {
+        pods(Some(&id)).first().is_none_or(|pod| {
+            matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Failed" | "Succeeded")
+            )
+        })
+    })
+    .unwrap();
+
+    let server = k8s_server_on(dir.path(), port, worker_port, &settings);
+    let job = wait_until(Duration::from_secs(30), "the job ends", || {
+        let job = server.job(&id);
+        (job["state"]["phase"] != "running").then_some(job)
+    })
+    .unwrap();
+    assert_eq!(job["state"]["reason"]["kind"], "worker_lost", "{job}");
+    assert_eq!(text(&server.hodei(&["logs", &id]).stdout), "up\n");
+    wait_until_pods_gone(&id);
 }
 
 #[test]

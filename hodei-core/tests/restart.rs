@@ -280,3 +280,45 @@ async fn a_restart_does_not_extend_a_jobs_timeout() {
     assert!(ended.finished_at.unwrap() <= OffsetDateTime::now_utc());
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_before_a_crash_still_stops_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let provider = provider();
+    let first = CrashableServer::start(Arc::clone(&provider), dir.path(), ports).await;
+    let client = HodeiClient::connect(ports.jobs_url()).await.unwrap();
+    // Slow to stop, so the server is gone before the job has ended.
+    let job = client
+        .submit(&sh(
+            "trap 'echo stopping; sleep 3; echo stopped; exit 0' TERM; echo up; sleep 1000 & wait",
+        ))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the job runs", || async {
+        follow_snapshot(&client, &job).await == "up\n"
+    })
+    .await
+    .unwrap();
+    assert!(client.cancel(job.id).await.unwrap().requested);
+    wait_until(Duration::from_secs(10), "the job stops", || async {
+        follow_snapshot(&client, &job).await.contains("stopping")
+    })
+    .await
+    .unwrap();
+    first.crash().await;
+    let second = TestServer::serve(build(provider, dir.path(), ports).await, dir.path()).await;
+
+    let ended = wait_until(Duration::from_secs(30), "the job ends", || async {
+        let job = second.client.get(job.id).await.unwrap();
+        job.state.is_terminal().then_some(job)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(ended.state, JobState::Cancelled { .. }),
+        "{:?}",
+        ended.state
+    );
+    second.stop().await;
+}

@@ -116,6 +116,11 @@ fn adopt(
     let guard = WorkerGuard::new(Arc::clone(inner), Arc::clone(&provider), record.worker_id);
     info!(job.id = %job.id, worker.id = %record.worker_id, "taking over a running job");
     let (status, cancel) = activate(inner, &job);
+    if record.cancel_requested {
+        // Asked before the restart: the stop goes out once the worker is back.
+        info!(job.id = %job.id, "the job was being cancelled; cancelling it again");
+        cancel.cancel();
+    }
     Ok(JobRun::adopted(
         Arc::clone(inner),
         job,

@@ -309,6 +309,7 @@ impl JobRun {
                     provider: self.provider.name().to_owned(),
                     locator: worker.locator,
                     resume_digest: None,
+                    cancel_requested: false,
                 })
                 .await;
                 Ok(CreatedWorker {
@@ -408,6 +409,7 @@ impl JobRun {
             provider: self.provider.name().to_owned(),
             locator: None,
             resume_digest: None,
+            cancel_requested: false,
         });
         record.resume_digest = Some(digest);
         // Stored before the worker gets the job: a job whose command may run is always
@@ -516,6 +518,15 @@ impl JobRun {
         };
         let ran = OffsetDateTime::now_utc() - started_at;
         limit.saturating_sub(ran.try_into().unwrap_or_default())
+    }
+
+    /// Records that the job is to be cancelled, so that a server taking it over after a
+    /// restart still stops it.
+    async fn remember_cancel(&mut self) {
+        if let Some(mut record) = self.worker_record.clone().filter(|r| !r.cancel_requested) {
+            record.cancel_requested = true;
+            self.remember_worker(record).await;
+        }
     }
 
     /// Keeps what the store knows of the job's worker up to date; a failed write only
@@ -641,6 +652,9 @@ impl JobRun {
                 }
                 reason = self.stop_requested(), if stopping.is_none() => {
                     info!(?reason, "stopping the job");
+                    if reason == StopReason::Cancelled {
+                        self.remember_cancel().await;
+                    }
                     if reason == StopReason::Shutdown && !connected {
                         return self.worker_gone(Some(reason), "the worker was away when the server shut down");
                     }

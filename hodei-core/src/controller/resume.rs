@@ -184,6 +184,7 @@ mod tests {
             provider: "local".into(),
             locator: None,
             resume_digest: Some(digest),
+            cancel_requested: false,
         };
         (record, credential)
     }

@@ -59,6 +59,8 @@ pub struct WorkerRecord {
     /// SHA-256 of the worker's current resume credential, once its job was handed to it.
     /// A worker without one never ran its job's command.
     pub resume_digest: Option<[u8; 32]>,
+    /// Someone asked to cancel the job; a server that takes the job over stops it.
+    pub cancel_requested: bool,
 }
 
 impl std::fmt::Debug for WorkerRecord {
@@ -69,6 +71,7 @@ impl std::fmt::Debug for WorkerRecord {
             .field("provider", &self.provider)
             .field("locator", &self.locator)
             .field("resumable", &self.resume_digest.is_some())
+            .field("cancel_requested", &self.cancel_requested)
             .finish()
     }
 }

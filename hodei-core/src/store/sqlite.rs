@@ -49,6 +49,8 @@ const MIGRATIONS: &[&str] = &[
          locator TEXT,
          resume_digest BLOB
      );",
+    // A cancel asked of a running job is kept with its worker, for a server taking over.
+    "ALTER TABLE workers ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Applies the migrations `pool`'s database has not had yet, each in its own transaction.
@@ -174,6 +176,22 @@ impl SqliteStore {
                 .push(Self::decode(row.get::<&str, _>("id"), record)?);
         }
         Ok(page)
+    }
+
+    /// A stored worker record, or `None` when a field does not read back.
+    fn worker_record(row: &sqlx::sqlite::SqliteRow) -> Option<WorkerRecord> {
+        let digest: Option<Vec<u8>> = row.try_get("resume_digest").ok()?;
+        Some(WorkerRecord {
+            worker_id: row.try_get::<&str, _>("worker_id").ok()?.parse().ok()?,
+            job_id: row.try_get::<&str, _>("job_id").ok()?.parse().ok()?,
+            provider: row.try_get("provider").ok()?,
+            locator: row.try_get("locator").ok()?,
+            resume_digest: match digest {
+                Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).ok()?),
+                None => None,
+            },
+            cancel_requested: row.try_get("cancel_requested").ok()?,
+        })
     }
 
     fn rows_to_jobs(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Job>, StoreError> {
@@ -310,41 +328,37 @@ impl JobStore for SqliteStore {
 
     async fn save_worker(&self, record: &WorkerRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO workers (worker_id, job_id, provider, locator, resume_digest)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO workers
+               (worker_id, job_id, provider, locator, resume_digest, cancel_requested)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(record.worker_id.to_string())
         .bind(record.job_id.to_string())
         .bind(&record.provider)
         .bind(record.locator.as_deref())
         .bind(record.resume_digest.map(Vec::from))
+        .bind(record.cancel_requested)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT worker_id, job_id, provider, locator, resume_digest FROM workers")
-                .fetch_all(&self.pool)
-                .await?;
-        // A row this server cannot read names nothing it could find again: skipped.
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let digest: Option<Vec<u8>> = row.get("resume_digest");
-                Some(WorkerRecord {
-                    worker_id: row.get::<&str, _>("worker_id").parse().ok()?,
-                    job_id: row.get::<&str, _>("job_id").parse().ok()?,
-                    provider: row.get("provider"),
-                    locator: row.get("locator"),
-                    resume_digest: match digest {
-                        Some(bytes) => Some(<[u8; 32]>::try_from(bytes.as_slice()).ok()?),
-                        None => None,
-                    },
-                })
-            })
-            .collect())
+        let rows = sqlx::query(
+            "SELECT worker_id, job_id, provider, locator, resume_digest, cancel_requested
+             FROM workers",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match Self::worker_record(row) {
+                Some(record) => records.push(record),
+                // Not written by this server: it names nothing it could find again.
+                None => tracing::warn!("skipping a worker record that cannot be read"),
+            }
+        }
+        Ok(records)
     }
 
     async fn remove_worker(&self, worker_id: WorkerId) -> Result<(), StoreError> {
@@ -636,11 +650,13 @@ mod tests {
             provider: "local".into(),
             locator: Some("pid 42".into()),
             resume_digest: None,
+            cancel_requested: false,
         };
         {
             let store = SqliteStore::open(dir.path()).await.unwrap();
             store.save_worker(&record).await.unwrap();
             record.resume_digest = Some([7; 32]);
+            record.cancel_requested = true;
             store.save_worker(&record).await.unwrap();
         }
         let store = SqliteStore::open(dir.path()).await.unwrap();
