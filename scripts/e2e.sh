@@ -4,6 +4,7 @@
 #
 #   scripts/e2e.sh                     local control plane; stops it afterwards if it started it
 #   scripts/e2e.sh --existing-cluster  the cluster in $KUBECONFIG; needs HODEI_E2E_WORKER_IMAGE
+#   scripts/e2e.sh [--existing-cluster] NAME...  only the tests whose names contain NAME
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=cluster/lib.sh
@@ -12,7 +13,9 @@ source scripts/cluster/lib.sh
 existing=0
 if [[ "${1:-}" == "--existing-cluster" ]]; then
   existing=1
+  shift
 fi
+filters=("$@")
 
 cargo build --bins --locked
 if [[ "$existing" == 0 ]]; then
@@ -48,7 +51,7 @@ export HODEI_E2E_SERVER_KUBECONFIG
 echo "== end-to-end tests" >&2
 before="$(pod_forwarders)"
 status=0
-cargo test --locked -p hodei-bins --test k8s_e2e -- --ignored --test-threads=1 || status=$?
+cargo test --locked -p hodei-bins --test k8s_e2e -- --ignored --test-threads=1 "${filters[@]}" || status=$?
 # Each test server was exposed to pods through a forwarder of its own: stop those.
 stop_pod_forwarders_since "$before"
 exit "$status"

@@ -154,6 +154,27 @@ async fn follow_through_restarts(
     )
 }
 
+/// The follow started before the restart saw every line once and the job succeed, and
+/// the log holds every line once.
+async fn assert_succeeded_with_every_line_once(
+    follower: tokio::task::JoinHandle<(String, JobState)>,
+    server: &TestServer,
+    job: &hodei_core::Job,
+) {
+    let (stdout, state) = tokio::time::timeout(Duration::from_secs(90), follower)
+        .await
+        .expect("the follow ends")
+        .unwrap();
+    assert_eq!(state, JobState::Succeeded);
+    assert!(stdout == expected_lines(), "followed output: {stdout}");
+    let stored = follow(&server.client, job, 0).await;
+    assert!(
+        stored.stdout == expected_lines().as_bytes(),
+        "stored output: {}",
+        String::from_utf8_lossy(&stored.stdout)
+    );
+}
+
 async fn wait_for_lines(client: &HodeiClient, job: &hodei_core::Job, lines: usize) {
     wait_until(Duration::from_secs(20), "the job prints", || async {
         let got = follow_snapshot(client, job).await;
@@ -190,18 +211,7 @@ async fn a_job_runs_on_through_a_server_crash_and_each_line_arrives_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let second = TestServer::serve(build(provider, dir.path(), ports).await, dir.path()).await;
 
-    let (stdout, state) = tokio::time::timeout(Duration::from_secs(90), follower)
-        .await
-        .expect("the follow ends")
-        .unwrap();
-    assert_eq!(state, JobState::Succeeded);
-    assert!(stdout == expected_lines(), "followed output: {stdout}");
-    let stored = follow(&second.client, &job, 0).await;
-    assert!(
-        stored.stdout == expected_lines().as_bytes(),
-        "stored output: {}",
-        String::from_utf8_lossy(&stored.stdout)
-    );
+    assert_succeeded_with_every_line_once(follower, &second, &job).await;
     second.stop().await;
 }
 
@@ -222,14 +232,7 @@ async fn a_graceful_shutdown_holds_the_job_for_the_next_server() {
     first.stop().await;
     let second = TestServer::serve(build(provider, dir.path(), ports).await, dir.path()).await;
 
-    let (stdout, state) = tokio::time::timeout(Duration::from_secs(90), follower)
-        .await
-        .expect("the follow ends")
-        .unwrap();
-    assert_eq!(state, JobState::Succeeded);
-    assert!(stdout == expected_lines(), "followed output: {stdout}");
-    let stored = follow(&second.client, &job, 0).await;
-    assert!(stored.stdout == expected_lines().as_bytes());
+    assert_succeeded_with_every_line_once(follower, &second, &job).await;
     second.stop().await;
 }
 

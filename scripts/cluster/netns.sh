@@ -42,6 +42,9 @@ netns_exists() {
   [[ -e "$NETNS_PATH" ]] && nsenter --net="$NETNS_PATH" true 2>/dev/null
 }
 
+# The cni0 bridge's own (locally administered) MAC address.
+CNI_BRIDGE_MAC=02:68:6f:64:65:69
+
 # ensure_netns: the cluster namespace with lo and the cni0 bridge up, and the
 # name of the host namespace. Idempotent.
 ensure_netns() {
@@ -56,6 +59,11 @@ ensure_netns() {
   if ! in_netns ip link show cni0 >/dev/null 2>&1; then
     in_netns ip link add cni0 type bridge
   fi
+  # A fixed address: a bridge with a random one takes the lowest address of its
+  # ports, so it changes whenever a pod comes or goes, and every other pod's
+  # cached neighbour entry for the node IP goes stale: their connections to the
+  # node stall silently until it is resolved again (tens of seconds).
+  in_netns ip link set cni0 address "$CNI_BRIDGE_MAC"
   if ! in_netns ip -4 addr show dev cni0 | grep -q "inet $HODEI_CLUSTER_NODE_IP/"; then
     in_netns ip addr add "$HODEI_CLUSTER_NODE_IP/${HODEI_CLUSTER_POD_CIDR#*/}" dev cni0
   fi

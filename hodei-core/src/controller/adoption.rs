@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::{
     ActiveJob, Inner,
-    job_run::{Adoption, JobRun},
+    job_run::{Adoption, JobRun, Start},
     outcome,
     worker_guard::WorkerGuard,
 };
@@ -121,17 +121,17 @@ fn adopt(
         info!(job.id = %job.id, "the job was being cancelled; cancelling it again");
         cancel.cancel();
     }
-    Ok(JobRun::adopted(
+    Ok(JobRun::new(
         Arc::clone(inner),
         job,
         provider,
         status,
         cancel,
-        Adoption {
+        Start::Adopted(Adoption {
             record,
             guard,
             relinks,
-        },
+        }),
     ))
 }
 
@@ -159,7 +159,7 @@ async fn requeue(
         provider,
         status,
         cancel,
-        ticket,
+        Start::Queued(ticket),
     ))
 }
 

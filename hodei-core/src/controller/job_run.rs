@@ -52,6 +52,15 @@ pub(super) struct JobRun {
     awaiting_adopted: bool,
 }
 
+/// Where a run starts.
+pub(super) enum Start {
+    /// In the queue, holding its place.
+    Queued(QueueTicket),
+    /// On a worker an earlier server process started: it waits for the worker to
+    /// re-attach and goes on from there.
+    Adopted(Adoption),
+}
+
 /// A job that was running when the server last stopped, taken over by this process.
 pub(super) struct Adoption {
     /// What the store kept of its worker, with the digest of its resume credential.
@@ -91,9 +100,13 @@ impl JobRun {
         provider: Arc<dyn Provider>,
         status: watch::Sender<Job>,
         cancel: CancellationToken,
-        queued: QueueTicket,
+        start: Start,
     ) -> Self {
         let timeline = StartTimeline::new(job.created_at);
+        let (queued, adoption) = match start {
+            Start::Queued(ticket) => (Some(ticket), None),
+            Start::Adopted(adoption) => (None, Some(adoption)),
+        };
         Self {
             inner,
             job,
@@ -101,36 +114,10 @@ impl JobRun {
             status,
             cancel,
             timeline,
-            queued: Some(queued),
+            queued,
             refused: None,
             worker_record: None,
-            adoption: None,
-            awaiting_adopted: false,
-        }
-    }
-
-    /// The run of a job whose worker an earlier server process started: it waits for the
-    /// worker to re-attach and goes on from there.
-    pub(super) fn adopted(
-        inner: Arc<Inner>,
-        job: Job,
-        provider: Arc<dyn Provider>,
-        status: watch::Sender<Job>,
-        cancel: CancellationToken,
-        adoption: Adoption,
-    ) -> Self {
-        let timeline = StartTimeline::new(job.created_at);
-        Self {
-            inner,
-            job,
-            provider,
-            status,
-            cancel,
-            timeline,
-            queued: None,
-            refused: None,
-            worker_record: None,
-            adoption: Some(adoption),
+            adoption,
             awaiting_adopted: false,
         }
     }

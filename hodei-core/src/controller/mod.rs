@@ -376,7 +376,7 @@ impl JobController {
             provider,
             status,
             cancel,
-            ticket,
+            job_run::Start::Queued(ticket),
         );
         self.inner.tasks.spawn(run.run().instrument(span));
         Ok(job)
