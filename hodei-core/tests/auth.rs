@@ -250,7 +250,15 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
         alice.list().owner("bob").await.unwrap().jobs.is_empty(),
         "asking for another's jobs without leave to read them lists nothing"
     );
-    let mine: Vec<_> = bob.list().mine().await.unwrap().jobs.iter().map(|j| j.id).collect();
+    let mine: Vec<_> = bob
+        .list()
+        .mine()
+        .await
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(mine, [bobs_second.id, bobs.id]);
     let unknown = JobId::new();
     let hidden = alice.get(bobs.id).await.unwrap_err();
@@ -285,7 +293,10 @@ async fn each_identity_sees_and_does_what_its_roles_allow() {
     assert_eq!(listed.len(), 3);
     let of_bob = reader.list().owner("bob").await.unwrap().jobs;
     assert_eq!(of_bob.len(), 2);
-    assert!(reader.list().mine().await.unwrap().jobs.is_empty(), "the reader submitted none");
+    assert!(
+        reader.list().mine().await.unwrap().jobs.is_empty(),
+        "the reader submitted none"
+    );
     assert!(listed.iter().all(|j| env_value(j) == REDACTED_ENV_VALUE));
     assert_eq!(code(reader.cancel(alices.id).await), Code::PermissionDenied);
     assert_eq!(

@@ -110,7 +110,11 @@ async fn a_job_list_too_large_for_one_answer_holds_the_newest_jobs_and_says_it_w
         .await
         .unwrap();
     let ids: Vec<_> = rest.jobs.iter().map(|job| job.id).collect();
-    assert_eq!(ids, [submitted[1], submitted[0]], "the next page starts after the cut");
+    assert_eq!(
+        ids,
+        [submitted[1], submitted[0]],
+        "the next page starts after the cut"
+    );
     assert_eq!(rest.next_page_token, None);
 
     let small = client.list().page_size(3).await.unwrap();

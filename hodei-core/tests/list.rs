@@ -29,7 +29,10 @@ async fn jobs_are_listed_by_state_and_label_a_page_at_a_time() {
     let mut finished_a = Vec::new();
     for team in ["a", "b", "a", "a"] {
         let job = client.submit(&labelled("exit 0", team)).await.unwrap();
-        assert_eq!(follow(client, &job, 0).await.final_state(), &JobState::Succeeded);
+        assert_eq!(
+            follow(client, &job, 0).await.final_state(),
+            &JobState::Succeeded
+        );
         if team == "a" {
             finished_a.push(job.id);
         }
@@ -39,7 +42,14 @@ async fn jobs_are_listed_by_state_and_label_a_page_at_a_time() {
         running.push(client.submit(&labelled("sleep 60", "a")).await.unwrap().id);
     }
     wait_until(Duration::from_secs(10), "both jobs run", || async {
-        client.list().state(JobPhase::Running).await.unwrap().jobs.len() == 2
+        client
+            .list()
+            .state(JobPhase::Running)
+            .await
+            .unwrap()
+            .jobs
+            .len()
+            == 2
     })
     .await
     .unwrap();
@@ -83,11 +93,7 @@ async fn jobs_are_listed_by_state_and_label_a_page_at_a_time() {
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 6);
     assert_eq!(&seen[..2], [running[1], running[0]]);
 
-    let none = client
-        .list()
-        .label_selector("team in (c,d)")
-        .await
-        .unwrap();
+    let none = client.list().label_selector("team in (c,d)").await.unwrap();
     assert!(none.jobs.is_empty());
     for id in running {
         client.cancel(id).await.unwrap();

@@ -98,11 +98,7 @@ impl ListRequest {
     /// Asks for the page.
     pub async fn send(self) -> Result<JobList, ClientError> {
         let Self { mut inner, request } = self;
-        let response = inner
-            .list_jobs(request)
-            .await
-            .map_err(status)?
-            .into_inner();
+        let response = inner.list_jobs(request).await.map_err(status)?.into_inner();
         Ok(JobList {
             jobs: response
                 .jobs

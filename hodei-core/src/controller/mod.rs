@@ -398,7 +398,11 @@ impl JobController {
     /// One page of the jobs `filter` selects, newest first (see [`JobStore::list`]), with
     /// active jobs in their current state. A job whose state moved on since it was stored
     /// and no longer matches is left out.
-    pub async fn list(&self, filter: &JobFilter, page: &PageRequest) -> Result<JobPage, StoreError> {
+    pub async fn list(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<JobPage, StoreError> {
         let mut page = self.current(self.inner.store.list(filter, page).await?);
         page.retain(|job| filter.matches(job));
         Ok(page)

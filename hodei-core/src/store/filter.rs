@@ -72,14 +72,22 @@ mod tests {
         let at = job.created_at;
         assert!(JobFilter::default().matches(&job));
         let selected = |filter: JobFilter| filter.matches(&job);
-        assert!(selected(JobFilter::builder().states([JobPhase::Running]).build()));
-        assert!(!selected(JobFilter::builder().states([JobPhase::Queued]).build()));
+        assert!(selected(
+            JobFilter::builder().states([JobPhase::Running]).build()
+        ));
+        assert!(!selected(
+            JobFilter::builder().states([JobPhase::Queued]).build()
+        ));
         assert!(selected(JobFilter::builder().owner("alice").build()));
         assert!(!selected(JobFilter::builder().owner("bob").build()));
         assert!(!selected(JobFilter::builder().owner("").build()));
         let team = |s| LabelSelector::parse(s).unwrap();
-        assert!(selected(JobFilter::builder().labels(team("team=a")).build()));
-        assert!(!selected(JobFilter::builder().labels(team("team!=a")).build()));
+        assert!(selected(
+            JobFilter::builder().labels(team("team=a")).build()
+        ));
+        assert!(!selected(
+            JobFilter::builder().labels(team("team!=a")).build()
+        ));
         assert!(selected(JobFilter::builder().created_after(at).build()));
         assert!(!selected(
             JobFilter::builder()

@@ -265,7 +265,11 @@ mod tests {
         );
         assert_eq!(page.next_after(2), page.next);
         assert_eq!(page.next_after(1), Some(PageToken::after_seq(9)));
-        assert_eq!(page.next_after(0), Some(PageToken::after_seq(9)), "never stalls");
+        assert_eq!(
+            page.next_after(0),
+            Some(PageToken::after_seq(9)),
+            "never stalls"
+        );
         let mut first_only = page.clone();
         let first = first_only.jobs[0].id;
         first_only.retain(|job| job.id == first);
@@ -292,7 +296,10 @@ mod tests {
         assert_eq!(page.next, Some(PageToken::after_seq(3)));
 
         let mut tiny = PageCollector::new(&filter, PageRequest::first(10).max_bytes(1));
-        assert!(tiny.offer(3, 10, job(true)).is_continue(), "the first job always fits");
+        assert!(
+            tiny.offer(3, 10, job(true)).is_continue(),
+            "the first job always fits"
+        );
     }
 
     #[test]

@@ -448,7 +448,10 @@ pub(super) fn unix_ms(at: Option<OffsetDateTime>) -> i64 {
 }
 
 /// A time from milliseconds since the Unix epoch; 0 is "not yet".
-pub(super) fn from_unix_ms(field: &'static str, ms: i64) -> Result<Option<OffsetDateTime>, ValidationError> {
+pub(super) fn from_unix_ms(
+    field: &'static str,
+    ms: i64,
+) -> Result<Option<OffsetDateTime>, ValidationError> {
     if ms == 0 {
         return Ok(None);
     }

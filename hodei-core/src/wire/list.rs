@@ -29,7 +29,10 @@ impl TryFrom<pb::JobPhase> for JobPhase {
     fn try_from(phase: pb::JobPhase) -> Result<Self, Self::Error> {
         Ok(match phase {
             pb::JobPhase::Unspecified => {
-                return Err(ValidationError::new("states", "JOB_PHASE_UNSPECIFIED is not a phase"));
+                return Err(ValidationError::new(
+                    "states",
+                    "JOB_PHASE_UNSPECIFIED is not a phase",
+                ));
             }
             pb::JobPhase::Queued => Self::Queued,
             pb::JobPhase::Provisioning => Self::Provisioning,
@@ -169,7 +172,10 @@ mod tests {
                 page_token: Some(token),
             }
         );
-        assert_eq!(list_time(OffsetDateTime::from_unix_timestamp(1).unwrap()), 1_000);
+        assert_eq!(
+            list_time(OffsetDateTime::from_unix_timestamp(1).unwrap()),
+            1_000
+        );
     }
 
     #[test]
@@ -183,7 +189,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(limit.page_size, 3, "the older field still sets the page size");
+        assert_eq!(
+            limit.page_size, 3,
+            "the older field still sets the page size"
+        );
     }
 
     fn refused(request: pb::ListJobsRequest) -> String {

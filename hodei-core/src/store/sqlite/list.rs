@@ -6,9 +6,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
-use crate::store::{
-    JobFilter, JobPage, LIST_SCAN_LIMIT, PageCollector, PageRequest, StoreError,
-};
+use crate::store::{JobFilter, JobPage, LIST_SCAN_LIMIT, PageCollector, PageRequest, StoreError};
 
 /// `time` in whole milliseconds since the Unix epoch, as the `created_ms` column holds it.
 pub(super) fn unix_ms(time: OffsetDateTime) -> i64 {
@@ -18,10 +16,7 @@ pub(super) fn unix_ms(time: OffsetDateTime) -> i64 {
 /// Whether a stored job is terminal follows from its phase: when every phase asked for
 /// is on one side, the `terminal` column narrows the rows read.
 fn terminal_of(filter: &JobFilter) -> Option<bool> {
-    let mut terminal = filter
-        .states
-        .iter()
-        .map(|phase| phase.is_terminal());
+    let mut terminal = filter.states.iter().map(|phase| phase.is_terminal());
     let first = terminal.next()?;
     terminal.all(|t| t == first).then_some(first)
 }
@@ -176,7 +171,9 @@ mod tests {
                 vec![3, 1],
             ),
             (
-                JobFilter::builder().labels(selector("team in (a,b),!tier")).build(),
+                JobFilter::builder()
+                    .labels(selector("team in (a,b),!tier"))
+                    .build(),
                 vec![1, 0],
             ),
             (
@@ -212,7 +209,11 @@ mod tests {
             ),
         ];
         for (filter, expected) in cases {
-            assert_eq!(listed(&store, &ids, filter.clone()).await, expected, "{filter:?}");
+            assert_eq!(
+                listed(&store, &ids, filter.clone()).await,
+                expected,
+                "{filter:?}"
+            );
         }
     }
 
@@ -253,7 +254,11 @@ mod tests {
                 }
             }
             assert_eq!(seen, labelled, "page size {size}");
-            assert_eq!(pages, labelled.len().div_ceil(size as usize), "page size {size}");
+            assert_eq!(
+                pages,
+                labelled.len().div_ceil(size as usize),
+                "page size {size}"
+            );
             let unique: BTreeSet<_> = seen.iter().collect();
             assert_eq!(unique.len(), seen.len());
         }
@@ -278,6 +283,10 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(unknown.jobs.len(), 4, "a token beyond the newest job starts at it");
+        assert_eq!(
+            unknown.jobs.len(),
+            4,
+            "a token beyond the newest job starts at it"
+        );
     }
 }
