@@ -86,6 +86,13 @@ mod tests {
         store::{JobStore, PageToken},
     };
 
+    /// Owner, state and labels of a stored job.
+    type StoredJob = (
+        &'static str,
+        JobState,
+        &'static [(&'static str, &'static str)],
+    );
+
     /// A store holding, oldest first: a queued job of alice labelled team=a, a running
     /// one of bob labelled team=b, a failed one of alice labelled team=a and tier=web,
     /// a succeeded one of bob without labels; created a minute apart from `T0`.
@@ -95,7 +102,7 @@ mod tests {
         let failed = JobState::Failed {
             reason: FailureReason::ServerRestarted,
         };
-        let rows: [(&str, JobState, &[(&str, &str)]); 4] = [
+        let rows: [StoredJob; 4] = [
             ("alice", JobState::Queued, &[("team", "a")]),
             ("bob", JobState::Running, &[("team", "b")]),
             ("alice", failed, &[("team", "a"), ("tier", "web")]),
