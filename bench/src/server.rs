@@ -148,7 +148,7 @@ impl ServerProcess {
 /// Whether a server at `url` answers a job API call.
 async fn answers(url: String) -> bool {
     match HodeiClient::connect(url).await {
-        Ok(client) => client.list(1).await.is_ok(),
+        Ok(client) => client.list().page_size(1).await.is_ok(),
         Err(_) => false,
     }
 }

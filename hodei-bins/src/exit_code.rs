@@ -1,4 +1,4 @@
-//! Exit codes of `hodei run`, documented in docs/CLI.md.
+//! Exit codes of `hodei run` and `hodei wait`, documented in docs/CLI.md.
 //!
 //! A job that ran exits with its own code, or 128+N when killed by signal N. The codes
 //! below mark outcomes where the job's own code is not the answer.
@@ -7,6 +7,8 @@ use hodei_core::{FailureReason, JobState, ProcessExit};
 
 /// The command line was wrong (unknown flag, bad value).
 pub const USAGE: u8 = 2;
+/// `hodei wait --timeout` passed before the job ended.
+pub const WAIT_TIMED_OUT: u8 = 122;
 /// The job was cancelled.
 pub const CANCELLED: u8 = 123;
 /// The job ran past its timeout.

@@ -89,7 +89,8 @@ fn a_new_token_in_the_tokens_file_runs_jobs_and_no_token_gets_a_hint() {
         text(&out.stderr)
     );
     let listed = hodei(&url, Some(&token), &["list", "-o", "json"]);
-    let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let jobs = &listed["jobs"];
     let id = jobs[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(jobs[0]["owner"], "ci");
     let shown = hodei(&url, Some(&token), &["get", &id]);

@@ -104,7 +104,8 @@ fn a_job_that_fills_the_data_directory_ends_clearly_and_nothing_earlier_is_lost(
     let earlier = first.hodei(&["run", "--", "echo", "written before the disk filled"]);
     assert_eq!(earlier.status.code(), Some(0), "{}", text(&earlier.stderr));
     let listed = first.hodei(&["list", "-o", "json"]);
-    let earlier_id = serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap()[0]["id"]
+    let earlier_id = serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap()["jobs"]
+        [0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -145,7 +146,7 @@ fn a_job_that_fills_the_data_directory_ends_clearly_and_nothing_earlier_is_lost(
     // No job stays running.
     let all: serde_json::Value =
         serde_json::from_slice(&first.hodei(&["list", "-o", "json"]).stdout).unwrap();
-    for job in all.as_array().unwrap() {
+    for job in all["jobs"].as_array().unwrap() {
         let phase = job["state"]["phase"].as_str().unwrap();
         assert!(
             !matches!(phase, "queued" | "provisioning" | "running"),

@@ -343,8 +343,8 @@ fn wait_until_pods_gone(id: &str) {
 fn only_job_id(server: &Server) -> String {
     let out = server.hodei(&["list", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let jobs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    jobs[0]["id"].as_str().unwrap().to_owned()
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed["jobs"][0]["id"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -1035,7 +1035,8 @@ subjects: [{{kind: ServiceAccount, name: {ACCOUNT}, namespace: {NAMESPACE}}}]
     let ran = hodei_with_token(&url, &token, &["run", "--", "echo", "hello"]);
     assert_eq!(text(&ran.stdout), "hello\n", "{}", text(&ran.stderr));
     let listed = hodei_with_token(&url, &token, &["list", "-o", "json"]);
-    let jobs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let jobs = &listed["jobs"];
     assert_eq!(
         jobs[0]["owner"],
         format!("system:serviceaccount:{NAMESPACE}:{ACCOUNT}")
@@ -1133,7 +1134,8 @@ fn a_worker_pod_verifies_the_servers_certificate_with_the_ca_from_its_config_map
     assert_eq!(text(&out.stdout), "over tls\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
     let listed = hodei(&["list", "-o", "json"]);
-    let jobs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let jobs = &listed["jobs"];
     let id = jobs[0]["id"].as_str().unwrap().to_owned();
     wait_until_pods_gone(&id);
 

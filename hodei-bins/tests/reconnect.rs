@@ -82,7 +82,7 @@ fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server
     wait_until(Duration::from_secs(30), "both jobs have printed", || {
         let listed: serde_json::Value =
             serde_json::from_slice(&server.hodei(&["list", "-o", "json"]).stdout).unwrap();
-        let jobs = listed.as_array().unwrap();
+        let jobs = listed["jobs"].as_array().unwrap();
         (jobs.len() == 2
             && jobs.iter().all(|job| {
                 let id = job["id"].as_str().unwrap();
@@ -108,7 +108,7 @@ fn run_and_logs_follow_print_each_byte_once_across_a_killed_and_restarted_server
     let (code, ran, stderr) = finish(runner);
     let listed: serde_json::Value =
         serde_json::from_slice(&server.hodei(&["list", "-o", "json"]).stdout).unwrap();
-    let run_job = listed
+    let run_job = listed["jobs"]
         .as_array()
         .unwrap()
         .iter()

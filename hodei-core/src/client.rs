@@ -14,6 +14,10 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
+mod list;
+
+pub use list::{JobList, ListRequest};
+
 use crate::{
     controller::CancelOutcome,
     job::{Job, JobId, JobSpec, JobState, ValidationError},
@@ -262,24 +266,22 @@ impl HodeiClient {
         Ok(job.into_inner().try_into()?)
     }
 
-    /// Up to `limit` jobs, newest first (0 means the server default); fewer when they
-    /// do not fit in one answer, and [`JobList::truncated`] then says so.
-    pub async fn list(&self, limit: u32) -> Result<JobList, ClientError> {
-        let response = self
-            .inner
-            .clone()
-            .list_jobs(pb::ListJobsRequest { limit })
-            .await
-            .map_err(status)?
-            .into_inner();
-        Ok(JobList {
-            jobs: response
-                .jobs
-                .into_iter()
-                .map(Job::try_from)
-                .collect::<Result<_, _>>()?,
-            truncated: response.truncated,
-        })
+    /// Lists jobs, newest first, one page per call: every job the caller may read, or
+    /// those the request's conditions select.
+    ///
+    /// ```no_run
+    /// # async fn run(client: hodei_core::HodeiClient) -> Result<(), hodei_core::ClientError> {
+    /// use hodei_core::job::JobPhase;
+    ///
+    /// let mut page = client.list().state(JobPhase::Running).label_selector("team=a").page_size(50).send().await?;
+    /// while let Some(token) = page.next_page_token.take() {
+    ///     page = client.list().state(JobPhase::Running).label_selector("team=a").page_size(50).page_token(token).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list(&self) -> ListRequest {
+        ListRequest::new(self.inner.clone())
     }
 
     /// Asks a job to stop; `requested` is false when it had already ended.
@@ -325,16 +327,6 @@ impl HodeiClient {
             live: false,
         }
     }
-}
-
-/// Jobs listed by [`HodeiClient::list`], newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobList {
-    /// The jobs.
-    pub jobs: Vec<Job>,
-    /// More jobs matched than fit in one answer of the server: `jobs` holds the newest
-    /// that fit.
-    pub truncated: bool,
 }
 
 /// A follow of one job, made by [`HodeiClient::follow`]; `.await` it (or [`send`](Self::send))

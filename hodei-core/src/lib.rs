@@ -22,11 +22,13 @@ pub mod store;
 pub(crate) mod wire;
 pub mod worker;
 
-pub use client::{ClientError, FollowRequest, HodeiClient, JobEvent, JobEvents, JobList};
+pub use client::{
+    ClientError, FollowRequest, HodeiClient, JobEvent, JobEvents, JobList, ListRequest,
+};
 pub use controller::{CancelOutcome, JobController};
 pub use job::{
-    Cpu, FailureReason, Job, JobId, JobSpec, JobState, Memory, ProcessExit, ValidationError,
-    WorkerId,
+    Cpu, FailureReason, Job, JobId, JobPhase, JobSpec, JobState, Memory, ProcessExit,
+    ValidationError, WorkerId,
 };
 pub use logs::{OutputChunk, OutputStream};
 pub use provider::{LocalProvider, Provider, ProviderRegistry};

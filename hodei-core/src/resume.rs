@@ -40,6 +40,7 @@ pub struct ResumingEvents {
     lost_at: Option<Instant>,
     attempt: u32,
     ended: bool,
+    include_output: bool,
 }
 
 impl HodeiClient {
@@ -58,6 +59,7 @@ impl HodeiClient {
             lost_at: None,
             attempt: 0,
             ended: false,
+            include_output: true,
         }
     }
 }
@@ -82,6 +84,13 @@ fn is_dropped_follower(status: &tonic::Status) -> bool {
 }
 
 impl ResumingEvents {
+    /// Only state changes, no output: for waiting on a job's end.
+    #[must_use]
+    pub fn states_only(mut self) -> Self {
+        self.include_output = false;
+        self
+    }
+
     /// The next event; `None` after the job's terminal state. An error ends the follow:
     /// a refusal, or a server still lost when the window has passed.
     pub async fn next(&mut self) -> Option<Result<FollowEvent, ClientError>> {
@@ -124,13 +133,11 @@ impl ResumingEvents {
             tokio::time::sleep(crate::backoff::reconnect_delay(self.attempt)).await;
             self.attempt = self.attempt.saturating_add(1);
         }
-        let opened = self
-            .client
-            .follow(self.id)
-            .from_seq(self.next_seq)
-            .live()
-            .send()
-            .await;
+        let mut request = self.client.follow(self.id).from_seq(self.next_seq).live();
+        if !self.include_output {
+            request = request.states_only();
+        }
+        let opened = request.send().await;
         match opened {
             Ok(stream) => {
                 self.stream = Some(stream);

@@ -42,7 +42,7 @@ async fn a_second_server_on_a_data_directory_fails_naming_the_first_until_it_has
     );
     // The refused server changed nothing: the first one still serves.
     let client = HodeiClient::connect(url).await.unwrap();
-    client.list(10).await.unwrap();
+    client.list().page_size(10).await.unwrap();
 
     let _ = stop.send(());
     task.await.unwrap();

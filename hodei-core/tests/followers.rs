@@ -100,12 +100,24 @@ async fn a_job_list_too_large_for_one_answer_holds_the_newest_jobs_and_says_it_w
         submitted.push(client.submit(&spec).await.unwrap().id);
     }
 
-    let listed = client.list(0).await.unwrap();
+    let listed = client.list().await.unwrap();
     assert!(listed.truncated);
     let ids: Vec<_> = listed.jobs.iter().map(|job| job.id).collect();
     assert_eq!(ids, [submitted[4], submitted[3], submitted[2]]);
+    let rest = client
+        .list()
+        .page_token(listed.next_page_token.expect("the list goes on"))
+        .await
+        .unwrap();
+    let ids: Vec<_> = rest.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(
+        ids,
+        [submitted[1], submitted[0]],
+        "the next page starts after the cut"
+    );
+    assert_eq!(rest.next_page_token, None);
 
-    let small = client.list(3).await.unwrap();
+    let small = client.list().page_size(3).await.unwrap();
     assert!(!small.truncated);
     assert_eq!(small.jobs.len(), 3);
 }

@@ -55,7 +55,16 @@ async fn a_huge_working_dir_of_control_characters_is_refused_and_nothing_is_stor
         "{message}"
     );
     assert!(message.len() < 1000, "{} bytes", message.len());
-    assert!(server.client.list(100).await.unwrap().jobs.is_empty());
+    assert!(
+        server
+            .client
+            .list()
+            .page_size(100)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
     assert!(provider.launches().is_empty());
     assert_still_serving(&server).await;
     server.stop().await;
@@ -107,7 +116,16 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
         .unwrap_err();
     assert_eq!(attached.code(), Code::OutOfRange, "{attached:?}");
 
-    assert!(server.client.list(100).await.unwrap().jobs.is_empty());
+    assert!(
+        server
+            .client
+            .list()
+            .page_size(100)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
     assert!(provider.launches().is_empty());
     assert_still_serving(&server).await;
     server.stop().await;

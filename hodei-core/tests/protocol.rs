@@ -98,7 +98,7 @@ async fn bad_input_to_every_job_rpc_is_refused_naming_the_field() {
     );
 
     let jobs = raw
-        .list_jobs(pb::ListJobsRequest { limit: 0 })
+        .list_jobs(pb::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -138,7 +138,10 @@ async fn bad_input_to_every_job_rpc_is_refused_naming_the_field() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     let status = raw
-        .list_jobs(pb::ListJobsRequest { limit: 1_000_000 })
+        .list_jobs(pb::ListJobsRequest {
+            limit: 1_000_000,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_names(&status, Code::InvalidArgument, "limit");

@@ -182,7 +182,7 @@ async fn below_the_disk_floor_new_work_is_refused_output_fails_and_reads_keep_wo
         server.client.get(done.id).await.unwrap().state,
         JobState::Succeeded
     );
-    assert!(server.client.list(10).await.unwrap().jobs.len() >= 2);
+    assert!(server.client.list().page_size(10).await.unwrap().jobs.len() >= 2);
     let old = follow(&server.client, &done, 0).await;
     assert_eq!(old.stdout, b"before\n");
     // Space comes back: work is accepted again.

@@ -83,14 +83,14 @@ async fn each_listener_serves_only_its_own_api() {
     let wrong_port = hodei_core::HodeiClient::connect(server.worker_url.clone())
         .await
         .unwrap()
-        .list(0)
+        .list()
         .await
         .unwrap_err()
         .to_string();
     assert!(wrong_port.contains("worker API's port"), "{wrong_port}");
     // Health answers on both; the job API is served on its own port.
     assert_eq!(health(&server.worker_url, "").await, ServingStatus::Serving);
-    server.client.list(0).await.unwrap();
+    server.client.list().await.unwrap();
     server.stop().await;
 }
 

@@ -18,7 +18,7 @@ use common::{Behaviour, TaskProvider, TestServer, health, sh, wait_for_health};
 use hodei_core::{
     HodeiServer, Job, JobId, JobState, WorkerId,
     controller::ControllerConfig,
-    store::{JobPage, JobStore, SqliteStore, StoreError, WorkerRecord},
+    store::{JobFilter, JobPage, JobStore, PageRequest, SqliteStore, StoreError, WorkerRecord},
 };
 use hodei_test_fixtures::wait_until;
 use time::OffsetDateTime;
@@ -47,16 +47,8 @@ impl JobStore for FlakyStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get(id).await
     }
-    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
-        self.inner.list(limit, max_bytes).await
-    }
-    async fn list_owned_by(
-        &self,
-        owner: &str,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<JobPage, StoreError> {
-        self.inner.list_owned_by(owner, limit, max_bytes).await
+    async fn list(&self, filter: &JobFilter, page: &PageRequest) -> Result<JobPage, StoreError> {
+        self.inner.list(filter, page).await
     }
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         self.inner.unfinished().await

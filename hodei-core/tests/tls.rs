@@ -182,7 +182,7 @@ async fn a_plaintext_client_against_the_tls_port_is_told_to_use_tls() {
     let server = TlsServer::start(dir.path(), ca.issue_server(dir.path())).await;
     let url = format!("http://127.0.0.1:{}", server.port);
     let outcome = match HodeiClient::connect(url).await {
-        Ok(client) => client.list(0).await.map(drop),
+        Ok(client) => client.list().await.map(drop),
         Err(error) => Err(error),
     };
     let error = outcome.unwrap_err().to_string();
@@ -196,12 +196,12 @@ async fn a_certificate_rotated_on_disk_is_served_to_the_next_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (old_ca, new_ca) = (TestCa::new("old ca"), TestCa::new("new ca"));
     let server = TlsServer::start(dir.path(), old_ca.issue_server(dir.path())).await;
-    server.client(&old_ca).await.unwrap().list(0).await.unwrap();
+    server.client(&old_ca).await.unwrap().list().await.unwrap();
 
     new_ca.issue_server(dir.path());
     // The files are checked at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    server.client(&new_ca).await.unwrap().list(0).await.unwrap();
+    server.client(&new_ca).await.unwrap().list().await.unwrap();
     assert!(server.client(&old_ca).await.is_err());
     server.stop().await;
 }
@@ -221,14 +221,14 @@ async fn a_client_certificate_must_come_from_the_client_ca() {
     connect(clients.issue_client("alice"))
         .await
         .unwrap()
-        .list(0)
+        .list()
         .await
         .unwrap();
     // Without a certificate the TLS level still lets a caller in.
-    server.client(&ca).await.unwrap().list(0).await.unwrap();
+    server.client(&ca).await.unwrap().list().await.unwrap();
     let stranger = TestCa::new("stranger ca").issue_client("mallory");
     let refused = match connect(stranger).await {
-        Ok(client) => client.list(0).await.map(drop),
+        Ok(client) => client.list().await.map(drop),
         Err(error) => Err(error),
     };
     assert!(
@@ -281,6 +281,6 @@ async fn a_verified_client_certificate_is_the_caller_and_its_o_values_its_roles(
 
     // Without a certificate (and without a token) nobody is let in.
     let anonymous = server.client(&ca).await.unwrap();
-    assert!(anonymous.list(0).await.unwrap_err().is_unauthenticated());
+    assert!(anonymous.list().await.unwrap_err().is_unauthenticated());
     server.stop().await;
 }

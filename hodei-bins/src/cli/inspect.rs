@@ -1,8 +1,8 @@
-//! `hodei logs`, `get`, `list` and `cancel`.
+//! `hodei logs`, `get` and `cancel`.
 
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId, JobList};
+use hodei_core::{CancelOutcome, HodeiClient, JobEvent, JobId};
 
 use super::{CliError, reconnect, render};
 use crate::exit_code;
@@ -35,16 +35,6 @@ pub(super) struct GetArgs {
 }
 
 #[derive(Debug, Args)]
-pub(super) struct ListArgs {
-    /// Most jobs to show.
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value = "text")]
-    output: Format,
-}
-
-#[derive(Debug, Args)]
 pub(super) struct CancelArgs {
     #[command(flatten)]
     job: JobArg,
@@ -52,14 +42,14 @@ pub(super) struct CancelArgs {
 
 /// The `JOB` argument, parsed by [`JobArg::id`] so a bad id is a one-line usage error.
 #[derive(Debug, Args)]
-struct JobArg {
+pub(super) struct JobArg {
     /// The job id.
     #[arg(value_name = "JOB")]
     job: String,
 }
 
 impl JobArg {
-    fn id(&self) -> Result<JobId, CliError> {
+    pub(super) fn id(&self) -> Result<JobId, CliError> {
         self.job.parse().map_err(|e: hodei_core::ValidationError| {
             CliError::new(exit_code::USAGE, format!("invalid JOB: {}", e.message()))
         })
@@ -97,29 +87,6 @@ pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliEr
     match args.output {
         Format::Text => println!("{}", render::job_text(&job)),
         Format::Json => println!("{}", render::json(&job)?),
-    }
-    Ok(0)
-}
-
-pub(super) async fn list(client: &HodeiClient, args: ListArgs) -> Result<u8, CliError> {
-    let JobList { jobs, truncated } = client.list(args.limit).await?;
-    if truncated {
-        eprintln!(
-            "note: showing the newest {} jobs that fit in one answer",
-            jobs.len()
-        );
-    }
-    match args.output {
-        Format::Json => println!("{}", render::json(&jobs)?),
-        Format::Text => {
-            println!(
-                "{:<36}  {:<12}  {:<10}  {:<20}  COMMAND",
-                "ID", "STATE", "PROVIDER", "CREATED"
-            );
-            for job in &jobs {
-                println!("{}", render::job_row(job));
-            }
-        }
     }
     Ok(0)
 }

@@ -2,10 +2,12 @@
 
 mod embedded;
 mod inspect;
+mod list;
 mod reconnect;
 mod render;
 mod run;
 mod token;
+mod wait;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -59,7 +61,7 @@ pub struct Cli {
     /// File holding the bearer token (used when no --token / HODEI_TOKEN is given).
     #[arg(long, global = true, env = "HODEI_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// How long `run` and `logs -f` keep reconnecting to a server they lost, e.g. 30s.
+    /// How long `run`, `logs -f` and `wait` keep reconnecting to a server they lost, e.g. 30s.
     #[arg(long, global = true, env = "HODEI_RECONNECT_WINDOW",
         value_parser = crate::settings::parse_duration,
         default_value_t = hodei_core::DEFAULT_RECONNECT_WINDOW.into())]
@@ -76,8 +78,10 @@ enum Command {
     Logs(inspect::LogsArgs),
     /// Show one job.
     Get(inspect::GetArgs),
-    /// List jobs, newest first.
-    List(inspect::ListArgs),
+    /// List jobs, newest first, one page at a time.
+    List(list::ListArgs),
+    /// Wait until a job ends; exits with its exit code, as `run` does.
+    Wait(wait::WaitArgs),
     /// Cancel a job.
     Cancel(inspect::CancelArgs),
     /// Make bearer tokens for the server's tokens file.
@@ -207,7 +211,8 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Logs(args) => inspect::logs(&client, args, cli.reconnect_window.into()).await,
         Command::Get(args) => inspect::get(&client, args).await,
-        Command::List(args) => inspect::list(&client, args).await,
+        Command::List(args) => list::list(&client, args).await,
+        Command::Wait(args) => wait::wait(&client, args, cli.reconnect_window.into()).await,
         Command::Cancel(args) => inspect::cancel(&client, args).await,
         // Answered above, before connecting.
         Command::Token(command) => Ok(token::run(command)),

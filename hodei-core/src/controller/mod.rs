@@ -51,7 +51,7 @@ use crate::{
     job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
     provider::{ProviderRegistry, SelectionError},
-    store::{JobPage, JobStore, StoreError},
+    store::{JobFilter, JobPage, JobStore, PageRequest, StoreError},
 };
 
 /// How often workers send heartbeats, by default.
@@ -395,26 +395,17 @@ impl JobController {
         self.inner.store.get(id).await
     }
 
-    /// Up to `limit` jobs, newest first, within `max_bytes` of stored records, with
-    /// active jobs in their current state.
-    pub async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
-        let page = self.inner.store.list(limit, max_bytes).await?;
-        Ok(self.current(page))
-    }
-
-    /// Up to `limit` jobs owned by `owner`, newest first, as [`list`](Self::list).
-    pub async fn list_owned_by(
+    /// One page of the jobs `filter` selects, newest first (see [`JobStore::list`]), with
+    /// active jobs in their current state. A job whose state moved on since it was stored
+    /// and no longer matches is left out.
+    pub async fn list(
         &self,
-        owner: &str,
-        limit: u32,
-        max_bytes: usize,
+        filter: &JobFilter,
+        page: &PageRequest,
     ) -> Result<JobPage, StoreError> {
-        let page = self
-            .inner
-            .store
-            .list_owned_by(owner, limit, max_bytes)
-            .await?;
-        Ok(self.current(page))
+        let mut page = self.current(self.inner.store.list(filter, page).await?);
+        page.retain(|job| filter.matches(job));
+        Ok(page)
     }
 
     /// `page` with the active jobs in their current state.

@@ -28,7 +28,7 @@ use crate::{
         KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth,
         ProviderRegistry, ProvisionedWorker, WorkerEvent, WorkerLaunch,
     },
-    store::{JobPage, JobStore, StoreError, WorkerRecord},
+    store::{JobFilter, JobPage, JobStore, PageCollector, PageRequest, StoreError, WorkerRecord},
 };
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,29 +95,22 @@ impl JobStore for MemoryStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs.lock().unwrap().get(&id).cloned())
     }
-    async fn list(&self, limit: u32, _max_bytes: usize) -> Result<JobPage, StoreError> {
+    async fn list(&self, filter: &JobFilter, page: &PageRequest) -> Result<JobPage, StoreError> {
         let jobs = self.jobs.lock().unwrap();
-        Ok(JobPage {
-            jobs: jobs.values().take(limit as usize).cloned().collect(),
-            truncated: false,
-        })
-    }
-    async fn list_owned_by(
-        &self,
-        owner: &str,
-        limit: u32,
-        _max_bytes: usize,
-    ) -> Result<JobPage, StoreError> {
-        let jobs = self.jobs.lock().unwrap();
-        Ok(JobPage {
-            jobs: jobs
-                .values()
-                .filter(|j| j.owner == owner)
-                .take(limit as usize)
-                .cloned()
-                .collect(),
-            truncated: false,
-        })
+        let inserted = self.inserted.lock().unwrap();
+        let mut collector = PageCollector::new(filter, *page);
+        // A job's creation sequence is its place in insertion order, counted from 1.
+        for (index, id) in inserted.iter().enumerate().rev() {
+            let seq = index as u64 + 1;
+            if page.after.is_some_and(|after| seq >= after.seq()) {
+                continue;
+            }
+            let Some(job) = jobs.get(id) else { continue };
+            if collector.offer(seq, 0, job.clone()).is_break() {
+                break;
+            }
+        }
+        Ok(collector.finish())
     }
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
@@ -1039,8 +1032,25 @@ async fn a_final_state_the_store_keeps_refusing_stays_in_memory_until_stored() {
     );
     let seen = harness.controller.get(job.id).await.unwrap().unwrap();
     assert_eq!(seen.state, JobState::Succeeded);
-    let listed = harness.controller.list(10, usize::MAX).await.unwrap().jobs;
+    let listed = harness
+        .controller
+        .list(&JobFilter::default(), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(listed[0].state, JobState::Succeeded);
+    let running = JobFilter::builder()
+        .states([crate::job::JobPhase::Running])
+        .build();
+    let listed = harness
+        .controller
+        .list(&running, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert!(
+        listed.jobs.is_empty(),
+        "a job stored as running but now succeeded is not listed as running"
+    );
     let cancel = harness.controller.cancel(job.id).await.unwrap().unwrap();
     assert!(!cancel.requested);
     assert_eq!(cancel.job.state, JobState::Succeeded);

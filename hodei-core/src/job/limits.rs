@@ -4,6 +4,8 @@
 //! exec-related ones follow Linux (`PATH_MAX`, `MAX_ARG_STRLEN`, the default 2 MiB
 //! `ARG_MAX`), the label ones follow Kubernetes. Lengths are in bytes of UTF-8.
 
+/// Longest label selector of a list request.
+pub const MAX_LABEL_SELECTOR_BYTES: usize = 4 * 1024;
 /// Longest job name.
 pub const MAX_NAME_BYTES: usize = 253;
 /// Longest command: Linux's `PATH_MAX` (4 KiB) less the terminating NUL.

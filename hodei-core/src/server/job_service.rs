@@ -21,10 +21,9 @@ use crate::{
     job::{Job, JobId, JobSpec, ValidationError},
     observe,
     provider::SelectionError,
+    store::{JobFilter, PageRequest},
+    wire::ListQuery,
 };
-
-const DEFAULT_LIST_LIMIT: u32 = 100;
-const MAX_LIST_LIMIT: u32 = 1000;
 
 /// `tracing` target of the audit lines: one per submit, cancel and refused call, with the
 /// fields `identity`, `method`, `job.id` (when the call names a job) and `outcome`.
@@ -176,6 +175,18 @@ impl JobApi {
     }
 }
 
+/// Narrows `filter` to the jobs of `owner`; false when it asked for another owner's, so
+/// nothing can match.
+fn only_owned_by(filter: &mut JobFilter, owner: &str) -> bool {
+    match &filter.owner {
+        Some(asked) if asked != owner => false,
+        _ => {
+            filter.owner = Some(owner.to_owned());
+            true
+        }
+    }
+}
+
 /// Whether `who` submitted `job`.
 fn owns(who: &Identity, job: &Job) -> bool {
     !job.owner.is_empty() && job.owner == who.name()
@@ -312,38 +323,40 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         const METHOD: &str = "ListJobs";
         let who = self.caller(METHOD, &request).await?;
-        let limit = match request.into_inner().limit {
-            0 => DEFAULT_LIST_LIMIT,
-            n if n > MAX_LIST_LIMIT => {
-                return Err(Status::invalid_argument(format!(
-                    "invalid limit: {n} exceeds the maximum of {MAX_LIST_LIMIT}"
-                )));
-            }
-            n => n,
-        };
-        // Stored records are read only up to the size of one answer.
-        let budget = self.max_message_bytes;
-        let page = if may(&who, Action::List).await? {
-            self.controller.list(limit, budget).await
-        } else if may(&who, Action::Submit).await? {
-            self.controller
-                .list_owned_by(who.name(), limit, budget)
-                .await
-        } else {
+        let query = ListQuery::try_from(request.into_inner()).map_err(|e| invalid(&e))?;
+        let read_all = may(&who, Action::List).await?;
+        if !read_all && !may(&who, Action::Submit).await? {
             return Err(Self::denied(&who, METHOD, None, "list jobs"));
         }
-        .map_err(internal)?;
+        let mut filter = query.filter;
+        // A caller who may read only its own jobs lists only those, whatever it asked.
+        if (query.owned_by_caller || !read_all) && !only_owned_by(&mut filter, who.name()) {
+            return Ok(Response::new(pb::ListJobsResponse::default()));
+        }
+        // Stored records are read only up to the size of one answer.
+        let page = PageRequest::first(query.page_size)
+            .after(query.page_token)
+            .max_bytes(self.max_message_bytes);
+        let page = self
+            .controller
+            .list(&filter, &page)
+            .await
+            .map_err(internal)?;
         let mut view = EnvView::new(&who);
         let mut shown = Vec::with_capacity(page.jobs.len());
         for job in &page.jobs {
             shown.push(view.show(job).await?);
         }
         let mut answer = list_budget::fit(shown, self.max_message_bytes);
+        answer.next_page_token = page
+            .next_after(answer.jobs.len())
+            .map(|token| token.to_string())
+            .unwrap_or_default();
         answer.truncated |= page.truncated;
         if answer.truncated {
             debug!(
                 shown = answer.jobs.len(),
-                asked = limit,
+                asked = query.page_size,
                 "a job list was cut to fit one answer"
             );
         }

@@ -25,7 +25,11 @@ pub(super) fn fit(mut jobs: Vec<pb::Job>, max_message_bytes: usize) -> pb::ListJ
         .unwrap_or(jobs.len());
     let truncated = fitting < jobs.len();
     jobs.truncate(fitting);
-    pb::ListJobsResponse { jobs, truncated }
+    pb::ListJobsResponse {
+        jobs,
+        truncated,
+        next_page_token: String::new(),
+    }
 }
 
 #[cfg(test)]

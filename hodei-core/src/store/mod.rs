@@ -1,9 +1,16 @@
 //! Where jobs and their states are kept, so they outlive the job and the server.
 
+mod filter;
+mod page;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use filter::JobFilter;
+pub use page::{
+    DEFAULT_PAGE_SIZE, JobPage, LIST_SCAN_LIMIT, MAX_PAGE_SIZE, PageCollector, PageRequest,
+    PageToken,
+};
 pub use sqlite::SqliteStore;
 
 use time::OffsetDateTime;
@@ -31,15 +38,6 @@ pub enum StoreError {
     /// Creating the data directory failed.
     #[error("creating the data directory failed")]
     Io(#[from] std::io::Error),
-}
-
-/// Jobs of a list, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobPage {
-    /// The jobs.
-    pub jobs: Vec<Job>,
-    /// More jobs were asked for, but they would have passed the byte budget.
-    pub truncated: bool,
 }
 
 /// What the server keeps about one of its workers so that a restarted server can find it
@@ -86,16 +84,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn update(&self, job: &Job) -> Result<(), StoreError>;
     /// One job, if known.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
-    /// Up to `limit` jobs, newest first, holding no more than `max_bytes` of stored
-    /// records (the first job always fits).
-    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError>;
-    /// Up to `limit` jobs whose owner is `owner`, newest first, as [`list`](Self::list).
-    async fn list_owned_by(
-        &self,
-        owner: &str,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<JobPage, StoreError>;
+    /// One page of the jobs `filter` selects, newest first: up to `page.size` jobs older
+    /// than `page.after`, holding no more than `page.max_bytes` of stored records (the
+    /// first job always fits), reading at most [`LIST_SCAN_LIMIT`] stored jobs.
+    async fn list(&self, filter: &JobFilter, page: &PageRequest) -> Result<JobPage, StoreError>;
     /// Jobs that were not terminal when last written.
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError>;
     /// Up to `limit` finished (terminal) jobs that finished before `cutoff`, oldest first.

@@ -12,11 +12,13 @@ use sqlx::{
 
 use time::OffsetDateTime;
 
-use super::{JobPage, JobStore, StoreError, WorkerRecord};
+use super::{JobFilter, JobPage, JobStore, PageRequest, StoreError, WorkerRecord};
 use crate::{
     job::{Job, JobId, WorkerId},
     private_fs,
 };
+
+mod list;
 
 /// The database file under the data directory.
 const DB_FILE: &str = "jobs.db";
@@ -51,6 +53,10 @@ const MIGRATIONS: &[&str] = &[
      );",
     // A cancel asked of a running job is kept with its worker, for a server taking over.
     "ALTER TABLE workers ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;",
+    // Jobs record when they were created, in Unix milliseconds, so lists can select by it.
+    "ALTER TABLE jobs ADD COLUMN created_ms INTEGER;
+     UPDATE jobs SET created_ms = CAST(ROUND(
+         (julianday(json_extract(record, '$.created_at')) - 2440587.5) * 86400000.0) AS INTEGER);",
 ];
 
 /// Applies the migrations `pool`'s database has not had yet, each in its own transaction.
@@ -152,32 +158,6 @@ impl SqliteStore {
             .bind(job.finished_at.map(OffsetDateTime::unix_timestamp))
     }
 
-    /// Reads the rows of `query` (columns `id` and `record`) one at a time, stopping
-    /// before the records read pass `max_bytes` (the first row is always read): a list
-    /// never holds more than its budget in memory.
-    async fn page<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-        max_bytes: usize,
-    ) -> Result<JobPage, StoreError> {
-        use futures::TryStreamExt;
-
-        let mut rows = query.fetch(&self.pool);
-        let mut page = JobPage::default();
-        let mut bytes = 0usize;
-        while let Some(row) = rows.try_next().await? {
-            let record = row.get::<&str, _>("record");
-            bytes = bytes.saturating_add(record.len());
-            if bytes > max_bytes && !page.jobs.is_empty() {
-                page.truncated = true;
-                break;
-            }
-            page.jobs
-                .push(Self::decode(row.get::<&str, _>("id"), record)?);
-        }
-        Ok(page)
-    }
-
     /// A stored worker record, or `None` when a field does not read back.
     fn worker_record(row: &sqlx::sqlite::SqliteRow) -> Option<WorkerRecord> {
         let digest: Option<Vec<u8>> = row.try_get("resume_digest").ok()?;
@@ -206,14 +186,15 @@ impl JobStore for SqliteStore {
     async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(StoreError::Encode)?;
         sqlx::query(
-            "INSERT INTO jobs (id, created_seq, terminal, record, owner, finished_at)
-             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5)",
+            "INSERT INTO jobs (id, created_seq, terminal, record, owner, finished_at, created_ms)
+             VALUES (?1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(job.id.to_string())
         .bind(job.state.is_terminal())
         .bind(record)
         .bind(&job.owner)
         .bind(job.finished_at.map(OffsetDateTime::unix_timestamp))
+        .bind(list::unix_ms(job.created_at))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -238,24 +219,8 @@ impl JobStore for SqliteStore {
             .transpose()
     }
 
-    async fn list(&self, limit: u32, max_bytes: usize) -> Result<JobPage, StoreError> {
-        let query = sqlx::query("SELECT id, record FROM jobs ORDER BY created_seq DESC LIMIT ?1")
-            .bind(i64::from(limit));
-        self.page(query, max_bytes).await
-    }
-
-    async fn list_owned_by(
-        &self,
-        owner: &str,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<JobPage, StoreError> {
-        let query = sqlx::query(
-            "SELECT id, record FROM jobs WHERE owner = ?1 ORDER BY created_seq DESC LIMIT ?2",
-        )
-        .bind(owner)
-        .bind(i64::from(limit));
-        self.page(query, max_bytes).await
+    async fn list(&self, filter: &JobFilter, page: &PageRequest) -> Result<JobPage, StoreError> {
+        self.list_page(filter, page).await
     }
 
     async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
@@ -390,7 +355,7 @@ mod tests {
         let store = SqliteStore::open(dir.path()).await.unwrap();
         assert_eq!(store.get(first.id).await.unwrap(), Some(first.clone()));
         let listed: Vec<_> = store
-            .list(10, usize::MAX)
+            .list(&JobFilter::default(), &PageRequest::first(10))
             .await
             .unwrap()
             .jobs
@@ -428,6 +393,10 @@ mod tests {
         }
     }
 
+    fn owned(owner: &str) -> JobFilter {
+        JobFilter::builder().owner(owner).build()
+    }
+
     #[tokio::test]
     async fn listing_by_owner_keeps_the_limit_for_that_owner() {
         let dir = tempfile::tempdir().unwrap();
@@ -440,7 +409,7 @@ mod tests {
             ids.push(job.id);
         }
         let alice: Vec<_> = store
-            .list_owned_by("alice", 1, usize::MAX)
+            .list(&owned("alice"), &PageRequest::first(1))
             .await
             .unwrap()
             .jobs
@@ -450,7 +419,7 @@ mod tests {
         assert_eq!(alice, vec![(ids[2], "alice".to_owned())]);
         assert_eq!(
             store
-                .list_owned_by("alice", 10, usize::MAX)
+                .list(&owned("alice"), &PageRequest::first(10))
                 .await
                 .unwrap()
                 .jobs
@@ -459,7 +428,7 @@ mod tests {
         );
         assert!(
             store
-                .list_owned_by("", 10, usize::MAX)
+                .list(&owned(""), &PageRequest::first(10))
                 .await
                 .unwrap()
                 .jobs
@@ -498,9 +467,17 @@ mod tests {
             let store = SqliteStore::open(dir.path()).await.unwrap();
             let stored = store.get(job.id).await.unwrap().unwrap();
             assert_eq!(stored.owner, "");
+            // Its creation time was read out of the record.
+            let at = job.created_at;
+            let since = |at| JobFilter::builder().created_after(at).build();
+            let found = store.list(&since(at), &PageRequest::first(10)).await;
+            assert_eq!(found.unwrap().jobs.len(), 1);
+            let later = at + time::Duration::milliseconds(1);
+            let found = store.list(&since(later), &PageRequest::first(10)).await;
+            assert!(found.unwrap().jobs.is_empty());
             assert_eq!(
                 store
-                    .list_owned_by("", 10, usize::MAX)
+                    .list(&owned(""), &PageRequest::first(10))
                     .await
                     .unwrap()
                     .jobs
@@ -527,18 +504,34 @@ mod tests {
             store.insert(&job).await.unwrap();
             ids.push(job.id);
         }
-        let whole = store.list(10, usize::MAX).await.unwrap();
+        let all = JobFilter::default();
+        let whole = store.list(&all, &PageRequest::first(10)).await.unwrap();
         assert_eq!(whole.jobs.len(), 5);
         assert!(!whole.truncated);
         let record = serde_json::to_string(&whole.jobs[0]).unwrap().len();
-        let page = store.list(10, record * 2 + record / 2).await.unwrap();
+        let page = store
+            .list(
+                &all,
+                &PageRequest::first(10).max_bytes(record * 2 + record / 2),
+            )
+            .await
+            .unwrap();
         let listed: Vec<_> = page.jobs.iter().map(|j| j.id).collect();
         assert_eq!(listed, vec![ids[4], ids[3]], "the newest that fit");
         assert!(page.truncated);
-        let one = store.list(10, 1).await.unwrap();
+        let rest = store
+            .list(&all, &PageRequest::first(10).after(page.next))
+            .await
+            .unwrap();
+        let rest: Vec<_> = rest.jobs.iter().map(|j| j.id).collect();
+        assert_eq!(rest, vec![ids[2], ids[1], ids[0]], "the next page goes on");
+        let one = store
+            .list(&all, &PageRequest::first(10).max_bytes(1))
+            .await
+            .unwrap();
         assert_eq!(one.jobs.len(), 1, "the first job always fits");
         assert!(one.truncated);
-        let exact = store.list(2, usize::MAX).await.unwrap();
+        let exact = store.list(&all, &PageRequest::first(2)).await.unwrap();
         assert!(!exact.truncated, "a limit is not a budget");
     }
 
@@ -620,7 +613,15 @@ mod tests {
         assert_eq!(deleted, vec![oldest.id]);
         assert!(!store.contains(oldest.id).await.unwrap());
         assert!(store.contains(active.id).await.unwrap());
-        assert_eq!(store.list(10, usize::MAX).await.unwrap().jobs.len(), 3);
+        assert_eq!(
+            store
+                .list(&JobFilter::default(), &PageRequest::first(10))
+                .await
+                .unwrap()
+                .jobs
+                .len(),
+            3
+        );
     }
 
     #[tokio::test]

@@ -441,14 +441,17 @@ fn non_empty(value: String) -> Option<String> {
 }
 
 /// Milliseconds since the Unix epoch; 0 for "not yet".
-fn unix_ms(at: Option<OffsetDateTime>) -> i64 {
+pub(super) fn unix_ms(at: Option<OffsetDateTime>) -> i64 {
     at.map_or(0, |t| {
         i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     })
 }
 
 /// A time from milliseconds since the Unix epoch; 0 is "not yet".
-fn from_unix_ms(field: &'static str, ms: i64) -> Result<Option<OffsetDateTime>, ValidationError> {
+pub(super) fn from_unix_ms(
+    field: &'static str,
+    ms: i64,
+) -> Result<Option<OffsetDateTime>, ValidationError> {
     if ms == 0 {
         return Ok(None);
     }

@@ -5,10 +5,12 @@
 //! a [`ValidationError`] naming the field (`status.reason.exit.kind`), never a panic.
 
 mod job;
+mod list;
 mod worker;
 
 use std::time::Duration;
 
+pub(crate) use list::{ListQuery, list_time};
 pub(crate) use worker::{Registration, Resumption, ServerMessage, WorkerMessage};
 
 use crate::job::ValidationError;
