@@ -3,17 +3,25 @@
 mod ids;
 mod labels;
 pub mod limits;
+mod placement;
 mod quantity;
 mod record;
+mod secrets;
 pub(crate) mod spec;
 mod state;
 mod validation;
 
+pub(crate) use secrets::is_within;
 pub(crate) use validation::excerpt;
 
 pub use ids::{JobId, WorkerId};
 pub use quantity::{Cpu, Memory, QuantityError};
+pub use placement::{
+    AffinityOperator, NodeAffinityTerm, OptionSyntaxError, TaintEffect, Toleration,
+    TolerationOperator,
+};
 pub use record::Job;
+pub use secrets::SecretRef;
 pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};
 pub use state::{FailureReason, JobState, ProcessExit};
 pub use validation::ValidationError;

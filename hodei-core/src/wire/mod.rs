@@ -5,6 +5,7 @@
 //! a [`ValidationError`] naming the field (`status.reason.exit.kind`), never a panic.
 
 mod job;
+mod placement;
 mod worker;
 
 use std::time::Duration;
