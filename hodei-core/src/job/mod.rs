@@ -11,7 +11,7 @@ pub(crate) mod spec;
 mod state;
 mod validation;
 
-pub(crate) use secrets::is_within;
+pub(crate) use placement::{check_node_selector, check_tolerations};
 pub(crate) use validation::excerpt;
 
 pub use ids::{JobId, WorkerId};

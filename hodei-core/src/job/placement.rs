@@ -254,7 +254,7 @@ impl From<NodeAffinityTerm> for String {
 
 /// Checks a node selector: at most [`MAX_PLACEMENT_ENTRIES`] labels, each a valid
 /// Kubernetes label.
-pub(super) fn check_node_selector(
+pub(crate) fn check_node_selector(
     selector: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ValidationError> {
     too_many("node_selector", selector.len(), MAX_PLACEMENT_ENTRIES)?;
@@ -265,7 +265,7 @@ pub(super) fn check_node_selector(
 }
 
 /// Checks tolerations: keys are label keys, values label values, `Exists` has no value.
-pub(super) fn check_tolerations(tolerations: &[Toleration]) -> Result<(), ValidationError> {
+pub(crate) fn check_tolerations(tolerations: &[Toleration]) -> Result<(), ValidationError> {
     too_many("tolerations", tolerations.len(), MAX_PLACEMENT_ENTRIES)?;
     for (i, toleration) in tolerations.iter().enumerate() {
         let field = format!("tolerations[{i}]");

@@ -184,7 +184,7 @@ pub(super) fn check_secret_files(
 }
 
 /// Whether `path` is `dir` or inside it.
-pub(crate) fn is_within(path: &str, dir: &str) -> bool {
+fn is_within(path: &str, dir: &str) -> bool {
     path == dir
         || path
             .strip_prefix(dir)
