@@ -230,7 +230,8 @@ impl WorkerPodSpec {
             return invalid(format!("label key {key:?} is not valid"));
         }
         for path in self.secret_files.keys() {
-            check_secret_file_path(path, self.effective_working_dir()).map_err(Error::InvalidSpec)?;
+            check_secret_file_path(path, self.effective_working_dir())
+                .map_err(Error::InvalidSpec)?;
         }
         Ok(())
     }

@@ -155,13 +155,15 @@ fn placement_lines(spec: &hodei_core::JobSpec) -> Vec<String> {
         joined(m.iter().map(|(k, r)| format!("{k}={r}")).collect())
     };
     [
-        (
-            "class:",
-            spec.class.clone().unwrap_or_default(),
-        ),
+        ("class:", spec.class.clone().unwrap_or_default()),
         (
             "node selector:",
-            joined(spec.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            joined(
+                spec.node_selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
         ),
         (
             "tolerations:",
@@ -173,7 +175,9 @@ fn placement_lines(spec: &hodei_core::JobSpec) -> Vec<String> {
         ),
         (
             "ephemeral storage:",
-            spec.ephemeral_storage.map(|m| m.to_string()).unwrap_or_default(),
+            spec.ephemeral_storage
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
         ),
         ("secret env:", refs(&spec.secret_env)),
         ("secret files:", refs(&spec.secret_files)),
@@ -246,8 +250,14 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing from {text}");
         }
         assert!(!text.contains("secret files"), "{text}");
-        let plain = job_text(&Job::new(JobSpec::builder("true").build().unwrap(), "local"));
-        assert!(!plain.contains("secret") && !plain.contains("class"), "{plain}");
+        let plain = job_text(&Job::new(
+            JobSpec::builder("true").build().unwrap(),
+            "local",
+        ));
+        assert!(
+            !plain.contains("secret") && !plain.contains("class"),
+            "{plain}"
+        );
     }
 
     #[test]

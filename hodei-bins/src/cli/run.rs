@@ -94,7 +94,10 @@ where
 {
     values
         .iter()
-        .map(|v| v.parse().map_err(|e| usage(format!("invalid --{flag}: {e}"))))
+        .map(|v| {
+            v.parse()
+                .map_err(|e| usage(format!("invalid --{flag}: {e}")))
+        })
         .collect()
 }
 
@@ -265,17 +268,32 @@ mod tests {
         assert_eq!(spec.node_selector["pool"], "batch");
         assert_eq!(spec.node_selector["zone.example.com/rack"], "r1");
         let t = &spec.tolerations;
-        assert_eq!((t[0].operator, t[0].value.as_str()), (TolerationOperator::Equal, "true"));
+        assert_eq!(
+            (t[0].operator, t[0].value.as_str()),
+            (TolerationOperator::Equal, "true")
+        );
         assert_eq!(t[0].effect, Some(TaintEffect::NoSchedule));
-        assert_eq!((t[1].operator, t[1].effect), (TolerationOperator::Exists, Some(TaintEffect::NoExecute)));
+        assert_eq!(
+            (t[1].operator, t[1].effect),
+            (TolerationOperator::Exists, Some(TaintEffect::NoExecute))
+        );
         assert_eq!((t[2].key.as_str(), t[2].effect), ("spot", None));
         assert_eq!(spec.node_affinity[0].operator, AffinityOperator::In);
         assert_eq!(spec.node_affinity[0].values, ["amd64", "arm64"]);
-        assert_eq!(spec.node_affinity[1].operator, AffinityOperator::DoesNotExist);
+        assert_eq!(
+            spec.node_affinity[1].operator,
+            AffinityOperator::DoesNotExist
+        );
         assert_eq!(spec.ephemeral_storage.unwrap().to_string(), "2Gi");
         assert_eq!(spec.class.as_deref(), Some("large"));
-        assert_eq!(spec.secret_env["DB_PASSWORD"], SecretRef::new("db-creds", "password"));
-        assert_eq!(spec.secret_files["/etc/app/token"], SecretRef::new("app", "api-token"));
+        assert_eq!(
+            spec.secret_env["DB_PASSWORD"],
+            SecretRef::new("db-creds", "password")
+        );
+        assert_eq!(
+            spec.secret_files["/etc/app/token"],
+            SecretRef::new("app", "api-token")
+        );
     }
 
     #[test]
@@ -285,7 +303,10 @@ mod tests {
             ("--node-affinity=arch in amd64", "invalid --node-affinity"),
             ("--ephemeral-storage=lots", "invalid --ephemeral-storage"),
             ("--secret-env=DB_PASSWORD", "invalid secret-env"),
-            ("--secret-env=DB_PASSWORD=db", "invalid --secret-env DB_PASSWORD"),
+            (
+                "--secret-env=DB_PASSWORD=db",
+                "invalid --secret-env DB_PASSWORD",
+            ),
             ("--secret-file=relative=app/token", "secret_files"),
             ("--node-selector=pool", "invalid node-selector"),
             ("--class=Big", "invalid class"),

@@ -194,9 +194,8 @@ mod supported {
             let Some(path) = &self.resource_classes_file else {
                 return Ok(std::collections::BTreeMap::new());
             };
-            let invalid = |message: String| {
-                SettingsError::Invalid(ValidationError::new(VARIABLE, message))
-            };
+            let invalid =
+                |message: String| SettingsError::Invalid(ValidationError::new(VARIABLE, message));
             let meta = std::fs::metadata(path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
             if meta.len() > MAX_CLASSES_FILE_BYTES {
@@ -482,7 +481,10 @@ mod supported {
             );
             assert_eq!(settings.allowed_tolerations, ["dedicated"]);
             assert_eq!(settings.allowed_secrets, ["app-*"]);
-            assert_eq!(settings.resource_classes["gpu"].node_selector["pool"], "gpu");
+            assert_eq!(
+                settings.resource_classes["gpu"].node_selector["pool"],
+                "gpu"
+            );
 
             std::fs::write(&file, r#"{"gpu": {"cpus": "4"}}"#).unwrap();
             let error = args(&[&format!("--k8s-resource-classes-file={}", file.display())])

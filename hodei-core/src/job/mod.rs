@@ -15,11 +15,11 @@ pub(crate) use placement::{check_node_selector, check_tolerations};
 pub(crate) use validation::excerpt;
 
 pub use ids::{JobId, WorkerId};
-pub use quantity::{Cpu, Memory, QuantityError};
 pub use placement::{
     AffinityOperator, NodeAffinityTerm, OptionSyntaxError, TaintEffect, Toleration,
     TolerationOperator,
 };
+pub use quantity::{Cpu, Memory, QuantityError};
 pub use record::Job;
 pub use secrets::SecretRef;
 pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};

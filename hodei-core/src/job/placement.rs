@@ -62,8 +62,7 @@ impl TaintEffect {
     }
 }
 
-const TOLERATION_HINT: &str =
-    "key=value:Effect, key:Effect, key=value or key, Effect one of NoSchedule, PreferNoSchedule, NoExecute";
+const TOLERATION_HINT: &str = "key=value:Effect, key:Effect, key=value or key, Effect one of NoSchedule, PreferNoSchedule, NoExecute";
 
 /// A taint the worker tolerates. Text form: `key=value:Effect` (operator `Equal`),
 /// `key:Effect` (operator `Exists`), `key=value` or `key` (any effect).
@@ -348,12 +347,7 @@ mod tests {
                 Some(TaintEffect::NoExecute),
             ),
             ("pool=batch", TolerationOperator::Equal, "batch", None),
-            (
-                "example.com/spot",
-                TolerationOperator::Exists,
-                "",
-                None,
-            ),
+            ("example.com/spot", TolerationOperator::Exists, "", None),
         ] {
             let toleration: Toleration = text.parse().unwrap();
             assert_eq!(toleration.operator, operator, "{text}");
@@ -380,7 +374,14 @@ mod tests {
         let term: NodeAffinityTerm = "!spot".parse().unwrap();
         assert_eq!(term.operator, AffinityOperator::DoesNotExist);
         assert_eq!(term.to_string(), "!spot");
-        for bad in ["zone in a,b", "zone is (a)", "zone in (a,)", "!", "a b", "in (a)"] {
+        for bad in [
+            "zone in a,b",
+            "zone is (a)",
+            "zone in (a,)",
+            "!",
+            "a b",
+            "in (a)",
+        ] {
             assert!(bad.parse::<NodeAffinityTerm>().is_err(), "{bad}");
         }
     }

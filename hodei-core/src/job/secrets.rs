@@ -241,8 +241,18 @@ mod tests {
             (&["/etc/../x"][..], None, "/etc/../x", "absolute"),
             (&["/a//b"][..], None, "/a//b", "absolute"),
             (&["/proc/self/x"][..], None, "/proc/self/x", "/proc"),
-            (&["/data"][..], Some("/data/run"), "/data", "working directory"),
-            (&["/etc/app", "/etc/app/x"][..], None, "/etc/app", "secret file"),
+            (
+                &["/data"][..],
+                Some("/data/run"),
+                "/data",
+                "working directory",
+            ),
+            (
+                &["/etc/app", "/etc/app/x"][..],
+                None,
+                "/etc/app",
+                "secret file",
+            ),
         ] {
             let err = check_secret_files(&files(paths), working_dir).unwrap_err();
             assert_eq!(err.field(), format!("secret_files[\"{bad}\"]"), "{err}");
@@ -252,7 +262,10 @@ mod tests {
 
     #[test]
     fn within_compares_whole_parts() {
-        assert!(is_within("/var/run/secrets/hodei/token", "/var/run/secrets/hodei"));
+        assert!(is_within(
+            "/var/run/secrets/hodei/token",
+            "/var/run/secrets/hodei"
+        ));
         assert!(is_within("/tmp", "/tmp"));
         assert!(!is_within("/tmpfoo", "/tmp"));
         assert!(is_within("/anything", "/"));

@@ -552,7 +552,8 @@ mod tests {
     #[test]
     fn placement_and_secret_errors_name_the_field() {
         let base = placed();
-        let cases: [(&str, fn(&mut JobSpec)); 7] = [
+        type Change = fn(&mut JobSpec);
+        let cases: [(&str, Change); 7] = [
             ("node_selector[\"bad key\"]", |s| {
                 s.node_selector.insert("bad key".into(), "v".into());
             }),
@@ -596,7 +597,13 @@ mod tests {
 
     #[test]
     fn platform_options_list_what_the_job_asks_for() {
-        assert!(JobSpec::builder("true").build().unwrap().platform_options().is_empty());
+        assert!(
+            JobSpec::builder("true")
+                .build()
+                .unwrap()
+                .platform_options()
+                .is_empty()
+        );
         assert_eq!(
             placed().platform_options(),
             [

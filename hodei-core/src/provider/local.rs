@@ -755,7 +755,10 @@ mod tests {
     fn placement_and_secrets_are_refused_never_dropped() {
         use std::collections::BTreeMap;
 
-        use crate::{Provider, job::{JobSpec, SecretRef}};
+        use crate::{
+            Provider,
+            job::{JobSpec, SecretRef},
+        };
 
         let provider = LocalProvider::builder("/bin/true").build();
         let plain = JobSpec::builder("true").build().unwrap();

@@ -149,9 +149,14 @@ mod tests {
         JobSpec::builder("true")
             .node_selector(BTreeMap::from([("pool".to_owned(), "batch".to_owned())]))
             .tolerations(
-                ["gpu=true:NoSchedule", "dedicated:NoExecute", "pool=x", "spot"]
-                    .map(|t| t.parse().unwrap())
-                    .to_vec(),
+                [
+                    "gpu=true:NoSchedule",
+                    "dedicated:NoExecute",
+                    "pool=x",
+                    "spot",
+                ]
+                .map(|t| t.parse().unwrap())
+                .to_vec(),
             )
             .node_affinity(
                 ["zone in (a,b)", "arch notin (arm64)", "ssd", "!spot"]

@@ -204,13 +204,15 @@ fn secret_env(
     spec.secret_env
         .iter()
         .map(|(name, reference)| {
-            lookup(name).map(|value| (name.clone(), value)).ok_or_else(|| {
-                format!(
-                    "secret env var {} (from {reference}) did not reach the worker; only \
+            lookup(name)
+                .map(|value| (name.clone(), value))
+                .ok_or_else(|| {
+                    format!(
+                        "secret env var {} (from {reference}) did not reach the worker; only \
                      the kubernetes provider resolves secrets",
-                    crate::job::excerpt(name)
-                )
-            })
+                        crate::job::excerpt(name)
+                    )
+                })
         })
         .collect()
 }
@@ -320,10 +322,8 @@ mod tests {
                 ("DB_PASSWORD".to_owned(), "s3cret".into()),
             ]
         );
-        let error = secret_env(&spec, |name| {
-            (name == "API_TOKEN").then(|| "t0ken".into())
-        })
-        .unwrap_err();
+        let error =
+            secret_env(&spec, |name| (name == "API_TOKEN").then(|| "t0ken".into())).unwrap_err();
         assert_eq!(
             error,
             "secret env var \"DB_PASSWORD\" (from db/password) did not reach the worker; only \

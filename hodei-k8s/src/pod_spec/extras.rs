@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, EnvVarSource, KeyToPath, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, SecretKeySelector, SecretVolumeSource, Volume,
-    VolumeMount,
+    Affinity, EnvVar, EnvVarSource, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::{IDENTITY_TOKEN_DIR, SERVER_CA_DIR, TMP_DIR};
@@ -120,7 +119,9 @@ fn is_within(path: &str, dir: &str) -> bool {
 /// Why the path cannot be used, naming the mount it clashes with.
 pub fn check_secret_file_path(path: &str, working_dir: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.ends_with('/') {
-        return Err(format!("secret file path {path:?} is not an absolute file path"));
+        return Err(format!(
+            "secret file path {path:?} is not an absolute file path"
+        ));
     }
     for dir in [IDENTITY_TOKEN_DIR, SERVER_CA_DIR] {
         if is_within(path, dir) {
@@ -210,8 +211,10 @@ mod tests {
         );
         let pod = render_json(&s);
         let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
-        assert!(env.contains(&json!({"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef":
-            {"name": "db", "key": "password", "optional": false}}})));
+        assert!(
+            env.contains(&json!({"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef":
+            {"name": "db", "key": "password", "optional": false}}}))
+        );
         assert!(env.contains(&json!({"name": super::super::ENV_WORKER_ID, "value": "w-1"})));
         assert_eq!(
             env.iter()
@@ -241,12 +244,17 @@ mod tests {
             }})
         );
         let container = &pod["spec"]["containers"][0];
-        assert!(container["volumeMounts"].as_array().unwrap().contains(&json!({
-            "name": "hodei-secret-file-0",
-            "mountPath": "/etc/app/token",
-            "subPath": "token",
-            "readOnly": true,
-        })));
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({
+                    "name": "hodei-secret-file-0",
+                    "mountPath": "/etc/app/token",
+                    "subPath": "token",
+                    "readOnly": true,
+                }))
+        );
         // The root filesystem stays read-only; the file is a mount of its own.
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     }
@@ -256,7 +264,10 @@ mod tests {
         check_secret_file_path("/etc/app/token", "/workspace").unwrap();
         check_secret_file_path("/workspace/config", "/workspace").unwrap();
         for (path, clash) in [
-            ("/var/run/secrets/hodei/token", "inside /var/run/secrets/hodei"),
+            (
+                "/var/run/secrets/hodei/token",
+                "inside /var/run/secrets/hodei",
+            ),
             ("/var/run/secrets", "hide /var/run/secrets/hodei"),
             ("/etc/hodei", "hide /etc/hodei/ca"),
             ("/tmp", "hide /tmp"),

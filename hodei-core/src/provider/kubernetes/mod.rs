@@ -9,13 +9,13 @@ mod settings;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+pub use classes::{MAX_RESOURCE_CLASSES, ResourceClass, parse_resource_classes};
 use hodei_k8s::{
     PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources,
     reviews::{TokenVerdict, review_token},
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
-pub use classes::{MAX_RESOURCE_CLASSES, ResourceClass, parse_resource_classes};
 pub use settings::{
     DEFAULT_API_WRITES_PER_SECOND, DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST,
     DEFAULT_EPHEMERAL_STORAGE_LIMIT, DEFAULT_EPHEMERAL_STORAGE_REQUEST,

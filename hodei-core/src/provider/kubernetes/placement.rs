@@ -68,18 +68,26 @@ pub(super) fn class_of<'a>(
     let Some(name) = &spec.class else {
         return Ok(None);
     };
-    settings.resource_classes.get(name).map(Some).ok_or_else(|| {
-        let known = if settings.resource_classes.is_empty() {
-            "none are defined: HODEI_K8S_RESOURCE_CLASSES_FILE is unset".to_owned()
-        } else {
-            let names: Vec<&str> = settings.resource_classes.keys().map(String::as_str).collect();
-            format!("known: {}", names.join(", "))
-        };
-        SpecRefusal::new(
-            "class",
-            format!("resource class {} is not defined ({known})", excerpt(name)),
-        )
-    })
+    settings
+        .resource_classes
+        .get(name)
+        .map(Some)
+        .ok_or_else(|| {
+            let known = if settings.resource_classes.is_empty() {
+                "none are defined: HODEI_K8S_RESOURCE_CLASSES_FILE is unset".to_owned()
+            } else {
+                let names: Vec<&str> = settings
+                    .resource_classes
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                format!("known: {}", names.join(", "))
+            };
+            SpecRefusal::new(
+                "class",
+                format!("resource class {} is not defined ({known})", excerpt(name)),
+            )
+        })
 }
 
 /// Refuses what the operator does not allow: an unknown class, node selector and node
@@ -111,7 +119,11 @@ pub(super) fn check(settings: &KubernetesSettings, spec: &JobSpec) -> Result<(),
         patterns: &settings.allowed_tolerations,
     };
     for (i, toleration) in spec.tolerations.iter().enumerate() {
-        taints.check(format!("tolerations[{i}]"), "toleration key", &toleration.key)?;
+        taints.check(
+            format!("tolerations[{i}]"),
+            "toleration key",
+            &toleration.key,
+        )?;
     }
     let secrets = AllowList {
         variable: "HODEI_K8S_ALLOWED_SECRETS",
@@ -322,10 +334,7 @@ mod tests {
             r.message,
             "secret \"db\" is not allowed (HODEI_K8S_ALLOWED_SECRETS=app-*)"
         );
-        let r = refusal(
-            &s,
-            JobSpec::builder("true").class("huge").build().unwrap(),
-        );
+        let r = refusal(&s, JobSpec::builder("true").class("huge").build().unwrap());
         assert_eq!(r.field, "class");
         assert_eq!(
             r.message,
@@ -352,7 +361,11 @@ mod tests {
              may ask for one)"
         );
         let r = refusal(&s, JobSpec::builder("true").class("gpu").build().unwrap());
-        assert!(r.message.contains("HODEI_K8S_RESOURCE_CLASSES_FILE is unset"), "{r}");
+        assert!(
+            r.message
+                .contains("HODEI_K8S_RESOURCE_CLASSES_FILE is unset"),
+            "{r}"
+        );
         // Resources alone need no allow-list.
         let storage = JobSpec::builder("true")
             .ephemeral_storage("2Gi".parse().unwrap())
@@ -424,7 +437,15 @@ mod tests {
                 ("pool".to_owned(), "gpu-big".to_owned()),
             ])
         );
-        let keys: Vec<_> = merged.tolerations.iter().map(|t| t.key.clone().unwrap()).collect();
-        assert_eq!(keys, ["base", "nvidia.com/gpu"], "a repeated toleration is added once");
+        let keys: Vec<_> = merged
+            .tolerations
+            .iter()
+            .map(|t| t.key.clone().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["base", "nvidia.com/gpu"],
+            "a repeated toleration is added once"
+        );
     }
 }

@@ -227,11 +227,15 @@ impl KubernetesSettings {
             ("allowed_secrets", &self.allowed_secrets),
         ] {
             if let Some(bad) = patterns.iter().find(|p| {
-                p.is_empty() || p.len() > 317 || p.contains(|c: char| c.is_control() || c.is_whitespace() || c == ',')
+                p.is_empty()
+                    || p.len() > 317
+                    || p.contains(|c: char| c.is_control() || c.is_whitespace() || c == ',')
             }) {
                 return Err(ValidationError::new(
                     field,
-                    format!("pattern {bad:?} must be 1 to 317 characters without spaces, commas or control characters"),
+                    format!(
+                        "pattern {bad:?} must be 1 to 317 characters without spaces, commas or control characters"
+                    ),
                 ));
             }
         }

@@ -73,9 +73,9 @@ async fn the_jobs_node_selector_and_tolerations_merge_over_the_servers() {
     assert_eq!(
         pod["spec"]["affinity"],
         json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "zone/rack", "operator": "NotIn", "values": ["r1", "r2"]},
-            ]}]}}})
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone/rack", "operator": "NotIn", "values": ["r1", "r2"]},
+        ]}]}}})
     );
 }
 
@@ -165,7 +165,11 @@ async fn secrets_are_references_the_kubelet_resolves() {
             "optional": false}})
     );
     assert_eq!(
-        container["volumeMounts"].as_array().unwrap().last().unwrap(),
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
         &json!({"name": "hodei-secret-file-0", "mountPath": "/etc/app/ca.pem",
             "subPath": "ca.pem", "readOnly": true})
     );
