@@ -672,3 +672,41 @@ async fn a_worker_resumes_with_its_credential_and_resends_after_the_last_stored_
     drop((tx, stream));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_provider_without_placement_or_secrets_refuses_them_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(TaskProvider::new(Behaviour::NeverStart), dir.path()).await;
+    let mut raw = JobServiceClient::connect(server.url.clone()).await.unwrap();
+
+    let mut secret = spec("true");
+    secret.secret_env = HashMap::from([(
+        "DB_PASSWORD".to_owned(),
+        pb::SecretKeyRef {
+            secret: "db".into(),
+            key: "password".into(),
+        },
+    )]);
+    let status = submit(&mut raw, Some(secret)).await;
+    assert_names(&status, Code::InvalidArgument, "secret_env");
+    assert!(
+        status
+            .message()
+            .contains("secrets are only available on the kubernetes provider"),
+        "{status:?}"
+    );
+    let mut placed = spec("true");
+    placed.node_selector = HashMap::from([("pool".to_owned(), "batch".to_owned())]);
+    assert_names(
+        &submit(&mut raw, Some(placed)).await,
+        Code::InvalidArgument,
+        "node_selector is only available on the kubernetes provider",
+    );
+    let mut classed = spec("true");
+    classed.resource_class = Some("gpu".into());
+    assert_names(
+        &submit(&mut raw, Some(classed)).await,
+        Code::InvalidArgument,
+        "class",
+    );
+}

@@ -53,11 +53,14 @@ mod watcher;
 
 pub use error::{Error, Result};
 pub use event::{FailFastReason, PodEvent, PodEventKind};
+/// Requirement on a node label, for required node affinity (re-exported likewise).
+pub use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 /// Taint toleration of a worker pod (re-exported so callers need not depend on k8s-openapi).
 pub use k8s_openapi::api::core::v1::Toleration;
 pub use pod_spec::{
     DEFAULT_IDENTITY_TOKEN_AUDIENCE, DEFAULT_IMAGE_PULL_POLICY, DEFAULT_SERVICE_ACCOUNT,
-    DEFAULT_WORKING_DIR, WorkerPodSpec, WorkerResources, pod_name,
+    DEFAULT_WORKING_DIR, SecretKey, WorkerPodSpec, WorkerResources, check_secret_file_path,
+    pod_name,
 };
 pub use pods::{DEFAULT_WRITES_PER_SECOND, ManagedPod, PodPhase, WorkerPods};
 pub use rate_limit::RateLimiter;

@@ -3,17 +3,21 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod extras;
+
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    LocalObjectReference, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection,
-    Toleration, Volume, VolumeMount, VolumeProjection,
+    LocalObjectReference, NodeSelectorRequirement, Pod, PodSecurityContext, PodSpec,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
+    ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::error::{Error, Result};
 use crate::labels;
+
+pub use extras::{SecretKey, check_secret_file_path};
 
 /// Service account worker pods run as unless told otherwise.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "hodei-jobs-worker";
@@ -123,6 +127,19 @@ pub struct WorkerPodSpec {
     /// Taints the pod tolerates.
     #[builder(default)]
     pub tolerations: Vec<Toleration>,
+    /// Requirements on node labels that the pod's node must all meet (required node
+    /// affinity, one term).
+    #[builder(default)]
+    pub node_affinity: Vec<NodeSelectorRequirement>,
+    /// Env vars of the worker container taken from secret keys by the kubelet
+    /// (`secretKeyRef`); the pod spec holds only the reference. The `HODEI_*` worker
+    /// variables win on a name clash.
+    #[builder(default)]
+    pub secret_env: BTreeMap<String, SecretKey>,
+    /// Secret keys mounted read-only as single files, by absolute path; see
+    /// [`check_secret_file_path`] for the paths refused.
+    #[builder(default)]
+    pub secret_files: BTreeMap<String, SecretKey>,
     /// Absolute working directory, backed by an `emptyDir`; defaults to `/workspace`.
     pub working_dir: Option<String>,
     /// Labels added to the managed ones; they cannot override `app` or `hodei.io/*` labels.
@@ -155,6 +172,8 @@ impl fmt::Debug for WorkerPodSpec {
             .field("resources", &self.resources)
             .field("active_deadline_seconds", &self.active_deadline_seconds)
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("secret_env", &self.secret_env)
+            .field("secret_files", &self.secret_files)
             .field("service_account", &self.service_account)
             .field("working_dir", &self.working_dir)
             .field("server_ca_config_map", &self.server_ca_config_map)
@@ -210,6 +229,10 @@ impl WorkerPodSpec {
         {
             return invalid(format!("label key {key:?} is not valid"));
         }
+        for path in self.secret_files.keys() {
+            check_secret_file_path(path, self.effective_working_dir())
+                .map_err(Error::InvalidSpec)?;
+        }
         Ok(())
     }
 
@@ -236,6 +259,7 @@ impl WorkerPodSpec {
                 }),
                 node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
                 tolerations: (!self.tolerations.is_empty()).then(|| self.tolerations.clone()),
+                affinity: extras::affinity(&self.node_affinity),
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),
                     run_as_user: Some(RUN_AS),
@@ -299,6 +323,7 @@ impl WorkerPodSpec {
                 ..VolumeMount::default()
             });
         }
+        mounts.extend(extras::secret_file_mounts(&self.secret_files));
         Container {
             name: CONTAINER_NAME.to_owned(),
             image: Some(self.image.clone()),
@@ -323,7 +348,32 @@ impl WorkerPodSpec {
     }
 
     fn env_vars(&self) -> Vec<EnvVar> {
-        let mut env = self.env.clone();
+        let mut vars: BTreeMap<String, EnvVar> = self
+            .secret_env
+            .iter()
+            .map(|(name, source)| (name.clone(), extras::secret_env_var(name, source)))
+            .collect();
+        for (name, value) in self.plain_env() {
+            vars.insert(
+                name.clone(),
+                EnvVar {
+                    name,
+                    value: Some(value),
+                    value_from: None,
+                },
+            );
+        }
+        vars.into_values().collect()
+    }
+
+    /// The job's plain env vars with the worker's own on top.
+    fn plain_env(&self) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .filter(|(name, _)| !self.secret_env.contains_key(*name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         env.insert(ENV_WORKER_ID.to_owned(), self.worker_id.clone());
         env.insert(ENV_SERVER_ADDRESS.to_owned(), self.server_address.clone());
         env.insert(
@@ -343,13 +393,7 @@ impl WorkerPodSpec {
         if let Some(window) = &self.reconnect_window {
             env.insert(ENV_RECONNECT_WINDOW.to_owned(), window.clone());
         }
-        env.into_iter()
-            .map(|(name, value)| EnvVar {
-                name,
-                value: Some(value),
-                value_from: None,
-            })
-            .collect()
+        env
     }
 
     fn resource_requirements(&self) -> ResourceRequirements {
@@ -426,6 +470,7 @@ impl WorkerPodSpec {
                 ..Volume::default()
             });
         }
+        volumes.extend(extras::secret_file_volumes(&self.secret_files));
         volumes
     }
 }

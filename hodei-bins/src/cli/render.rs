@@ -143,7 +143,49 @@ pub(super) fn job_text(job: &Job) -> String {
     if let Some(detail) = &job.detail {
         lines.push(format!("detail:    {detail}"));
     }
+    lines.extend(placement_lines(&job.spec));
     lines.join("\n")
+}
+
+/// The placement and secret options of a spec, one line each, for those it has. Secrets
+/// are shown as the references they are (`NAME=SECRET/KEY`); the server never has a value.
+fn placement_lines(spec: &hodei_core::JobSpec) -> Vec<String> {
+    let joined = |items: Vec<String>| items.join(", ");
+    let refs = |m: &std::collections::BTreeMap<String, hodei_core::job::SecretRef>| {
+        joined(m.iter().map(|(k, r)| format!("{k}={r}")).collect())
+    };
+    [
+        ("class:", spec.class.clone().unwrap_or_default()),
+        (
+            "node selector:",
+            joined(
+                spec.node_selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+        ),
+        (
+            "tolerations:",
+            joined(spec.tolerations.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "node affinity:",
+            joined(spec.node_affinity.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "ephemeral storage:",
+            spec.ephemeral_storage
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        ),
+        ("secret env:", refs(&spec.secret_env)),
+        ("secret files:", refs(&spec.secret_files)),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(key, value)| format!("{key} {value}"))
+    .collect()
 }
 
 /// One table row of `hodei list`.
@@ -181,6 +223,41 @@ mod tests {
             exit,
         };
         job
+    }
+
+    #[test]
+    fn get_shows_placement_and_secret_references_only() {
+        let spec = JobSpec::builder("true")
+            .node_selector([("pool".to_owned(), "batch".to_owned())].into())
+            .tolerations(vec!["gpu=true:NoSchedule".parse().unwrap()])
+            .class("large")
+            .secret_env(
+                [(
+                    "DB_PASSWORD".to_owned(),
+                    hodei_core::job::SecretRef::new("db", "password"),
+                )]
+                .into(),
+            )
+            .build()
+            .unwrap();
+        let text = job_text(&Job::new(spec, "kubernetes"));
+        for line in [
+            "\nclass: large",
+            "\nnode selector: pool=batch",
+            "\ntolerations: gpu=true:NoSchedule",
+            "\nsecret env: DB_PASSWORD=db/password",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from {text}");
+        }
+        assert!(!text.contains("secret files"), "{text}");
+        let plain = job_text(&Job::new(
+            JobSpec::builder("true").build().unwrap(),
+            "local",
+        ));
+        assert!(
+            !plain.contains("secret") && !plain.contains("class"),
+            "{plain}"
+        );
     }
 
     #[test]

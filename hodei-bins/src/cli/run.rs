@@ -1,9 +1,9 @@
 //! `hodei run`: submit a job, stream its output live, exit with its exit code.
 
-use std::{collections::BTreeMap, io::IsTerminal};
+use std::{collections::BTreeMap, io::IsTerminal, str::FromStr};
 
 use clap::Args;
-use hodei_core::{HodeiClient, JobEvent, JobSpec, JobState};
+use hodei_core::{HodeiClient, JobEvent, JobSpec, JobState, job::SecretRef};
 
 use super::{CliError, reconnect, render};
 use crate::exit_code;
@@ -37,6 +37,32 @@ pub(super) struct RunArgs {
     /// Working directory of the command (absolute).
     #[arg(long)]
     workdir: Option<String>,
+    /// Node label the worker's node must have (repeatable; Kubernetes, keys the server
+    /// allows).
+    #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+    node_selectors: Vec<String>,
+    /// Taint the worker tolerates: key=value:Effect, key:Effect, key=value or key
+    /// (repeatable; Kubernetes, keys the server allows).
+    #[arg(long = "toleration", value_name = "TOLERATION")]
+    tolerations: Vec<String>,
+    /// Requirement on node labels: 'key in (a,b)', 'key notin (a,b)', 'key' or '!key'
+    /// (repeatable, all must hold; Kubernetes, keys the server allows).
+    #[arg(long = "node-affinity", value_name = "TERM")]
+    node_affinity: Vec<String>,
+    /// Local disk of the worker, e.g. 2Gi (Kubernetes).
+    #[arg(long = "ephemeral-storage", value_name = "BYTES")]
+    ephemeral_storage: Option<String>,
+    /// Resource class defined by the server's operator (Kubernetes).
+    #[arg(long = "class", value_name = "NAME")]
+    class: Option<String>,
+    /// Env var of the job taken from a secret key (repeatable; Kubernetes, secrets the
+    /// server allows).
+    #[arg(long = "secret-env", value_name = "NAME=SECRET/KEY")]
+    secret_env: Vec<String>,
+    /// File holding a secret key, mounted read-only at PATH (repeatable; Kubernetes,
+    /// secrets the server allows).
+    #[arg(long = "secret-file", value_name = "PATH=SECRET/KEY")]
+    secret_files: Vec<String>,
     /// Print only the job id and return at once.
     #[arg(long)]
     detach: bool,
@@ -60,6 +86,34 @@ fn pairs(field: &str, values: &[String]) -> Result<BTreeMap<String, String>, Cli
         .collect()
 }
 
+/// Each value parsed as `T`; the error names the flag.
+fn each<T>(flag: &str, values: &[String]) -> Result<Vec<T>, CliError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    values
+        .iter()
+        .map(|v| {
+            v.parse()
+                .map_err(|e| usage(format!("invalid --{flag}: {e}")))
+        })
+        .collect()
+}
+
+/// `KEY=SECRET/KEY` pairs; the error names the flag.
+fn secret_refs(flag: &str, values: &[String]) -> Result<BTreeMap<String, SecretRef>, CliError> {
+    pairs(flag, values)?
+        .into_iter()
+        .map(|(name, reference)| {
+            let reference = reference
+                .parse()
+                .map_err(|e| usage(format!("invalid --{flag} {name}: {e}")))?;
+            Ok((name, reference))
+        })
+        .collect()
+}
+
 impl RunArgs {
     fn spec(&self) -> Result<JobSpec, CliError> {
         let cpu = self
@@ -78,6 +132,14 @@ impl RunArgs {
                 self.timeout
             ))
         })?;
+        let ephemeral_storage = self
+            .ephemeral_storage
+            .as_deref()
+            .map(|m| {
+                m.parse()
+                    .map_err(|e| usage(format!("invalid --ephemeral-storage: {e}")))
+            })
+            .transpose()?;
         let (command, args) = self
             .command
             .split_first()
@@ -93,6 +155,13 @@ impl RunArgs {
             .maybe_memory(memory)
             .maybe_image(self.image.clone())
             .maybe_provider(self.provider.clone())
+            .node_selector(pairs("node-selector", &self.node_selectors)?)
+            .tolerations(each("toleration", &self.tolerations)?)
+            .node_affinity(each("node-affinity", &self.node_affinity)?)
+            .maybe_ephemeral_storage(ephemeral_storage)
+            .maybe_class(self.class.clone())
+            .secret_env(secret_refs("secret-env", &self.secret_env)?)
+            .secret_files(secret_refs("secret-file", &self.secret_files)?)
             .build()
             .map_err(|e| usage(e.to_string()))
     }
@@ -149,6 +218,101 @@ pub(super) async fn run(
                     std::process::exit(i32::from(exit_code::CANCELLED));
                 });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use hodei_core::job::{AffinityOperator, TaintEffect, TolerationOperator};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn spec(flags: &[&str]) -> Result<JobSpec, CliError> {
+        let argv = std::iter::once("run")
+            .chain(flags.iter().copied())
+            .chain(["--", "true"]);
+        Cli::try_parse_from(argv).unwrap().run.spec()
+    }
+
+    fn error(flags: &[&str]) -> String {
+        let error = spec(flags).unwrap_err();
+        assert_eq!(error.code, crate::exit_code::USAGE);
+        error.message
+    }
+
+    #[test]
+    fn placement_and_secret_flags_become_the_spec() {
+        let spec = spec(&[
+            "--node-selector=pool=batch",
+            "--node-selector",
+            "zone.example.com/rack=r1",
+            "--toleration=gpu=true:NoSchedule",
+            "--toleration=dedicated:NoExecute",
+            "--toleration=spot",
+            "--node-affinity=arch in (amd64, arm64)",
+            "--node-affinity=!preemptible",
+            "--ephemeral-storage=2Gi",
+            "--class=large",
+            "--secret-env=DB_PASSWORD=db-creds/password",
+            "--secret-file=/etc/app/token=app/api-token",
+        ])
+        .unwrap();
+        assert_eq!(spec.node_selector["pool"], "batch");
+        assert_eq!(spec.node_selector["zone.example.com/rack"], "r1");
+        let t = &spec.tolerations;
+        assert_eq!(
+            (t[0].operator, t[0].value.as_str()),
+            (TolerationOperator::Equal, "true")
+        );
+        assert_eq!(t[0].effect, Some(TaintEffect::NoSchedule));
+        assert_eq!(
+            (t[1].operator, t[1].effect),
+            (TolerationOperator::Exists, Some(TaintEffect::NoExecute))
+        );
+        assert_eq!((t[2].key.as_str(), t[2].effect), ("spot", None));
+        assert_eq!(spec.node_affinity[0].operator, AffinityOperator::In);
+        assert_eq!(spec.node_affinity[0].values, ["amd64", "arm64"]);
+        assert_eq!(
+            spec.node_affinity[1].operator,
+            AffinityOperator::DoesNotExist
+        );
+        assert_eq!(spec.ephemeral_storage.unwrap().to_string(), "2Gi");
+        assert_eq!(spec.class.as_deref(), Some("large"));
+        assert_eq!(
+            spec.secret_env["DB_PASSWORD"],
+            SecretRef::new("db-creds", "password")
+        );
+        assert_eq!(
+            spec.secret_files["/etc/app/token"],
+            SecretRef::new("app", "api-token")
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors_naming_the_flag() {
+        for (flag, needle) in [
+            ("--toleration=gpu:Never", "invalid --toleration"),
+            ("--node-affinity=arch in amd64", "invalid --node-affinity"),
+            ("--ephemeral-storage=lots", "invalid --ephemeral-storage"),
+            ("--secret-env=DB_PASSWORD", "invalid secret-env"),
+            (
+                "--secret-env=DB_PASSWORD=db",
+                "invalid --secret-env DB_PASSWORD",
+            ),
+            ("--secret-file=relative=app/token", "secret_files"),
+            ("--node-selector=pool", "invalid node-selector"),
+            ("--class=Big", "invalid class"),
+        ] {
+            let message = error(&[flag]);
+            assert!(message.contains(needle), "{flag}: {message}");
         }
     }
 }

@@ -156,9 +156,61 @@ mod supported {
             value_name = "NAME"
         )]
         pub server_ca_config_map: Option<String>,
+        /// Node label keys a job may name in --node-selector and --node-affinity,
+        /// comma-separated; `*` matches any run of characters [default: none].
+        #[arg(long = "k8s-allowed-node-selectors", env = "HODEI_K8S_ALLOWED_NODE_SELECTORS",
+            value_name = "PATTERNS", value_delimiter = ',', value_parser = trimmed)]
+        pub allowed_node_selectors: Vec<String>,
+        /// Taint keys a job may tolerate with --toleration, comma-separated patterns
+        /// [default: none].
+        #[arg(long = "k8s-allowed-tolerations", env = "HODEI_K8S_ALLOWED_TOLERATIONS",
+            value_name = "PATTERNS", value_delimiter = ',', value_parser = trimmed)]
+        pub allowed_tolerations: Vec<String>,
+        /// Secrets a job may use with --secret-env and --secret-file, comma-separated
+        /// name patterns [default: none].
+        #[arg(long = "k8s-allowed-secrets", env = "HODEI_K8S_ALLOWED_SECRETS",
+            value_name = "PATTERNS", value_delimiter = ',', value_parser = trimmed)]
+        pub allowed_secrets: Vec<String>,
+        /// JSON file of resource classes jobs pick with --class [default: no classes].
+        #[arg(
+            long = "k8s-resource-classes-file",
+            env = "HODEI_K8S_RESOURCE_CLASSES_FILE",
+            value_name = "FILE"
+        )]
+        pub resource_classes_file: Option<PathBuf>,
+    }
+
+    /// The non-empty patterns of a comma-separated list.
+    fn patterns(values: &[String]) -> Vec<String> {
+        values.iter().filter(|p| !p.is_empty()).cloned().collect()
     }
 
     impl KubernetesArgs {
+        /// The resource classes of the classes file; none without one.
+        fn resource_classes(
+            &self,
+        ) -> Result<std::collections::BTreeMap<String, k8s::ResourceClass>, SettingsError> {
+            const VARIABLE: &str = "HODEI_K8S_RESOURCE_CLASSES_FILE";
+            let Some(path) = &self.resource_classes_file else {
+                return Ok(std::collections::BTreeMap::new());
+            };
+            let invalid =
+                |message: String| SettingsError::Invalid(ValidationError::new(VARIABLE, message));
+            let meta = std::fs::metadata(path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            if meta.len() > MAX_CLASSES_FILE_BYTES {
+                return Err(invalid(format!(
+                    "{} is {} bytes; at most {MAX_CLASSES_FILE_BYTES} allowed",
+                    path.display(),
+                    meta.len()
+                )));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            k8s::parse_resource_classes(&text)
+                .map_err(|e| invalid(format!("{}: {}", path.display(), e.message())))
+        }
+
         /// The provider's settings, checked; workers dial `advertise_address` (the
         /// server's, when set). An invalid setting is an error naming its variable.
         pub fn settings(
@@ -195,6 +247,10 @@ mod supported {
                 api_writes_per_second: self.api_writes_per_second,
                 identity_token_audience: self.identity_token_audience.clone(),
                 server_ca_config_map: self.server_ca_config_map.clone(),
+                allowed_node_selectors: patterns(&self.allowed_node_selectors),
+                allowed_tolerations: patterns(&self.allowed_tolerations),
+                allowed_secrets: patterns(&self.allowed_secrets),
+                resource_classes: self.resource_classes()?,
                 ..KubernetesSettings::default()
             };
             settings.validate().map_err(|error| {
@@ -269,6 +325,9 @@ mod supported {
         named.push_str(rest);
         named
     }
+
+    /// Largest resource classes file read.
+    const MAX_CLASSES_FILE_BYTES: u64 = 1024 * 1024;
 
     /// A whole number of seconds.
     fn whole_seconds(value: &str) -> Result<Duration, String> {
@@ -396,6 +455,54 @@ mod supported {
                 ]
                 .map(|m| m.to_string()),
                 ["2Gi", "20Gi", "4Gi", "16Gi"]
+            );
+        }
+
+        #[test]
+        fn allow_lists_and_classes_become_settings() {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("classes.json");
+            std::fs::write(
+                &file,
+                r#"{"gpu": {"cpu": "4", "node_selector": {"pool": "gpu"}}}"#,
+            )
+            .unwrap();
+            let settings = args(&[
+                "--k8s-allowed-node-selectors=pool, zone.example.com/*",
+                "--k8s-allowed-tolerations=dedicated",
+                "--k8s-allowed-secrets=app-*,,",
+                &format!("--k8s-resource-classes-file={}", file.display()),
+            ])
+            .settings(None)
+            .unwrap();
+            assert_eq!(
+                settings.allowed_node_selectors,
+                ["pool", "zone.example.com/*"]
+            );
+            assert_eq!(settings.allowed_tolerations, ["dedicated"]);
+            assert_eq!(settings.allowed_secrets, ["app-*"]);
+            assert_eq!(
+                settings.resource_classes["gpu"].node_selector["pool"],
+                "gpu"
+            );
+
+            std::fs::write(&file, r#"{"gpu": {"cpus": "4"}}"#).unwrap();
+            let error = args(&[&format!("--k8s-resource-classes-file={}", file.display())])
+                .settings(None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("invalid HODEI_K8S_RESOURCE_CLASSES_FILE: "),
+                "{error}"
+            );
+            assert!(error.contains("unknown field `cpus`"), "{error}");
+            let error = args(&["--k8s-allowed-secrets=a b"])
+                .settings(None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("invalid HODEI_K8S_ALLOWED_SECRETS: "),
+                "{error}"
             );
         }
 

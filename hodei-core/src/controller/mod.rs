@@ -50,7 +50,7 @@ use crate::{
     disk::{DEFAULT_MIN_FREE_DISK, FreeDiskFloor},
     job::{Job, JobId, JobSpec, ValidationError, WorkerId},
     logs::LogHub,
-    provider::{ProviderRegistry, SelectionError},
+    provider::{ProviderRegistry, SelectionError, SpecRefusal},
     store::{JobFilter, JobPage, JobStore, PageRequest, StoreError},
 };
 
@@ -160,6 +160,15 @@ pub enum SubmitError {
     /// No provider can take the job.
     #[error(transparent)]
     NoProvider(#[from] SelectionError),
+    /// The chosen provider cannot or may not honour an option of the job.
+    #[error("provider {provider:?} refuses the job: {refusal}")]
+    Refused {
+        /// The provider.
+        provider: String,
+        /// What it refuses and why.
+        #[source]
+        refusal: SpecRefusal,
+    },
     /// The job could not be stored.
     #[error("storing the job failed")]
     Store(#[from] StoreError),
@@ -349,6 +358,12 @@ impl JobController {
         // Held from here: every early return below gives the place back.
         let ticket = self.inner.admission.admit(owner)?;
         let provider = self.inner.providers.select(&spec).await?;
+        provider
+            .check_spec(&spec)
+            .map_err(|refusal| SubmitError::Refused {
+                provider: provider.name().to_owned(),
+                refusal,
+            })?;
         let job = Job {
             owner: owner.to_owned(),
             ..Job::new(spec, provider.name())

@@ -48,7 +48,7 @@ fn is_qualified_token(s: &str, max: usize) -> bool {
 }
 
 /// A lowercase RFC 1123 subdomain of at most 253 bytes.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= MAX_LABEL_PREFIX_BYTES
         && s.split('.').all(|part| {
             let bytes = part.as_bytes();

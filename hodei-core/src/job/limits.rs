@@ -38,6 +38,17 @@ pub const MAX_LABEL_PREFIX_BYTES: usize = 253;
 pub const MAX_LABEL_NAME_BYTES: usize = 63;
 /// Longest label value, as in Kubernetes.
 pub const MAX_LABEL_VALUE_BYTES: usize = 63;
+/// Most entries of each placement option: node selector labels, tolerations and node
+/// affinity terms.
+pub const MAX_PLACEMENT_ENTRIES: usize = 32;
+/// Most values of one node affinity term.
+pub const MAX_AFFINITY_VALUES: usize = 32;
+/// Most secret references of each kind: secret env vars and secret files.
+pub const MAX_SECRET_REFS: usize = 32;
+/// Longest secret name or key, as in Kubernetes.
+pub const MAX_SECRET_NAME_BYTES: usize = 253;
+/// Longest resource class name (a DNS label's length).
+pub const MAX_CLASS_BYTES: usize = 63;
 /// Largest spec in total: every string it holds, added up. The command line and the
 /// environment may each use up to 1 MiB but not both: together with the worker's own
 /// variables and the pointer arrays they must fit Linux's default `ARG_MAX` of 2 MiB.

@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::{
     Cpu, Memory, ValidationError, labels,
     limits::{
-        MAX_ARG_BYTES, MAX_ARGS, MAX_COMMAND_BYTES, MAX_COMMAND_LINE_BYTES, MAX_ENV_BYTES,
-        MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_IMAGE_BYTES, MAX_LABELS, MAX_NAME_BYTES,
-        MAX_PROVIDER_BYTES, MAX_SPEC_BYTES, MAX_WORKING_DIR_BYTES,
+        MAX_ARG_BYTES, MAX_ARGS, MAX_CLASS_BYTES, MAX_COMMAND_BYTES, MAX_COMMAND_LINE_BYTES,
+        MAX_ENV_BYTES, MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_IMAGE_BYTES, MAX_LABELS,
+        MAX_NAME_BYTES, MAX_PROVIDER_BYTES, MAX_SPEC_BYTES, MAX_WORKING_DIR_BYTES,
     },
+    placement::{self, NodeAffinityTerm, Toleration},
+    secrets::{self, SecretRef},
     validation::excerpt,
 };
 
@@ -45,6 +47,31 @@ pub struct JobSpec {
     pub labels: BTreeMap<String, String>,
     /// Provider that must run the job; the server chooses when absent.
     pub provider: Option<String>,
+    /// Node labels the worker's node must have, over the provider's own; only on
+    /// providers that place workers on nodes (Kubernetes), within the operator's allow-list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Node taints the worker tolerates, added to the provider's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Requirements on node labels that the worker's node must all meet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_affinity: Vec<NodeAffinityTerm>,
+    /// Local disk (container logs and scratch space) the worker needs; the provider's
+    /// default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<Memory>,
+    /// Resource class the operator defined (resources and placement); the job's own
+    /// `cpu`, `memory` and `ephemeral_storage` override the class's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Env vars of the command whose values come from secrets, by name. Only the
+    /// reference is kept; the platform resolves it where the worker runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    /// Files (absolute paths) holding one secret key each, mounted read-only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, SecretRef>,
 }
 
 #[bon::bon]
@@ -75,6 +102,13 @@ impl JobSpec {
         image: Option<String>,
         #[builder(default)] labels: BTreeMap<String, String>,
         provider: Option<String>,
+        #[builder(default)] node_selector: BTreeMap<String, String>,
+        #[builder(default)] tolerations: Vec<Toleration>,
+        #[builder(default)] node_affinity: Vec<NodeAffinityTerm>,
+        ephemeral_storage: Option<Memory>,
+        class: Option<String>,
+        #[builder(default)] secret_env: BTreeMap<String, SecretRef>,
+        #[builder(default)] secret_files: BTreeMap<String, SecretRef>,
     ) -> Result<Self, ValidationError> {
         let spec = Self {
             name,
@@ -88,6 +122,13 @@ impl JobSpec {
             image,
             labels,
             provider,
+            node_selector,
+            tolerations,
+            node_affinity,
+            ephemeral_storage,
+            class,
+            secret_env,
+            secret_files,
         };
         spec.validate()?;
         Ok(spec)
@@ -144,6 +185,9 @@ impl JobSpec {
             text("provider", provider, MAX_PROVIDER_BYTES)?;
         }
         self.validate_labels()?;
+        self.validate_placement()?;
+        secrets::check_secret_env(&self.secret_env, &self.env)?;
+        secrets::check_secret_files(&self.secret_files, self.working_dir.as_deref())?;
         let total = self.total_bytes();
         if total > MAX_SPEC_BYTES {
             return Err(ValidationError::new(
@@ -256,12 +300,65 @@ impl JobSpec {
         Ok(())
     }
 
+    fn validate_placement(&self) -> Result<(), ValidationError> {
+        placement::check_node_selector(&self.node_selector)?;
+        placement::check_tolerations(&self.tolerations)?;
+        placement::check_node_affinity(&self.node_affinity)?;
+        if self.ephemeral_storage.is_some_and(|s| s.bytes() == 0) {
+            return Err(ValidationError::new(
+                "ephemeral_storage",
+                "must be above 0, e.g. 2Gi",
+            ));
+        }
+        if let Some(class) = &self.class {
+            let ok = !class.is_empty()
+                && class.len() <= MAX_CLASS_BYTES
+                && class
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ValidationError::new(
+                    "class",
+                    format!(
+                        "{} must be 1 to {MAX_CLASS_BYTES} bytes of lowercase [a-z0-9-]",
+                        excerpt(class)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The options only some providers honour, by field name, in a fixed order: placement
+    /// (`node_selector`, `tolerations`, `node_affinity`, `ephemeral_storage`, `class`) and
+    /// secrets (`secret_env`, `secret_files`). Empty for a job that asks for none.
+    #[must_use]
+    pub fn platform_options(&self) -> Vec<&'static str> {
+        [
+            ("secret_env", !self.secret_env.is_empty()),
+            ("secret_files", !self.secret_files.is_empty()),
+            ("node_selector", !self.node_selector.is_empty()),
+            ("tolerations", !self.tolerations.is_empty()),
+            ("node_affinity", !self.node_affinity.is_empty()),
+            ("ephemeral_storage", self.ephemeral_storage.is_some()),
+            ("class", self.class.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, asked)| asked.then_some(name))
+        .collect()
+    }
+
     /// Every string of the spec, added up.
     fn total_bytes(&self) -> usize {
         let map = |m: &BTreeMap<String, String>| -> usize {
             m.iter().map(|(k, v)| k.len() + v.len()).sum()
         };
         let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let refs = |m: &BTreeMap<String, SecretRef>| -> usize {
+            m.iter()
+                .map(|(k, r)| k.len() + r.secret.len() + r.key.len())
+                .sum()
+        };
         self.name.len()
             + self.command.len()
             + self.args.iter().map(String::len).sum::<usize>()
@@ -270,6 +367,20 @@ impl JobSpec {
             + optional(&self.image)
             + map(&self.labels)
             + optional(&self.provider)
+            + map(&self.node_selector)
+            + self
+                .tolerations
+                .iter()
+                .map(|t| t.key.len() + t.value.len())
+                .sum::<usize>()
+            + self
+                .node_affinity
+                .iter()
+                .map(|t| t.key.len() + t.values.iter().map(String::len).sum::<usize>())
+                .sum::<usize>()
+            + optional(&self.class)
+            + refs(&self.secret_env)
+            + refs(&self.secret_files)
     }
 }
 
@@ -417,5 +528,107 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"64Mi\""), "{json}");
         assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+    }
+
+    fn placed() -> JobSpec {
+        JobSpec::builder("true")
+            .node_selector(BTreeMap::from([("pool".to_owned(), "batch".to_owned())]))
+            .tolerations(vec!["gpu=true:NoSchedule".parse().unwrap()])
+            .node_affinity(vec!["zone in (a,b)".parse().unwrap()])
+            .ephemeral_storage("2Gi".parse().unwrap())
+            .class("large")
+            .secret_env(BTreeMap::from([(
+                "DB_PASSWORD".to_owned(),
+                "db/password".parse().unwrap(),
+            )]))
+            .secret_files(BTreeMap::from([(
+                "/etc/app/token".to_owned(),
+                "app/token".parse().unwrap(),
+            )]))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn placement_and_secret_errors_name_the_field() {
+        let base = placed();
+        type Change = fn(&mut JobSpec);
+        let cases: [(&str, Change); 7] = [
+            ("node_selector[\"bad key\"]", |s| {
+                s.node_selector.insert("bad key".into(), "v".into());
+            }),
+            ("tolerations[1]", |s| {
+                s.tolerations.push("pool=has space".parse().unwrap());
+            }),
+            ("node_affinity[0]", |s| {
+                s.node_affinity[0].values.clear();
+            }),
+            ("ephemeral_storage", |s| {
+                s.ephemeral_storage = Some(Memory::from_bytes(0));
+            }),
+            ("class", |s| s.class = Some("Large Class".into())),
+            ("secret_env[\"HODEI_TOKEN\"]", |s| {
+                s.secret_env
+                    .insert("HODEI_TOKEN".into(), "db/password".parse().unwrap());
+            }),
+            ("secret_files[\"relative\"]", |s| {
+                s.secret_files
+                    .insert("relative".into(), "db/password".parse().unwrap());
+            }),
+        ];
+        for (field, change) in cases {
+            let mut spec = base.clone();
+            change(&mut spec);
+            let err = spec.validate().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+        }
+    }
+
+    #[test]
+    fn too_many_node_selector_labels_are_refused() {
+        let selector = (0..33).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        let err = JobSpec::builder("true")
+            .node_selector(selector)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "node_selector");
+        assert!(err.message().contains("at most 32"), "{err}");
+    }
+
+    #[test]
+    fn platform_options_list_what_the_job_asks_for() {
+        assert!(
+            JobSpec::builder("true")
+                .build()
+                .unwrap()
+                .platform_options()
+                .is_empty()
+        );
+        assert_eq!(
+            placed().platform_options(),
+            [
+                "secret_env",
+                "secret_files",
+                "node_selector",
+                "tolerations",
+                "node_affinity",
+                "ephemeral_storage",
+                "class"
+            ]
+        );
+    }
+
+    #[test]
+    fn placement_and_secret_references_round_trip_through_json() {
+        let spec = placed();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"gpu=true:NoSchedule\""), "{json}");
+        assert!(json.contains("\"db/password\""), "{json}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+        // A spec stored before these options existed still reads.
+        let plain = JobSpec::builder("true").build().unwrap();
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("secret"), "{json}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), plain);
     }
 }

@@ -750,4 +750,41 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn placement_and_secrets_are_refused_never_dropped() {
+        use std::collections::BTreeMap;
+
+        use crate::{
+            Provider,
+            job::{JobSpec, SecretRef},
+        };
+
+        let provider = LocalProvider::builder("/bin/true").build();
+        let plain = JobSpec::builder("true").build().unwrap();
+        provider.check_spec(&plain).unwrap();
+        let secret = JobSpec::builder("true")
+            .secret_files(BTreeMap::from([(
+                "/etc/app/token".to_owned(),
+                SecretRef::new("app", "token"),
+            )]))
+            .build()
+            .unwrap();
+        let refusal = provider.check_spec(&secret).unwrap_err();
+        assert_eq!(refusal.field, "secret_files");
+        assert_eq!(
+            refusal.to_string(),
+            "invalid secret_files: secrets are only available on the kubernetes provider; \
+             provider \"local\" cannot give a job secret_files"
+        );
+        let storage = JobSpec::builder("true")
+            .ephemeral_storage("1Gi".parse().unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(
+            provider.check_spec(&storage).unwrap_err().message,
+            "ephemeral_storage is only available on the kubernetes provider; provider \"local\" \
+             cannot honour it"
+        );
+    }
 }

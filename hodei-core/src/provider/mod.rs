@@ -186,6 +186,46 @@ impl ProviderError {
     }
 }
 
+/// Why a provider refuses a job it was chosen for: it cannot honour an option the job
+/// asks for, or the operator does not allow it. The job is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct SpecRefusal {
+    /// The spec field refused, e.g. `node_selector["gpu"]` or `secret_env`.
+    pub field: String,
+    /// Why, naming the setting that decides it where there is one.
+    pub message: String,
+}
+
+impl SpecRefusal {
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The refusal of a provider that honours no placement or secret option: the first
+    /// one `spec` asks for, if any.
+    #[must_use]
+    pub fn unsupported(provider: &str, spec: &JobSpec) -> Option<Self> {
+        let option = *spec.platform_options().first()?;
+        let message = if option.starts_with("secret") {
+            format!(
+                "secrets are only available on the kubernetes provider; provider {provider:?} \
+                 cannot give a job {option}"
+            )
+        } else {
+            format!(
+                "{option} is only available on the kubernetes provider; provider {provider:?} \
+                 cannot honour it"
+            )
+        };
+        Some(Self::new(option, message))
+    }
+}
+
 /// Starts and removes workers on some platform.
 #[async_trait]
 pub trait Provider: Send + Sync + fmt::Debug + 'static {
@@ -197,6 +237,17 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
 
     /// Whether it can take jobs now.
     async fn health(&self) -> ProviderHealth;
+
+    /// Checks, when a job is submitted, that the provider can and may honour every option
+    /// of `spec`. By default it refuses any placement or secret option
+    /// ([`JobSpec::platform_options`]): a provider that cannot honour one must never
+    /// start the job without it.
+    fn check_spec(&self, spec: &JobSpec) -> Result<(), SpecRefusal> {
+        match SpecRefusal::unsupported(self.name(), spec) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
 
     /// Starts a worker. Returning means the platform accepted it, not that it runs.
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError>;

@@ -256,6 +256,7 @@ fn submit_status(error: SubmitError) -> Status {
             Status::unavailable(e.to_string())
         }
         SubmitError::NoProvider(e) => Status::failed_precondition(e.to_string()),
+        e @ SubmitError::Refused { .. } => Status::invalid_argument(e.to_string()),
         e @ SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
         e @ (SubmitError::QueueFull { .. }
         | SubmitError::OwnerQueueFull { .. }

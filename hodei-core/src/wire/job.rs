@@ -6,7 +6,7 @@ use bytes::Bytes;
 use hodei_proto::v1::{self as pb, terminal_reason::Kind};
 use time::OffsetDateTime;
 
-use super::{millis, missing};
+use super::{millis, missing, placement};
 use crate::{
     client::JobEvent,
     job::{FailureReason, Job, JobSpec, JobState, ProcessExit, ValidationError},
@@ -33,6 +33,12 @@ impl TryFrom<pb::JobSpec> for JobSpec {
         if spec.timeout_ms == 0 {
             return Err(ValidationError::new("timeout", "must be greater than zero"));
         }
+        let ephemeral_storage = non_empty(spec.ephemeral_storage)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| ValidationError::new("ephemeral_storage", format!("{e}")))
+            })
+            .transpose()?;
         let spec = JobSpec {
             name: spec.name,
             command: spec.command,
@@ -45,6 +51,13 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             image: spec.image,
             labels: spec.labels.into_iter().collect(),
             provider: spec.provider,
+            node_selector: spec.node_selector.into_iter().collect(),
+            tolerations: placement::decode_list("tolerations", spec.tolerations)?,
+            node_affinity: placement::decode_list("node_affinity", spec.node_affinity)?,
+            ephemeral_storage,
+            class: spec.resource_class,
+            secret_env: placement::decode_refs(spec.secret_env),
+            secret_files: placement::decode_refs(spec.secret_files),
         };
         spec.validate()?;
         Ok(spec)
@@ -65,6 +78,16 @@ impl From<&JobSpec> for pb::JobSpec {
             image: spec.image.clone(),
             labels: spec.labels.clone().into_iter().collect(),
             provider: spec.provider.clone(),
+            node_selector: spec.node_selector.clone().into_iter().collect(),
+            tolerations: spec.tolerations.iter().map(Into::into).collect(),
+            node_affinity: spec.node_affinity.iter().map(Into::into).collect(),
+            ephemeral_storage: spec
+                .ephemeral_storage
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            resource_class: spec.class.clone(),
+            secret_env: placement::encode_refs(&spec.secret_env),
+            secret_files: placement::encode_refs(&spec.secret_files),
         }
     }
 }

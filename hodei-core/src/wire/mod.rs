@@ -6,6 +6,7 @@
 
 mod job;
 mod list;
+mod placement;
 mod worker;
 
 use std::time::Duration;

@@ -67,6 +67,7 @@ impl JobProcess {
         }
         let scratch = ScratchDir::create(sandbox.scratch_base.map(Path::new), "hodei-job-")
             .map_err(|e| format!("cannot create the job's scratch directory: {e}"))?;
+        let secrets = secret_env(spec, |name| std::env::var_os(name))?;
         let mut command = Command::new(&spec.command);
         command.args(&spec.args).env_clear();
         // The job gets the environment its worker was given (a local worker gets only
@@ -80,7 +81,8 @@ impl JobProcess {
             .env("PATH", inherited("PATH", DEFAULT_PATH))
             .env("LANG", inherited("LANG", DEFAULT_LANG))
             .env("HOME", scratch.path())
-            .envs(&spec.env);
+            .envs(&spec.env)
+            .envs(secrets);
         match spec.working_dir.as_deref() {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -191,6 +193,30 @@ impl Drop for JobProcess {
 }
 
 /// The worker's own value of `name`, else `default`.
+/// The values of the job's secret env vars, which the platform put into the worker's own
+/// environment (on Kubernetes the kubelet, from `secretKeyRef`): passed on by name, each
+/// one the spec lists and no other. A listed one that is missing is an error, never an
+/// empty value.
+fn secret_env(
+    spec: &JobSpec,
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Vec<(String, std::ffi::OsString)>, String> {
+    spec.secret_env
+        .iter()
+        .map(|(name, reference)| {
+            lookup(name)
+                .map(|value| (name.clone(), value))
+                .ok_or_else(|| {
+                    format!(
+                        "secret env var {} (from {reference}) did not reach the worker; only \
+                     the kubernetes provider resolves secrets",
+                        crate::job::excerpt(name)
+                    )
+                })
+        })
+        .collect()
+}
+
 fn inherited(name: &str, default: &str) -> std::ffi::OsString {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
@@ -272,6 +298,39 @@ mod tests {
         out.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .unwrap_or_else(|| panic!("{key} missing from {out}"))
+    }
+
+    #[test]
+    fn secret_env_vars_are_passed_on_by_name_and_a_missing_one_is_an_error() {
+        let spec = JobSpec::builder("true")
+            .secret_env(BTreeMap::from([
+                ("DB_PASSWORD".to_owned(), "db/password".parse().unwrap()),
+                ("API_TOKEN".to_owned(), "api/token".parse().unwrap()),
+            ]))
+            .build()
+            .unwrap();
+        let worker_env = BTreeMap::from([
+            ("DB_PASSWORD", "s3cret"),
+            ("API_TOKEN", "t0ken"),
+            ("OTHER", "x"),
+        ]);
+        let passed = secret_env(&spec, |name| worker_env.get(name).map(Into::into)).unwrap();
+        assert_eq!(
+            passed,
+            [
+                ("API_TOKEN".to_owned(), "t0ken".into()),
+                ("DB_PASSWORD".to_owned(), "s3cret".into()),
+            ]
+        );
+        let error =
+            secret_env(&spec, |name| (name == "API_TOKEN").then(|| "t0ken".into())).unwrap_err();
+        assert_eq!(
+            error,
+            "secret env var \"DB_PASSWORD\" (from db/password) did not reach the worker; only \
+             the kubernetes provider resolves secrets"
+        );
+        let plain = JobSpec::builder("true").build().unwrap();
+        assert!(secret_env(&plain, |_| None).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! `KubernetesProvider`: each worker is a pod, created from `hodei-k8s`'s template and
 //! followed by one namespace-wide watch.
 
+mod classes;
 mod events;
+mod placement;
 mod settings;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+pub use classes::{MAX_RESOURCE_CLASSES, ResourceClass, parse_resource_classes};
 use hodei_k8s::{
     PodWatcher, WatcherConfig, WorkerPodSpec, WorkerPods, WorkerResources,
     reviews::{TokenVerdict, review_token},
@@ -26,9 +29,9 @@ use tracing::{info, warn};
 use self::events::Routes;
 use super::{
     KnownWorkers, Provider, ProviderCapabilities, ProviderError, ProviderHealth, ProvisionedWorker,
-    WorkerEvent, WorkerLaunch, WorkerProof,
+    SpecRefusal, WorkerEvent, WorkerLaunch, WorkerProof,
 };
-use crate::job::{ValidationError, WorkerId};
+use crate::job::{JobSpec, Memory, ValidationError, WorkerId};
 
 /// Name under which the Kubernetes provider registers.
 pub const KUBERNETES_PROVIDER_NAME: &str = "kubernetes";
@@ -185,13 +188,23 @@ impl KubernetesProvider {
         &self.settings
     }
 
-    fn pod_spec(&self, launch: &WorkerLaunch) -> WorkerPodSpec {
+    /// The pod of a launch, with the server's, the class's and the job's placement merged;
+    /// refused when the job no longer passes [`Provider::check_spec`] (the settings
+    /// changed while it was queued).
+    fn pod_spec(&self, launch: &WorkerLaunch) -> Result<WorkerPodSpec, SpecRefusal> {
         let s = &self.settings;
         let spec = &launch.spec;
-        let cpu = spec.cpu.map(|c| c.to_string());
-        let memory = spec.memory.map(|m| m.to_string());
+        placement::check(s, spec)?;
+        let class = placement::class_of(s, spec)?;
+        let placed = placement::merge(s, class, spec);
+        let cpu = placed.cpu.map(|c| c.to_string());
+        let memory = placed.memory.map(|m| m.to_string());
+        // A job's own disk size is its request and its limit; the scratch volumes never
+        // exceed it.
+        let storage = placed.ephemeral_storage;
+        let capped = |size: Memory| storage.map_or(size, |limit| size.min(limit)).to_string();
         let deadline = spec.timeout + s.registration_timeout + DEADLINE_MARGIN;
-        WorkerPodSpec::builder()
+        Ok(WorkerPodSpec::builder()
             .worker_id(launch.worker_id.to_string())
             .job_id(launch.job_id.to_string())
             .namespace(s.namespace.clone())
@@ -211,23 +224,30 @@ impl KubernetesProvider {
                     .clone()
                     .unwrap_or_else(|| s.default_memory_request.to_string()),
                 memory_limit: memory.unwrap_or_else(|| s.default_memory_limit.to_string()),
-                ephemeral_storage_request: s.default_ephemeral_storage_request.to_string(),
-                ephemeral_storage_limit: s.default_ephemeral_storage_limit.to_string(),
-                tmp_size_limit: s.tmp_size_limit.to_string(),
-                working_dir_size_limit: s.working_dir_size_limit.to_string(),
+                ephemeral_storage_request: storage
+                    .unwrap_or(s.default_ephemeral_storage_request)
+                    .to_string(),
+                ephemeral_storage_limit: storage
+                    .unwrap_or(s.default_ephemeral_storage_limit)
+                    .to_string(),
+                tmp_size_limit: capped(s.tmp_size_limit),
+                working_dir_size_limit: capped(s.working_dir_size_limit),
             })
             .active_deadline_seconds(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX))
             .env(spec.env.clone())
             .service_account(s.service_account.clone())
             .image_pull_secrets(s.image_pull_secrets.clone())
             .image_pull_policy(s.image_pull_policy.clone())
-            .node_selector(s.node_selector.clone())
-            .tolerations(s.tolerations.clone())
+            .node_selector(placed.node_selector)
+            .tolerations(placed.tolerations)
+            .node_affinity(placed.node_affinity)
+            .secret_env(placed.secret_env)
+            .secret_files(placed.secret_files)
             .maybe_working_dir(spec.working_dir.clone())
             .extra_labels(spec.labels.clone())
             .identity_token_audience(s.identity_token_audience.clone())
             .maybe_server_ca_config_map(s.server_ca_config_map.clone())
-            .build()
+            .build())
     }
 
     async fn delete_pod(&self, pod_name: &str) -> Result<(), ProviderError> {
@@ -306,8 +326,16 @@ impl Provider for KubernetesProvider {
         health_of_watch(self.watcher.health())
     }
 
+    /// Refuses what the operator's allow-lists do not cover, an unknown resource class and
+    /// secret files that would clash with the worker's mounts.
+    fn check_spec(&self, spec: &JobSpec) -> Result<(), SpecRefusal> {
+        placement::check(&self.settings, spec)
+    }
+
     async fn provision(&self, launch: WorkerLaunch) -> Result<ProvisionedWorker, ProviderError> {
-        let spec = self.pod_spec(&launch);
+        let spec = self
+            .pod_spec(&launch)
+            .map_err(|refusal| ProviderError::fatal("SpecRefused", refusal.to_string()))?;
         let pod_name = spec.pod_name();
         let worker_id = launch.worker_id.to_string();
         // Route before creating, so no event of the new pod can be missed.

@@ -13,6 +13,7 @@ pub use hodei_k8s::{
     DEFAULT_WRITES_PER_SECOND as DEFAULT_API_WRITES_PER_SECOND,
 };
 
+use super::ResourceClass;
 use crate::job::{Cpu, Memory, ValidationError};
 
 /// Namespace worker pods run in by default.
@@ -108,6 +109,17 @@ pub struct KubernetesSettings {
     /// `https://` server with; mounted read-only into worker pods and named by
     /// `HODEI_SERVER_CA`. The system's roots when absent.
     pub server_ca_config_map: Option<String>,
+    /// Node label keys a job may name in its node selector and node affinity, as patterns
+    /// where `*` stands for any run of characters (`zone.example.com/*`). Empty by
+    /// default: no job may choose its nodes.
+    pub allowed_node_selectors: Vec<String>,
+    /// Taint keys a job may tolerate, as patterns. Empty by default: none.
+    pub allowed_tolerations: Vec<String>,
+    /// Names of secrets (in `namespace`) a job may take env vars and files from, as
+    /// patterns. Empty by default: none.
+    pub allowed_secrets: Vec<String>,
+    /// Resource classes jobs may pick by name; they bypass the allow-lists.
+    pub resource_classes: BTreeMap<String, ResourceClass>,
 }
 
 impl Default for KubernetesSettings {
@@ -139,6 +151,10 @@ impl Default for KubernetesSettings {
             api_writes_per_second: DEFAULT_API_WRITES_PER_SECOND,
             identity_token_audience: DEFAULT_IDENTITY_TOKEN_AUDIENCE.to_owned(),
             server_ca_config_map: None,
+            allowed_node_selectors: Vec::new(),
+            allowed_tolerations: Vec::new(),
+            allowed_secrets: Vec::new(),
+            resource_classes: BTreeMap::new(),
         }
     }
 }
@@ -205,6 +221,25 @@ impl KubernetesSettings {
                 "must be 1 to 253 characters without spaces or control characters, e.g. hodei",
             ));
         }
+        for (field, patterns) in [
+            ("allowed_node_selectors", &self.allowed_node_selectors),
+            ("allowed_tolerations", &self.allowed_tolerations),
+            ("allowed_secrets", &self.allowed_secrets),
+        ] {
+            if let Some(bad) = patterns.iter().find(|p| {
+                p.is_empty()
+                    || p.len() > 317
+                    || p.contains(|c: char| c.is_control() || c.is_whitespace() || c == ',')
+            }) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "pattern {bad:?} must be 1 to 317 characters without spaces, commas or control characters"
+                    ),
+                ));
+            }
+        }
+        super::classes::check_resource_classes(&self.resource_classes)?;
         Ok(())
     }
 }

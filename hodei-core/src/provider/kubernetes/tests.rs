@@ -628,3 +628,5 @@ async fn workers_get_the_server_ca_from_the_configured_config_map() {
         "{env:?}"
     );
 }
+
+mod placement;
