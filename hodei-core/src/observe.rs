@@ -72,6 +72,9 @@ pub const JOBS_ADOPTED: &str = "hodei_jobs_adopted_total";
 pub const JOBS_LOST_AFTER_RESTART: &str = "hodei_jobs_lost_after_restart_total";
 /// Jobs that had not started when the server last stopped and were queued again.
 pub const JOBS_REQUEUED: &str = "hodei_jobs_requeued_total";
+/// Attempts that failed and were followed by another, by `class` of the failure:
+/// `user` (the job asked for it) or `infrastructure`.
+pub const JOB_RETRIES: &str = "hodei_job_retries_total";
 
 /// A job API call was refused for `reason`.
 pub(crate) fn job_api_refusal(reason: &'static str) {
@@ -202,6 +205,11 @@ pub(crate) fn job_adopted() {
 /// An adopted job's worker did not come back.
 pub(crate) fn job_lost_after_restart() {
     counter!(JOBS_LOST_AFTER_RESTART).increment(1);
+}
+
+/// A job's attempt failed and the job runs again.
+pub(crate) fn job_retried(class: crate::job::FailureClass) {
+    counter!(JOB_RETRIES, "class" => class.name()).increment(1);
 }
 
 /// A job that had not started when the server last stopped was queued again.

@@ -17,13 +17,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{
     Assignment, FromWorker, Inner, PendingWorker, ShutdownMode, StopReason, ToWorker, WorkerLink,
     admission::QueueTicket,
-    outcome, resume,
+    outcome, resume, retry,
     start_timeline::StartTimeline,
     store_writes::{self, Written},
     worker_guard::WorkerGuard,
 };
 use crate::{
-    job::{FailureReason, Job, JobState, WorkerId},
+    job::{Attempt, FailureClass, FailureReason, Job, JobState, WorkerId},
+    logs::{OutputChunk, OutputStream},
     observe,
     provider::{Provider, ProviderError, ProvisionedWorker, WorkerEvent, WorkerLaunch},
     store::WorkerRecord,
@@ -123,17 +124,33 @@ impl JobRun {
     }
 
     pub(super) async fn run(mut self) {
-        let mut guard = None;
         let holds = self.inner.config.on_shutdown == ShutdownMode::HoldJobs;
         let shutdown = self.inner.shutdown.clone();
-        let driven = tokio::select! {
-            state = self.drive(&mut guard) => Some(state),
-            () = shutdown.cancelled(), if holds => None,
+        let (state, guard) = loop {
+            let mut guard = None;
+            let driven = tokio::select! {
+                state = self.drive(&mut guard) => Some(state),
+                () = shutdown.cancelled(), if holds => None,
+            };
+            let Some(state) = driven else {
+                return self.hold(guard).await;
+            };
+            let state = outcome::refused(state, self.refused.take());
+            let retry = retry::decide(
+                &state,
+                &self.job.spec,
+                &self.job.attempts,
+                &self.inner.config.retry,
+            );
+            match retry {
+                Some(retry) if !self.cancel.is_cancelled() && !shutdown.is_cancelled() => {
+                    if let Err(reason) = self.again(state, retry, guard).await {
+                        break (self.stopped_without_result(reason), None);
+                    }
+                }
+                _ => break (state, guard),
+            }
         };
-        let Some(state) = driven else {
-            return self.hold(guard).await;
-        };
-        let state = outcome::refused(state, self.refused.take());
         self.queued = None;
         // The log is on disk before the final state is: a stored end implies its output.
         if let Err(error) = self.inner.logs.close(self.job.id).await {
@@ -163,6 +180,71 @@ impl JobRun {
         }
         if let Some(guard) = guard {
             guard.destroy().await;
+        }
+    }
+
+    /// Ends the current attempt with `state` and queues the job to run again on a new
+    /// worker after the retry's wait: the attempt is recorded with the job, its worker
+    /// removed, and the log marks where the next attempt starts. An error when the job is
+    /// stopped while it waits.
+    async fn again(
+        &mut self,
+        state: JobState,
+        retry: retry::Retry,
+        guard: Option<WorkerGuard>,
+    ) -> Result<(), StopReason> {
+        let number = self.job.attempt();
+        warn!(attempt = number, class = %retry.class, %state, retry_in = ?retry.delay, "the attempt failed; the job runs again");
+        observe::job_retried(retry.class);
+        if let Some(guard) = guard {
+            guard.destroy().await;
+        }
+        self.job.attempts.push(Attempt {
+            number,
+            worker_id: self.job.worker_id.take(),
+            state: state.clone(),
+            started_at: self.job.started_at.take(),
+            finished_at: OffsetDateTime::now_utc(),
+        });
+        self.mark_attempt(number + 1, retry.class, &state);
+        self.refused = None;
+        self.worker_record = None;
+        self.awaiting_adopted = false;
+        self.timeline = StartTimeline::new(OffsetDateTime::now_utc());
+        self.queued = Some(self.inner.admission.requeue(&self.job.owner));
+        self.job.detail = Some(format!(
+            "attempt {} in {}: attempt {number} failed ({} failure: {state})",
+            number + 1,
+            humantime::format_duration(Duration::from_secs(retry.delay.as_secs().max(1))),
+            retry.class
+        ));
+        self.set_state(JobState::Queued).await;
+        tokio::select! {
+            () = sleep(retry.delay) => Ok(()),
+            reason = self.stop_requested() => Err(reason),
+        }
+    }
+
+    /// Writes where attempt `number` starts into the job's log, on stderr, so followers
+    /// see it between the attempts' output.
+    fn mark_attempt(&self, number: u32, class: FailureClass, previous: &JobState) {
+        let Some(log) = self.inner.logs.live(self.job.id) else {
+            return;
+        };
+        let text = format!(
+            "hodei: attempt {number} of job {} starts; attempt {} failed ({class} failure: {previous})\n",
+            self.job.id,
+            number - 1
+        );
+        let marker = OutputChunk {
+            seq: log.last_seq() + 1,
+            stream: OutputStream::Stderr,
+            data: text.into_bytes().into(),
+            emitted_at_us: i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
+                .unwrap_or(i64::MAX),
+        };
+        if let Err(error) = log.append_within(&[marker], u64::MAX) {
+            warn!(%error, "marking the next attempt in the log failed");
         }
     }
 
@@ -260,6 +342,7 @@ impl JobRun {
             worker_id,
             PendingWorker {
                 job_id: self.job.id,
+                first_seq: log.last_seq() + 1,
                 log,
                 attach: attach_tx,
             },
@@ -402,6 +485,7 @@ impl JobRun {
         // Stored before the worker gets the job: a job whose command may run is always
         // one a restarted server finds again.
         self.remember_worker(record.clone()).await;
+        let first_seq = log.last_seq() + 1;
         self.inner
             .registrations
             .resumes()
@@ -412,6 +496,7 @@ impl JobRun {
             heartbeat_interval: config.heartbeat_interval,
             kill_grace: config.kill_grace,
             resume_credential,
+            first_seq,
         };
         if link
             .to_worker

@@ -13,6 +13,9 @@ mod reconnect_tests;
 mod registration;
 mod resume;
 mod retention;
+mod retry;
+#[cfg(test)]
+mod retry_tests;
 mod start_timeline;
 mod store_writes;
 mod sweeper;
@@ -41,6 +44,9 @@ pub(crate) use registration::RegistrationError;
 pub(crate) use registration::WorkerRegistrations;
 pub(crate) use resume::ResumeError;
 pub use retention::{DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_INTERVAL, RetentionPolicy};
+pub use retry::{
+    DEFAULT_INFRASTRUCTURE_RETRIES, DEFAULT_MAX_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF, RetrySettings,
+};
 pub(crate) use worker_link::PendingWorker;
 pub(crate) use worker_link::{
     Assignment, FromWorker, ResumeCredential, StopReason, ToWorker, WorkerLink, WorkerOutcome,
@@ -121,6 +127,9 @@ pub struct ControllerConfig {
     /// Which finished jobs are kept, and how often the others are deleted.
     #[builder(default)]
     pub retention: RetentionPolicy,
+    /// When a failed job runs again.
+    #[builder(default)]
+    pub retry: RetrySettings,
     /// Most jobs queued at once (accepted and not yet given a worker slot); more submits
     /// are refused.
     #[builder(default = DEFAULT_MAX_QUEUED_JOBS)]

@@ -302,6 +302,7 @@ mod tests {
                 PendingWorker {
                     job_id,
                     log,
+                    first_seq: 1,
                     attach,
                 },
                 job_id,

@@ -17,8 +17,8 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    ControllerConfig, FromWorker, JobController, RetentionPolicy, SpaceProbe, StopReason, ToWorker,
-    WorkerLink, WorkerOutcome,
+    ControllerConfig, FromWorker, JobController, RetentionPolicy, RetrySettings, SpaceProbe,
+    StopReason, ToWorker, WorkerLink, WorkerOutcome,
 };
 use crate::{
     disk::{DiskSpace, FreeDiskFloor},
@@ -313,7 +313,7 @@ pub(super) struct Harness {
     pub(super) controller: JobController,
     provider: Arc<FakeProvider>,
     store: Arc<MemoryStore>,
-    created: mpsc::UnboundedReceiver<CreatedWorker>,
+    pub(super) created: mpsc::UnboundedReceiver<CreatedWorker>,
     _dir: tempfile::TempDir,
 }
 
@@ -367,6 +367,12 @@ impl Harness {
             .kill_grace(KILL_GRACE)
             .result_grace(RESULT_GRACE)
             .space_probe(SpaceProbe::new(plenty_of_space))
+            // Each test of a failure sees that failure end the job; retries have their
+            // own tests.
+            .retry(RetrySettings {
+                infrastructure_retries: 0,
+                ..RetrySettings::default()
+            })
             .build();
         let config = adjust(config);
         let logs = Arc::new(LogHub::open(dir.path()).unwrap());

@@ -36,6 +36,9 @@ pub struct Assignment {
     pub kill_grace: Duration,
     /// What the worker presents to re-attach if its stream breaks.
     pub resume_credential: ResumeCredential,
+    /// Sequence number of the job's first output chunk on this worker: after the output
+    /// of the job's earlier attempts.
+    pub first_seq: u64,
 }
 
 /// A secret that lets a running job's worker re-attach after its stream broke: 256
@@ -133,5 +136,7 @@ impl WorkerLink {
 pub(crate) struct PendingWorker {
     pub job_id: JobId,
     pub log: Arc<JobLog>,
+    /// The first output chunk the worker will send: the log's next.
+    pub first_seq: u64,
     pub attach: oneshot::Sender<WorkerLink>,
 }

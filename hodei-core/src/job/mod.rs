@@ -9,6 +9,7 @@ mod phase;
 mod placement;
 mod quantity;
 mod record;
+mod retry;
 mod secrets;
 pub(crate) mod spec;
 mod state;
@@ -25,7 +26,10 @@ pub use placement::{
     TolerationOperator,
 };
 pub use quantity::{Cpu, Memory, QuantityError};
-pub use record::Job;
+pub use record::{Attempt, Job};
+pub use retry::{
+    FailureClass, MAX_RETRIES, MAX_RETRY_EXIT_CODES, RetryOn, RetryOnSyntaxError, RetryPolicy,
+};
 pub use secrets::SecretRef;
 pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};
 pub use state::{FailureReason, JobState, ProcessExit};

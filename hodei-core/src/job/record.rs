@@ -33,6 +33,26 @@ pub struct Job {
     /// When it reached its terminal state.
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// Its earlier attempts, oldest first; `state` is the current attempt's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// One earlier run of a job, on a worker of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first.
+    pub number: u32,
+    /// The worker it ran on, if one was provisioned.
+    pub worker_id: Option<WorkerId>,
+    /// How it ended (terminal).
+    pub state: JobState,
+    /// When its command started, if it did.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
 }
 
 impl Job {
@@ -50,6 +70,15 @@ impl Job {
             created_at: OffsetDateTime::now_utc(),
             started_at: None,
             finished_at: None,
+            attempts: Vec::new(),
         }
+    }
+
+    /// The number of the current attempt: 1 for the first run.
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        u32::try_from(self.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Cpu, Memory, ValidationError, labels,
+    Cpu, Memory, RetryPolicy, ValidationError, labels,
     limits::{
         MAX_ARG_BYTES, MAX_ARGS, MAX_CLASS_BYTES, MAX_COMMAND_BYTES, MAX_COMMAND_LINE_BYTES,
         MAX_ENV_BYTES, MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_IMAGE_BYTES, MAX_LABELS,
@@ -72,6 +72,9 @@ pub struct JobSpec {
     /// Files (absolute paths) holding one secret key each, mounted read-only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, SecretRef>,
+    /// Which of its own failures the job is run again after, and how many times.
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_none")]
+    pub retry: RetryPolicy,
 }
 
 #[bon::bon]
@@ -109,6 +112,7 @@ impl JobSpec {
         class: Option<String>,
         #[builder(default)] secret_env: BTreeMap<String, SecretRef>,
         #[builder(default)] secret_files: BTreeMap<String, SecretRef>,
+        #[builder(default)] retry: RetryPolicy,
     ) -> Result<Self, ValidationError> {
         let spec = Self {
             name,
@@ -129,6 +133,7 @@ impl JobSpec {
             class,
             secret_env,
             secret_files,
+            retry,
         };
         spec.validate()?;
         Ok(spec)
@@ -143,6 +148,7 @@ impl JobSpec {
         }
         text("command", &self.command, MAX_COMMAND_BYTES)?;
         self.validate_args()?;
+        self.retry.validate()?;
         self.validate_env()?;
         if let Some(dir) = &self.working_dir {
             text("working_dir", dir, MAX_WORKING_DIR_BYTES)?;

@@ -157,6 +157,7 @@ impl WorkerApi {
             log: resumed.log,
             intake: self.controller.intake().clone(),
             resumed_after: Some(last_seq),
+            first_expected: None,
         };
         Ok(relay.start(inbound, output, &span))
     }
@@ -209,6 +210,7 @@ impl WorkerService for WorkerApi {
             log: pending.log,
             intake: self.controller.intake().clone(),
             resumed_after: None,
+            first_expected: (pending.first_seq > 1).then_some(pending.first_seq),
         };
         Ok(relay.start(inbound, output, &span))
     }
@@ -230,6 +232,9 @@ struct Output {
     /// On a resumed stream until its first output: the last stored chunk the worker was
     /// told, after which its resent output must start.
     resumed_after: Option<u64>,
+    /// On the first stream of a job run again, until its first output: the sequence
+    /// number the worker was told to start from.
+    first_expected: Option<u64>,
 }
 
 async fn read_from_worker(
@@ -326,6 +331,17 @@ async fn read_from_worker(
 
 /// Takes a batch into the job's log, under the log quota and the disk floor.
 fn store_output(output: &mut Output, chunks: &[OutputChunk]) -> Result<Intake, Status> {
+    if let (Some(expected), Some(first)) = (output.first_expected, chunks.first()) {
+        output.first_expected = None;
+        // A worker that numbers from 1 on a later attempt would have its output taken for
+        // what the log already holds, and lost.
+        if first.seq != expected {
+            return Err(Status::failed_precondition(format!(
+                "invalid output: numbered from {} but {expected} was expected; the worker is older than the server",
+                first.seq
+            )));
+        }
+    }
     if let (Some(after), Some(first)) = (output.resumed_after, chunks.first()) {
         output.resumed_after = None;
         if first.seq != after + 1 {

@@ -9,7 +9,10 @@ use time::OffsetDateTime;
 use super::{millis, missing, placement};
 use crate::{
     client::JobEvent,
-    job::{FailureReason, Job, JobSpec, JobState, ProcessExit, ValidationError},
+    job::{
+        Attempt, FailureClass, FailureReason, Job, JobSpec, JobState, ProcessExit, RetryOn,
+        RetryPolicy, ValidationError,
+    },
     logs::{OutputChunk, OutputStream},
 };
 
@@ -58,6 +61,11 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             class: spec.resource_class,
             secret_env: placement::decode_refs(spec.secret_env),
             secret_files: placement::decode_refs(spec.secret_files),
+            retry: spec
+                .retry
+                .map(retry_policy)
+                .transpose()?
+                .unwrap_or_default(),
         };
         spec.validate()?;
         Ok(spec)
@@ -88,8 +96,28 @@ impl From<&JobSpec> for pb::JobSpec {
             resource_class: spec.class.clone(),
             secret_env: placement::encode_refs(&spec.secret_env),
             secret_files: placement::encode_refs(&spec.secret_files),
+            retry: (!spec.retry.is_none()).then(|| pb::RetryPolicy {
+                retries: spec.retry.retries,
+                on: spec.retry.on.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
+}
+
+/// A job's retry policy; a condition that does not parse is an error naming `retry.on`.
+fn retry_policy(policy: pb::RetryPolicy) -> Result<RetryPolicy, ValidationError> {
+    let on = policy
+        .on
+        .iter()
+        .map(|text| {
+            text.parse::<RetryOn>()
+                .map_err(|e| ValidationError::new("retry.on", e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RetryPolicy {
+        retries: policy.retries,
+        on,
+    })
 }
 
 impl From<ProcessExit> for pb::ProcessExit {
@@ -164,7 +192,10 @@ impl From<&FailureReason> for pb::TerminalReason {
                 min_free_bytes: *min_free_bytes,
             }),
         };
-        Self { kind: Some(kind) }
+        Self {
+            kind: Some(kind),
+            class: pb_class(reason.class()).into(),
+        }
     }
 }
 
@@ -245,11 +276,24 @@ impl From<&JobState> for pb::JobStatus {
                 })),
             ),
         };
+        let class = state
+            .failure_class()
+            .map_or(pb::FailureClass::Unspecified, pb_class);
         Self {
             phase: phase.into(),
-            reason: kind.map(|kind| pb::TerminalReason { kind: Some(kind) }),
+            reason: kind.map(|kind| pb::TerminalReason {
+                kind: Some(kind),
+                class: class.into(),
+            }),
             detail: String::new(),
         }
+    }
+}
+
+fn pb_class(class: FailureClass) -> pb::FailureClass {
+    match class {
+        FailureClass::User => pb::FailureClass::User,
+        FailureClass::Infrastructure => pb::FailureClass::Infrastructure,
     }
 }
 
@@ -348,7 +392,39 @@ impl From<&Job> for pb::Job {
             created_at_unix_ms: unix_ms(Some(job.created_at)),
             started_at_unix_ms: unix_ms(job.started_at),
             finished_at_unix_ms: unix_ms(job.finished_at),
+            attempts: job.attempts.iter().map(Into::into).collect(),
         }
+    }
+}
+
+impl From<&Attempt> for pb::JobAttempt {
+    fn from(attempt: &Attempt) -> Self {
+        Self {
+            number: attempt.number,
+            worker_id: attempt.worker_id.map(|w| w.to_string()).unwrap_or_default(),
+            status: Some(status(&attempt.state, None)),
+            started_at_unix_ms: unix_ms(attempt.started_at),
+            finished_at_unix_ms: unix_ms(Some(attempt.finished_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::JobAttempt> for Attempt {
+    type Error = ValidationError;
+
+    fn try_from(attempt: pb::JobAttempt) -> Result<Self, Self::Error> {
+        let (state, _) = status_parts(attempt.status.ok_or_else(|| missing("status"))?)
+            .map_err(|e| e.within("status"))?;
+        Ok(Self {
+            number: attempt.number,
+            worker_id: non_empty(attempt.worker_id)
+                .map(|w| w.parse())
+                .transpose()?,
+            state,
+            started_at: from_unix_ms("started_at_unix_ms", attempt.started_at_unix_ms)?,
+            finished_at: from_unix_ms("finished_at_unix_ms", attempt.finished_at_unix_ms)?
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        })
     }
 }
 
@@ -379,6 +455,12 @@ impl TryFrom<pb::Job> for Job {
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             started_at: from_unix_ms("started_at_unix_ms", job.started_at_unix_ms)?,
             finished_at: from_unix_ms("finished_at_unix_ms", job.finished_at_unix_ms)?,
+            attempts: job
+                .attempts
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| Attempt::try_from(a).map_err(|e| e.within(&format!("attempts[{i}]"))))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -755,7 +837,10 @@ mod tests {
     fn field_of_status(phase: pb::JobPhase, kind: Option<Kind>) -> String {
         let status = pb::JobStatus {
             phase: phase.into(),
-            reason: kind.map(|kind| pb::TerminalReason { kind: Some(kind) }),
+            reason: kind.map(|kind| pb::TerminalReason {
+                kind: Some(kind),
+                ..Default::default()
+            }),
             detail: String::new(),
         };
         JobState::try_from(status).unwrap_err().field().to_owned()

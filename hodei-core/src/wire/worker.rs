@@ -225,6 +225,7 @@ impl From<&Assignment> for pb::Assignment {
             heartbeat_interval_ms: millis(assignment.heartbeat_interval),
             kill_grace_ms: millis(assignment.kill_grace),
             resume_credential: assignment.resume_credential.expose().to_owned(),
+            first_seq: assignment.first_seq,
         }
     }
 }
@@ -246,6 +247,7 @@ impl TryFrom<pb::Assignment> for Assignment {
                 assignment.resume_credential,
                 "resume_credential",
             )?),
+            first_seq: assignment.first_seq.max(1),
         })
     }
 }
@@ -370,6 +372,7 @@ mod tests {
                 heartbeat_interval: Duration::from_secs(5),
                 kill_grace: Duration::from_millis(2500),
                 resume_credential: ResumeCredential::new("cd".repeat(32)),
+                first_seq: 42,
             })),
             ServerMessage::Ack(0),
             ServerMessage::Ack(42),
@@ -399,12 +402,14 @@ mod tests {
                     heartbeat_interval,
                     kill_grace,
                     resume_credential,
+                    first_seq,
                 } = &**a;
                 *job_id == b.job_id
                     && *spec == b.spec
                     && *heartbeat_interval == b.heartbeat_interval
                     && *kill_grace == b.kill_grace
                     && *resume_credential == b.resume_credential
+                    && *first_seq == b.first_seq
             }
             (
                 ServerMessage::Resumed {
@@ -489,6 +494,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(5),
             kill_grace: Duration::from_secs(10),
             resume_credential: ResumeCredential::default(),
+            first_seq: 1,
         };
         let cases = [
             (
@@ -621,6 +627,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(5),
             kill_grace: Duration::from_secs(10),
             resume_credential: ResumeCredential::default(),
+            first_seq: 1,
         });
         let assign = |a| Some(server_message::Message::Assignment(a));
         assert_eq!(

@@ -39,6 +39,13 @@ impl OutputSequencer {
         }
     }
 
+    /// Numbers the first chunk `first` (1 or more): a job run again goes on after the
+    /// output of its earlier attempts.
+    pub fn starting_at(mut self, first: u64) -> Self {
+        self.next_seq = first.max(1);
+        self
+    }
+
     /// True while more output may be numbered before acknowledgements arrive: up to the
     /// window on an open stream, up to the buffer while it is broken. Beyond it the job's
     /// pipes are not read, so the job waits on its writes.

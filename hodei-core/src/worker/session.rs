@@ -67,7 +67,8 @@ pub(super) async fn run(
 
         let mut conn = Connection::new(&agent, link, assignment.resume_credential);
         let mut sequencer =
-            OutputSequencer::new(agent.output_window_bytes, agent.output_buffer_bytes);
+            OutputSequencer::new(agent.output_window_bytes, agent.output_buffer_bytes)
+                .starting_at(assignment.first_seq);
         let (pieces_tx, pieces) = mpsc::channel(PIECE_QUEUE);
         let oom_kills_before = oom::kills();
         let sandbox = Sandbox {

@@ -280,6 +280,11 @@ impl TestServer {
                 heartbeat_interval: Duration::from_millis(200),
                 heartbeat_timeout: Duration::from_secs(3),
                 kill_grace,
+                // A failure ends the job at once, as each test expects.
+                retry: hodei_core::controller::RetrySettings {
+                    infrastructure_retries: 0,
+                    ..Default::default()
+                },
                 ..ControllerConfig::default()
             }))
             .start()
