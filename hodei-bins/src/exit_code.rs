@@ -3,10 +3,14 @@
 //! A job that ran exits with its own code, or 128+N when killed by signal N. The codes
 //! below mark outcomes where the job's own code is not the answer.
 
-use hodei_core::{FailureReason, JobState, ProcessExit};
+use hodei_core::{FailureReason, JobState, ProcessExit, job::FailureClass};
 
 /// The command line was wrong (unknown flag, bad value).
 pub const USAGE: u8 = 2;
+/// The job failed by its own doing without an exit code of its own: it ran out of its
+/// memory, passed the log quota, or named an image that cannot be pulled (reason class
+/// `user`).
+pub const JOB_FAILED: u8 = 121;
 /// `hodei wait --timeout` passed before the job ended.
 pub const WAIT_TIMED_OUT: u8 = 122;
 /// The job was cancelled.
@@ -15,7 +19,9 @@ pub const CANCELLED: u8 = 123;
 pub const TIMED_OUT: u8 = 124;
 /// Hodei itself failed: server unreachable, request refused, job not found.
 pub const HODEI_ERROR: u8 = 125;
-/// No worker could run the job: provisioning failed, the worker was lost or never registered.
+/// The platform failed the job (reason class `infrastructure`): the worker was lost,
+/// evicted or never registered, provisioning failed, or the server restarted; after the
+/// server's retries, if any.
 pub const WORKER_FAILED: u8 = 126;
 /// The job's command could not be started (e.g. not found).
 pub const COMMAND_NOT_STARTED: u8 = 127;
@@ -31,7 +37,10 @@ pub fn for_state(state: &JobState) -> u8 {
         JobState::Failed {
             reason: FailureReason::CommandNotStarted { .. },
         } => COMMAND_NOT_STARTED,
-        JobState::Failed { .. } => WORKER_FAILED,
+        JobState::Failed { reason } => match reason.class() {
+            FailureClass::User => JOB_FAILED,
+            FailureClass::Infrastructure => WORKER_FAILED,
+        },
         JobState::Cancelled { .. } => CANCELLED,
         JobState::TimedOut { .. } => TIMED_OUT,
         JobState::Queued | JobState::Provisioning | JobState::Running => HODEI_ERROR,
@@ -70,6 +79,14 @@ mod tests {
                 }
             }),
             WORKER_FAILED
+        );
+        assert_eq!(
+            for_state(&JobState::Failed {
+                reason: FailureReason::OutOfMemory {
+                    exit: ProcessExit::Signal(9)
+                }
+            }),
+            JOB_FAILED
         );
     }
 }

@@ -5,6 +5,7 @@ mod kubernetes;
 mod limits;
 mod parse;
 mod retention;
+mod retry;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -23,6 +24,7 @@ pub use self::{
     limits::LimitArgs,
     parse::{duration as parse_duration, parse},
     retention::RetentionArgs,
+    retry::RetryArgs,
 };
 
 /// Env var naming the `hodei-worker-bin` the local provider runs.
@@ -117,6 +119,9 @@ pub struct ServerSettings {
     /// Which finished jobs are kept.
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// When failed jobs run again.
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// What a server's shutdown does to its running jobs.
@@ -268,6 +273,7 @@ impl ServerSettings {
                 kill_grace: self.kill_grace.into(),
                 sweep_interval: self.sweep_interval.into(),
                 retention: self.retention.policy(),
+                retry: self.retry.settings(),
                 ..ControllerConfig::default()
             }));
         let has_preferred = !preferred.is_empty();

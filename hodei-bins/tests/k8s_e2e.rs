@@ -225,7 +225,8 @@ fn a_missing_image_fails_fast_with_the_pull_reason_and_its_pod_is_deleted() {
         "--",
         "true",
     ]);
-    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    // The job's own image: a failure of class user, not retried.
+    assert_eq!(out.status.code(), Some(121), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("ErrImagePull") || stderr.contains("ImagePullBackOff"),
@@ -523,10 +524,52 @@ fn ten_pod_jobs_run_on_through_a_rolling_restart() {
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_pod_deleted_by_hand_mid_job_is_replaced_and_the_job_succeeds_on_attempt_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("HODEI_RETRY_BACKOFF", "1s".to_owned())];
+    let server = k8s_server_with(dir.path(), free_port(), &settings);
+    let id = detach(&server, &["--", "sh", "-c", "echo up; sleep 8; echo done"]);
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        text(&server.hodei(&["logs", &id]).stdout) == "up\n"
+    })
+    .unwrap();
+    let first_pod = pods(Some(&id))[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = kubectl(&["delete", "pod", "-n", NAMESPACE, &first_pod, "--wait=false"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+
+    let followed = server.hodei(&["logs", "-f", &id]);
+    let job = server.job(&id);
+    assert_eq!(
+        job["state"]["phase"],
+        "succeeded",
+        "{job}\n{}",
+        server.log()
+    );
+    let attempts = job["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{job}");
+    assert_eq!(attempts[0]["state"]["class"], "infrastructure", "{job}");
+    assert_ne!(job["worker_id"], attempts[0]["worker_id"], "a new worker");
+    assert_eq!(text(&followed.stdout), "up\nup\ndone\n");
+    assert!(
+        text(&followed.stderr).contains("hodei: attempt 2 of job"),
+        "{}",
+        text(&followed.stderr)
+    );
+    wait_until_pods_gone(&id);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn pods_of_jobs_that_ended_while_the_server_was_down_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let (port, worker_port) = (free_port(), free_port());
-    let settings = [("HODEI_RECONNECT_WINDOW", "5s".to_owned())];
+    let settings = [
+        ("HODEI_RECONNECT_WINDOW", "5s".to_owned()),
+        ("HODEI_INFRA_RETRIES", "0".to_owned()),
+    ];
     let server = k8s_server_on(dir.path(), port, worker_port, &settings);
     let id = detach(&server, &["--", "sh", "-c", "echo up; sleep 300"]);
     wait_until(Duration::from_secs(60), "the job runs", || {

@@ -140,6 +140,8 @@ fn a_worker_whose_server_never_returns_kills_its_job_and_the_next_server_marks_i
     let env = [
         ("HODEI_WORKER_BIN", WORKER.to_owned()),
         ("HODEI_RECONNECT_WINDOW", "3s".to_owned()),
+        // The lost worker's job ends; it is not run again.
+        ("HODEI_INFRA_RETRIES", "0".to_owned()),
     ];
     let server = Server::start_with_ports(dir.path(), port, worker_port, &env);
     let script = "echo started $$; exec sleep 1000";

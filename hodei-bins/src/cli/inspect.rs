@@ -86,7 +86,7 @@ pub(super) async fn get(client: &HodeiClient, args: GetArgs) -> Result<u8, CliEr
     let job = client.get(args.job.id()?).await?;
     match args.output {
         Format::Text => println!("{}", render::job_text(&job)),
-        Format::Json => println!("{}", render::json(&job)?),
+        Format::Json => println!("{}", render::json(&render::job_json(&job))?),
     }
     Ok(0)
 }

@@ -57,7 +57,7 @@ fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
 /// What `-o json` prints: the page and where the next one starts ("" when none).
 #[derive(Serialize)]
 struct JsonPage<'a> {
-    jobs: &'a [hodei_core::Job],
+    jobs: Vec<serde_json::Value>,
     next_page_token: &'a str,
 }
 
@@ -96,7 +96,7 @@ pub(super) async fn list(client: &HodeiClient, args: ListArgs) -> Result<u8, Cli
         Format::Json => println!(
             "{}",
             render::json(&JsonPage {
-                jobs: &jobs,
+                jobs: jobs.iter().map(render::job_json).collect(),
                 next_page_token: next_page_token.as_deref().unwrap_or_default(),
             })?
         ),

@@ -106,6 +106,33 @@ pub(super) fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
         .map_err(|e| CliError::new(exit_code::HODEI_ERROR, e.to_string()))
 }
 
+/// A job as JSON, with whose fault each failure was (`state.class`: `user` or
+/// `infrastructure`) next to its reason.
+pub(super) fn job_json(job: &Job) -> serde_json::Value {
+    let mut value = serde_json::to_value(job).unwrap_or_default();
+    let mark = |state: &JobState, at: Option<&mut serde_json::Value>| {
+        if let (Some(class), Some(serde_json::Value::Object(state))) = (state.failure_class(), at) {
+            state.insert("class".to_owned(), class.name().into());
+        }
+    };
+    mark(&job.state, value.get_mut("state"));
+    for (i, attempt) in job.attempts.iter().enumerate() {
+        mark(
+            &attempt.state,
+            value.pointer_mut(&format!("/attempts/{i}/state")),
+        );
+    }
+    value
+}
+
+/// ` (user failure)` or ` (infrastructure failure)` for a failed state; empty otherwise.
+fn class_note(state: &JobState) -> String {
+    match state {
+        JobState::Failed { reason } => format!(" ({} failure)", reason.class()),
+        _ => String::new(),
+    }
+}
+
 /// A job as `key: value` lines.
 pub(super) fn job_text(job: &Job) -> String {
     let mut command = vec![job.spec.command.clone()];
@@ -120,7 +147,7 @@ pub(super) fn job_text(job: &Job) -> String {
                 &job.spec.name
             }
         ),
-        format!("state:     {}", job.state),
+        format!("state:     {}{}", job.state, class_note(&job.state)),
         format!("command:   {}", command.join(" ")),
         format!("provider:  {}", job.provider),
         format!(
@@ -142,6 +169,33 @@ pub(super) fn job_text(job: &Job) -> String {
     ];
     if let Some(detail) = &job.detail {
         lines.push(format!("detail:    {detail}"));
+    }
+    if !job.attempts.is_empty() || !job.spec.retry.is_none() {
+        lines.push(format!("attempt:   {}", job.attempt()));
+    }
+    for attempt in &job.attempts {
+        lines.push(format!(
+            "attempt {}: worker {}, {}{}, ended {}",
+            attempt.number,
+            attempt
+                .worker_id
+                .map_or_else(|| "-".to_owned(), |w| w.to_string()),
+            attempt.state,
+            class_note(&attempt.state),
+            time(Some(attempt.finished_at)),
+        ));
+    }
+    if !job.spec.retry.is_none() {
+        let on: Vec<String> = job.spec.retry.on.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "retries:   {} on {}",
+            job.spec.retry.retries,
+            if on.is_empty() {
+                "any failure of the command".to_owned()
+            } else {
+                on.join(", ")
+            }
+        ));
     }
     lines.extend(placement_lines(&job.spec));
     lines.join("\n")

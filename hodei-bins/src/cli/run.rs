@@ -3,7 +3,10 @@
 use std::{collections::BTreeMap, io::IsTerminal, str::FromStr};
 
 use clap::Args;
-use hodei_core::{HodeiClient, JobEvent, JobSpec, JobState, job::SecretRef};
+use hodei_core::{
+    HodeiClient, JobEvent, JobSpec, JobState,
+    job::{RetryOn, RetryPolicy, SecretRef},
+};
 
 use super::{CliError, reconnect, render};
 use crate::exit_code;
@@ -63,6 +66,15 @@ pub(super) struct RunArgs {
     /// secrets the server allows).
     #[arg(long = "secret-file", value_name = "PATH=SECRET/KEY")]
     secret_files: Vec<String>,
+    /// Run the job again up to N times after its own failures (those --retry-on names;
+    /// every failure of the command when it names none). Failures of the platform are
+    /// retried by the server whatever this says.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: u32,
+    /// Own failure the job is run again after: exit-code=N[,N...], signal, oom or timeout;
+    /// join several with | or repeat the flag.
+    #[arg(long = "retry-on", value_name = "CONDITION")]
+    retry_on: Vec<String>,
     /// Print only the job id and return at once.
     #[arg(long)]
     detach: bool,
@@ -115,6 +127,22 @@ fn secret_refs(flag: &str, values: &[String]) -> Result<BTreeMap<String, SecretR
 }
 
 impl RunArgs {
+    fn retry_policy(&self) -> Result<RetryPolicy, CliError> {
+        if !self.retry_on.is_empty() && self.retries == 0 {
+            return Err(usage("--retry-on needs --retries N (how many times)"));
+        }
+        let mut on = std::collections::BTreeSet::new();
+        for value in &self.retry_on {
+            on.extend(
+                RetryOn::parse_all(value).map_err(|e| usage(format!("invalid --retry-on: {e}")))?,
+            );
+        }
+        Ok(RetryPolicy {
+            retries: self.retries,
+            on,
+        })
+    }
+
     fn spec(&self) -> Result<JobSpec, CliError> {
         let cpu = self
             .cpu
@@ -162,6 +190,7 @@ impl RunArgs {
             .maybe_class(self.class.clone())
             .secret_env(secret_refs("secret-env", &self.secret_env)?)
             .secret_files(secret_refs("secret-file", &self.secret_files)?)
+            .retry(self.retry_policy()?)
             .build()
             .map_err(|e| usage(e.to_string()))
     }
@@ -314,5 +343,30 @@ mod tests {
             let message = error(&[flag]);
             assert!(message.contains(needle), "{flag}: {message}");
         }
+    }
+
+    #[test]
+    fn retry_flags_become_the_policy_and_bad_ones_are_usage_errors() {
+        let asked = spec(&[
+            "--retries=2",
+            "--retry-on=exit-code=1,2|oom",
+            "--retry-on",
+            "timeout",
+        ])
+        .unwrap();
+        assert_eq!(asked.retry.retries, 2);
+        assert_eq!(
+            asked.retry.on,
+            std::collections::BTreeSet::from([
+                RetryOn::ExitCode(1),
+                RetryOn::ExitCode(2),
+                RetryOn::OutOfMemory,
+                RetryOn::Timeout
+            ])
+        );
+        assert!(spec(&[]).unwrap().retry.is_none());
+        assert!(error(&["--retry-on=signal"]).contains("--retries"));
+        assert!(error(&["--retries=1", "--retry-on=sometimes"]).contains("invalid --retry-on"));
+        assert!(error(&["--retries=11"]).contains("retry.retries"));
     }
 }

@@ -20,7 +20,9 @@ pub(super) fn reported(
     limit: Duration,
 ) -> JobState {
     let exit = match outcome {
-        WorkerOutcome::Exit(exit) | WorkerOutcome::OutOfMemory(exit) => Some(*exit),
+        WorkerOutcome::Exit(exit)
+        | WorkerOutcome::OutOfMemory(exit)
+        | WorkerOutcome::Interrupted(exit) => Some(*exit),
         WorkerOutcome::SpawnFailed(_) => None,
     };
     match (stopped, outcome) {
@@ -38,6 +40,13 @@ pub(super) fn reported(
             JobState::Failed {
                 reason: FailureReason::OutOfMemory { exit: *exit },
             }
+        }
+        // Its platform stopped the worker (a pod deleted or evicted): the job's end is
+        // not its own, so it may run again.
+        (None | Some(StopReason::OutputRefused), WorkerOutcome::Interrupted(exit)) => {
+            worker_lost(&format!(
+                "the worker's platform told it to shut down, and it stopped the command ({exit})"
+            ))
         }
         (None | Some(StopReason::OutputRefused), WorkerOutcome::SpawnFailed(message)) => {
             JobState::Failed {
@@ -170,6 +179,26 @@ mod tests {
             reported(&killed, Some(StopReason::Cancelled), LIMIT),
             JobState::Cancelled {
                 exit: Some(ProcessExit::Signal(9))
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_its_workers_platform_stopped_is_a_lost_worker_unless_the_server_stopped_it() {
+        let interrupted = WorkerOutcome::Interrupted(ProcessExit::Signal(15));
+        let state = reported(&interrupted, None, Duration::from_secs(1));
+        assert!(
+            matches!(&state, JobState::Failed { reason: FailureReason::WorkerLost { message } } if message.contains("killed by signal 15")),
+            "{state:?}"
+        );
+        assert_eq!(
+            reported(
+                &interrupted,
+                Some(StopReason::Cancelled),
+                Duration::from_secs(1)
+            ),
+            JobState::Cancelled {
+                exit: Some(ProcessExit::Signal(15))
             }
         );
     }

@@ -86,6 +86,9 @@ pub enum WorkerOutcome {
     OutOfMemory(ProcessExit),
     /// The command could not be started.
     SpawnFailed(String),
+    /// The worker's platform told it to shut down, and it stopped the command, which
+    /// ended so: not the job's own failure.
+    Interrupted(ProcessExit),
 }
 
 /// What the worker's stream tells the controller.

@@ -128,6 +128,9 @@ impl From<WorkerMessage> for pb::WorkerMessage {
                         WorkerOutcome::SpawnFailed(message) => {
                             job_result::Outcome::NotStarted(pb::CommandNotStarted { message })
                         }
+                        WorkerOutcome::Interrupted(exit) => {
+                            job_result::Outcome::Interrupted(exit.into())
+                        }
                     }),
                     last_seq,
                 })
@@ -185,6 +188,10 @@ impl TryFrom<pb::WorkerMessage> for WorkerMessage {
                             .map_err(|e: ValidationError| e.within("result.oom_killed"))?,
                     ),
                     job_result::Outcome::NotStarted(n) => WorkerOutcome::SpawnFailed(n.message),
+                    job_result::Outcome::Interrupted(exit) => WorkerOutcome::Interrupted(
+                        exit.try_into()
+                            .map_err(|e: ValidationError| e.within("result.interrupted"))?,
+                    ),
                 },
                 last_seq: result.last_seq,
             },
@@ -353,6 +360,10 @@ mod tests {
             },
             WorkerMessage::Result {
                 outcome: WorkerOutcome::OutOfMemory(ProcessExit::Signal(9)),
+                last_seq: 7,
+            },
+            WorkerMessage::Result {
+                outcome: WorkerOutcome::Interrupted(ProcessExit::Signal(15)),
                 last_seq: 3,
             },
         ]
@@ -450,9 +461,13 @@ mod tests {
                     outcome: WorkerOutcome::OutOfMemory(_),
                     ..
                 } => "out_of_memory",
+                WorkerMessage::Result {
+                    outcome: WorkerOutcome::Interrupted(_),
+                    ..
+                } => "interrupted",
             })
             .collect();
-        assert_eq!(worker.len(), 7, "{worker:?}");
+        assert_eq!(worker.len(), 8, "{worker:?}");
         let server: std::collections::BTreeSet<_> = every_server_message()
             .iter()
             .map(|m| match m {

@@ -86,13 +86,15 @@ pub(super) async fn run(
                     heartbeat,
                     kill_grace,
                 };
-                let exit = run.until_exit(shutdown).await?;
+                let (exit, interrupted) = run.until_exit(shutdown).await?;
                 // Nothing of the job (processes, scratch dir) is left once it is reported.
                 drop(run);
-                (
-                    Some(exit),
-                    oom::outcome(exit, oom_kills_before, oom::kills()),
-                )
+                let outcome = if interrupted {
+                    WorkerOutcome::Interrupted(exit)
+                } else {
+                    oom::outcome(exit, oom_kills_before, oom::kills())
+                };
+                (Some(exit), outcome)
             }
             Err(message) => {
                 warn!(%message, "the command could not be started");
@@ -173,11 +175,14 @@ struct Running<'a, 'b> {
 }
 
 impl Running<'_, '_> {
-    /// Streams output until the command has ended and its output is drained.
+    /// Streams output until the command has ended and its output is drained. Also says
+    /// whether the worker stopped the command because it was itself told to shut down
+    /// (and the server had not asked to stop the job).
     async fn until_exit(
         &mut self,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<ProcessExit, WorkerError> {
+    ) -> Result<(ProcessExit, bool), WorkerError> {
+        let mut interrupted = false;
         tokio::pin!(shutdown);
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         let mut exit: Option<ProcessExit> = None;
@@ -187,7 +192,7 @@ impl Running<'_, '_> {
         let mut pieces_open = true;
         loop {
             if exit.is_some() && !pieces_open {
-                return Ok(exit.unwrap_or(ProcessExit::Code(-1)));
+                return Ok((exit.unwrap_or(ProcessExit::Code(-1)), interrupted));
             }
             let connected = self.conn.is_connected();
             let next_attempt = self.conn.next_attempt();
@@ -243,6 +248,7 @@ impl Running<'_, '_> {
                 () = &mut shutdown, if !stopping => {
                     info!("worker asked to shut down; stopping the job");
                     stopping = true;
+                    interrupted = true;
                     kill_at = Some(self.terminate());
                 }
                 () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && exit.is_none() => {
