@@ -63,6 +63,10 @@ pub(super) struct RunArgs {
     /// secrets the server allows).
     #[arg(long = "secret-file", value_name = "PATH=SECRET/KEY")]
     secret_files: Vec<String>,
+    /// Order among waiting jobs, from -100 to 100: a higher one gets a free worker slot
+    /// first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_name = "N")]
+    priority: i32,
     /// Print only the job id and return at once.
     #[arg(long)]
     detach: bool,
@@ -162,6 +166,7 @@ impl RunArgs {
             .maybe_class(self.class.clone())
             .secret_env(secret_refs("secret-env", &self.secret_env)?)
             .secret_files(secret_refs("secret-file", &self.secret_files)?)
+            .priority(self.priority)
             .build()
             .map_err(|e| usage(e.to_string()))
     }
@@ -294,6 +299,14 @@ mod tests {
             spec.secret_files["/etc/app/token"],
             SecretRef::new("app", "api-token")
         );
+    }
+
+    #[test]
+    fn priority_flag_sets_the_priority_and_is_checked() {
+        assert_eq!(spec(&[]).unwrap().priority, 0);
+        assert_eq!(spec(&["--priority", "-5"]).unwrap().priority, -5);
+        assert_eq!(spec(&["--priority=20"]).unwrap().priority, 20);
+        assert!(error(&["--priority=101"]).contains("priority"));
     }
 
     #[test]

@@ -27,6 +27,6 @@ pub use placement::{
 pub use quantity::{Cpu, Memory, QuantityError};
 pub use record::Job;
 pub use secrets::SecretRef;
-pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};
+pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_PRIORITY, MAX_TIMEOUT, MIN_PRIORITY};
 pub use state::{FailureReason, JobState, ProcessExit};
 pub use validation::ValidationError;

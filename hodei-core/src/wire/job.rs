@@ -58,6 +58,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
             class: spec.resource_class,
             secret_env: placement::decode_refs(spec.secret_env),
             secret_files: placement::decode_refs(spec.secret_files),
+            priority: spec.priority,
         };
         spec.validate()?;
         Ok(spec)
@@ -88,6 +89,7 @@ impl From<&JobSpec> for pb::JobSpec {
             resource_class: spec.class.clone(),
             secret_env: placement::encode_refs(&spec.secret_env),
             secret_files: placement::encode_refs(&spec.secret_files),
+            priority: spec.priority,
         }
     }
 }
@@ -707,6 +709,25 @@ mod tests {
         let err = JobSpec::try_from(spec).unwrap_err();
         assert_eq!(err.field(), "memory");
         assert!(err.to_string().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn priority_round_trips_and_out_of_range_on_the_wire_names_priority() {
+        for priority in [-100, -1, 0, 42, 100] {
+            let spec = JobSpec {
+                priority,
+                ..spec()
+            };
+            let wire = pb::JobSpec::from(&spec);
+            assert_eq!(wire.priority, priority);
+            assert_eq!(JobSpec::try_from(wire).unwrap(), spec);
+        }
+        let err = JobSpec::try_from(pb::JobSpec {
+            priority: 101,
+            ..pb::JobSpec::from(&spec())
+        })
+        .unwrap_err();
+        assert_eq!(err.field(), "priority");
     }
 
     #[test]
