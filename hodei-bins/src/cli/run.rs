@@ -65,7 +65,12 @@ pub(super) struct RunArgs {
     secret_files: Vec<String>,
     /// Order among waiting jobs, from -100 to 100: a higher one gets a free worker slot
     /// first.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
     priority: i32,
     /// Print only the job id and return at once.
     #[arg(long)]

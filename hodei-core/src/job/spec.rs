@@ -523,7 +523,10 @@ mod tests {
             "priority defaults to 0"
         );
         for ok in [MIN_PRIORITY, 0, MAX_PRIORITY] {
-            assert!(JobSpec::builder("true").priority(ok).build().is_ok(), "{ok}");
+            assert!(
+                JobSpec::builder("true").priority(ok).build().is_ok(),
+                "{ok}"
+            );
         }
         for bad in [MIN_PRIORITY - 1, MAX_PRIORITY + 1, i32::MAX] {
             let err = JobSpec::builder("true").priority(bad).build().unwrap_err();

@@ -714,10 +714,7 @@ mod tests {
     #[test]
     fn priority_round_trips_and_out_of_range_on_the_wire_names_priority() {
         for priority in [-100, -1, 0, 42, 100] {
-            let spec = JobSpec {
-                priority,
-                ..spec()
-            };
+            let spec = JobSpec { priority, ..spec() };
             let wire = pb::JobSpec::from(&spec);
             assert_eq!(wire.priority, priority);
             assert_eq!(JobSpec::try_from(wire).unwrap(), spec);
