@@ -190,7 +190,7 @@ impl<T> Queue<T> {
         let arrival = self
             .waiting
             .iter()
-            .filter(|(_, entry)| self.blocked(entry, None).is_none())
+            .filter(|(_, entry)| self.limit_hit(entry).is_none())
             .min_by_key(|(arrival, entry)| self.key(**arrival, entry))
             .map(|(arrival, _)| *arrival)?;
         let entry = self.waiting.remove(&arrival)?;
@@ -315,19 +315,36 @@ impl<T> Queue<T> {
     /// What keeps `entry` from starting now, if anything; the provider's running count
     /// is given only to a job with an exact `place`.
     fn blocked(&self, entry: &Entry<T>, place: Option<usize>) -> Option<Blocked> {
+        Some(match self.limit_hit(entry)? {
+            Limit::Owner(cap) => Blocked::OwnerLimit(cap),
+            Limit::Provider(running) => Blocked::ProviderFull {
+                provider: Arc::clone(&entry.provider),
+                running: place.map(|_| running),
+            },
+        })
+    }
+
+    /// The cap `entry` is at, if any: its owner's first, then its provider's.
+    fn limit_hit(&self, entry: &Entry<T>) -> Option<Limit> {
         if let Some(cap) = self.caps.of(&entry.owner) {
             let running = self.owners.get(&entry.owner).map_or(0, |o| o.running);
             if running >= cap {
-                return Some(Blocked::OwnerLimit(cap));
+                return Some(Limit::Owner(cap));
             }
         }
         let capacity = *self.capacity.get(&*entry.provider)?;
         let running = self.running_on.get(&*entry.provider).copied().unwrap_or(0);
-        (running >= capacity).then(|| Blocked::ProviderFull {
-            provider: Arc::clone(&entry.provider),
-            running: place.map(|_| running),
-        })
+        (running >= capacity).then_some(Limit::Provider(running))
     }
+}
+
+/// A cap a waiting job is at.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// Its owner's, with the cap.
+    Owner(usize),
+    /// Its provider's, with the provider's running jobs.
+    Provider(usize),
 }
 
 /// What the scheduler keeps of a waiting job.
