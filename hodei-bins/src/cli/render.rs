@@ -158,6 +158,7 @@ pub(super) fn job_text(job: &Job) -> String {
                 &job.owner
             }
         ),
+        format!("priority:  {}", job.spec.priority),
         format!(
             "worker:    {}",
             job.worker_id
@@ -296,6 +297,7 @@ mod tests {
             .unwrap();
         let text = job_text(&Job::new(spec, "kubernetes"));
         for line in [
+            "\npriority:  0\n",
             "\nclass: large",
             "\nnode selector: pool=batch",
             "\ntolerations: gpu=true:NoSchedule",

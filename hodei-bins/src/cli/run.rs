@@ -75,6 +75,15 @@ pub(super) struct RunArgs {
     /// join several with | or repeat the flag.
     #[arg(long = "retry-on", value_name = "CONDITION")]
     retry_on: Vec<String>,
+    /// Order among waiting jobs, from -100 to 100: a higher one gets a free worker slot
+    /// first.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    priority: i32,
     /// Print only the job id and return at once.
     #[arg(long)]
     detach: bool,
@@ -191,6 +200,7 @@ impl RunArgs {
             .secret_env(secret_refs("secret-env", &self.secret_env)?)
             .secret_files(secret_refs("secret-file", &self.secret_files)?)
             .retry(self.retry_policy()?)
+            .priority(self.priority)
             .build()
             .map_err(|e| usage(e.to_string()))
     }
@@ -323,6 +333,14 @@ mod tests {
             spec.secret_files["/etc/app/token"],
             SecretRef::new("app", "api-token")
         );
+    }
+
+    #[test]
+    fn priority_flag_sets_the_priority_and_is_checked() {
+        assert_eq!(spec(&[]).unwrap().priority, 0);
+        assert_eq!(spec(&["--priority", "-5"]).unwrap().priority, -5);
+        assert_eq!(spec(&["--priority=20"]).unwrap().priority, 20);
+        assert!(error(&["--priority=101"]).contains("priority"));
     }
 
     #[test]

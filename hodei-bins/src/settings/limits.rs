@@ -44,6 +44,14 @@ pub struct LimitArgs {
     #[arg(long, env = "HODEI_MAX_QUEUED_JOBS_PER_OWNER",
         default_value_t = DEFAULT_MAX_QUEUED_JOBS_PER_OWNER)]
     pub max_queued_jobs_per_owner: usize,
+    /// Most jobs of one owner running at once, on all providers (from leaving the queue to
+    /// the end of the run); 0 means no cap [default: 0].
+    #[arg(long, env = "HODEI_MAX_RUNNING_PER_OWNER", default_value_t = 0)]
+    pub max_running_per_owner: usize,
+    /// Caps of running jobs for named owners, in place of the one above, e.g.
+    /// `alice=20,ci=50`; 0 means no cap for that owner.
+    #[arg(long, env = "HODEI_MAX_RUNNING_PER_OWNER_OVERRIDES", value_parser = parse::owner_caps)]
+    pub max_running_per_owner_overrides: Option<std::collections::BTreeMap<String, usize>>,
     /// Most output stored for one job; a job passing it is stopped and fails
     /// LogLimitExceeded [default: 1Gi].
     #[arg(long, env = "HODEI_MAX_LOG_BYTES", value_parser = parse::bytes)]
@@ -66,13 +74,18 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// `config` with the queue caps set, and the log quota and the free-disk floor where
+    /// `config` with the queue caps and the per-owner caps of running jobs set, and the log quota and the free-disk floor where
     /// they were set.
     #[must_use]
     pub fn apply(&self, config: ControllerConfig) -> ControllerConfig {
         ControllerConfig {
             max_queued_jobs: self.max_queued_jobs,
             max_queued_jobs_per_owner: self.max_queued_jobs_per_owner,
+            max_running_per_owner: self.max_running_per_owner,
+            max_running_per_owner_overrides: self
+                .max_running_per_owner_overrides
+                .clone()
+                .unwrap_or_default(),
             max_log_bytes: self.max_log_bytes.unwrap_or(config.max_log_bytes),
             min_free_disk: self.min_free_disk.unwrap_or(config.min_free_disk),
             ..config
@@ -190,6 +203,43 @@ mod tests {
         assert_eq!(config.max_queued_jobs_per_owner, 2);
         assert_eq!(config.max_log_bytes, 64 << 10);
         assert_eq!(config.min_free_disk, FreeDiskFloor::Percent(5));
+    }
+
+    #[test]
+    fn per_owner_running_caps_default_to_none_and_take_overrides() {
+        let probe = parse::parse::<Probe>(["probe"]).unwrap();
+        let config = probe.limits.apply(ControllerConfig::default());
+        assert_eq!(config.max_running_per_owner, 0);
+        assert!(config.max_running_per_owner_overrides.is_empty());
+        let probe = parse::parse::<Probe>([
+            "probe",
+            "--max-running-per-owner=10",
+            "--max-running-per-owner-overrides",
+            "alice=20, ci=50,CN=bot=0",
+        ])
+        .unwrap();
+        let config = probe.limits.apply(ControllerConfig::default());
+        assert_eq!(config.max_running_per_owner, 10);
+        assert_eq!(
+            config.max_running_per_owner_overrides,
+            [("CN=bot", 0), ("alice", 20), ("ci", 50)]
+                .map(|(o, c)| (o.to_owned(), c))
+                .into()
+        );
+        for (bad, needle) in [
+            ("alice", "is not OWNER=COUNT"),
+            ("=3", "names no owner"),
+            ("alice=lots", "not a whole number"),
+            ("a=1,a=2", "given twice"),
+        ] {
+            let error = parse::parse::<Probe>(["probe", "--max-running-per-owner-overrides", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--max-running-per-owner-overrides") && error.contains(needle),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

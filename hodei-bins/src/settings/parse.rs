@@ -84,6 +84,29 @@ pub fn bytes(value: &str) -> Result<u64, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Caps by owner: `alice=20,ci=50`; empty for none. The owner is what precedes the
+/// last `=`, so an identity holding `=` can be named.
+pub fn owner_caps(value: &str) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    let mut caps = std::collections::BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (owner, cap) = entry.rsplit_once('=').ok_or_else(|| {
+            format!("{entry:?} is not OWNER=COUNT (expected e.g. alice=20,ci=50)")
+        })?;
+        let owner = owner.trim();
+        if owner.is_empty() {
+            return Err(format!("{entry:?} names no owner"));
+        }
+        let cap = cap
+            .trim()
+            .parse()
+            .map_err(|e| format!("{entry:?}: the count is not a whole number: {e}"))?;
+        if caps.insert(owner.to_owned(), cap).is_some() {
+            return Err(format!("owner {owner:?} is given twice"));
+        }
+    }
+    Ok(caps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 use tokio::{
-    sync::{OwnedSemaphorePermit, mpsc, oneshot, watch},
+    sync::{mpsc, oneshot, watch},
     time::{Instant, sleep, sleep_until, timeout},
 };
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,7 @@ use super::{
     Assignment, FromWorker, Inner, PendingWorker, ShutdownMode, StopReason, ToWorker, WorkerLink,
     admission::QueueTicket,
     outcome, resume, retry,
+    scheduler::{Slot, Turn},
     start_timeline::StartTimeline,
     store_writes::{self, Written},
     worker_guard::WorkerGuard,
@@ -307,20 +308,27 @@ impl JobRun {
         }
     }
 
-    async fn wait_for_slot(&mut self) -> Result<Option<OwnedSemaphorePermit>, StopReason> {
-        let Some(slots) = self.inner.slots.get(self.provider.name()).cloned() else {
-            return Ok(None);
-        };
-        if slots.available_permits() == 0 {
-            self.set_detail(format!(
-                "waiting for a free {} worker slot",
-                self.provider.name()
-            ))
-            .await;
-        }
-        tokio::select! {
-            permit = slots.acquire_owned() => Ok(permit.ok()),
-            reason = self.stop_requested() => Err(reason),
+    /// Waits in line for a worker slot, saying in the job's detail where it stands.
+    async fn wait_for_slot(&mut self) -> Result<Slot, StopReason> {
+        let mut waiting = self.inner.scheduler.wait(
+            &self.job.owner,
+            self.provider.name(),
+            self.job.spec.priority,
+        );
+        loop {
+            tokio::select! {
+                turn = waiting.next() => match turn {
+                    Turn::Admitted(slot) => {
+                        // Its place in line is past; the next state says what happens now.
+                        if self.job.detail.as_ref().is_some_and(|d| d.starts_with("queued:")) {
+                            self.job.detail = None;
+                        }
+                        return Ok(slot);
+                    }
+                    Turn::Detail(detail) => self.set_detail(detail).await,
+                },
+                reason = self.stop_requested() => return Err(reason),
+            }
         }
     }
 
@@ -530,11 +538,11 @@ impl JobRun {
         } = adoption;
         *guard = Some(adopted);
         let worker_id = record.worker_id;
-        let _permit = self
+        // It runs already: counted at once, even past a cap.
+        let _slot = self
             .inner
-            .slots
-            .get(self.provider.name())
-            .and_then(|slots| Arc::clone(slots).try_acquire_owned().ok());
+            .scheduler
+            .take_now(&self.job.owner, self.provider.name());
         let locator = record.locator.clone();
         self.worker_record = Some(record);
         let found = timeout(

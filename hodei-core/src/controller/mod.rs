@@ -16,6 +16,9 @@ mod retention;
 mod retry;
 #[cfg(test)]
 mod retry_tests;
+mod scheduler;
+#[cfg(test)]
+mod scheduling_tests;
 mod start_timeline;
 mod store_writes;
 mod sweeper;
@@ -25,14 +28,14 @@ mod worker_guard;
 mod worker_link;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
 
 use parking_lot::{Mutex, MutexGuard};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -137,6 +140,16 @@ pub struct ControllerConfig {
     /// Most jobs of one owner queued at once; more submits of that owner are refused.
     #[builder(default = DEFAULT_MAX_QUEUED_JOBS_PER_OWNER)]
     pub max_queued_jobs_per_owner: usize,
+    /// Most jobs of one owner running at once, on all providers together (a job runs from
+    /// leaving the queue until its run ends); 0 means no cap. Jobs of an owner at its cap
+    /// wait, and other owners' jobs go ahead of them.
+    #[builder(default)]
+    pub max_running_per_owner: usize,
+    /// Caps of running jobs for named owners, in place of
+    /// [`max_running_per_owner`](Self::max_running_per_owner); 0 means no cap for that
+    /// owner.
+    #[builder(default)]
+    pub max_running_per_owner_overrides: BTreeMap<String, usize>,
     /// Most output bytes stored for one job. A job whose output passes it is stopped and
     /// fails `LogLimitExceeded`.
     #[builder(default = DEFAULT_MAX_LOG_BYTES)]
@@ -261,7 +274,8 @@ pub(crate) struct Inner {
     active: Mutex<HashMap<JobId, ActiveJob>>,
     /// Workers that are provisioned and not yet destroyed.
     workers: Mutex<HashSet<WorkerId>>,
-    slots: HashMap<String, Arc<Semaphore>>,
+    /// Which queued job gets a worker slot next.
+    scheduler: Arc<scheduler::Scheduler>,
     store_writes: store_writes::StoreWrites,
     admission: Arc<admission::Admission>,
     disk: Arc<disk_watch::DiskWatch>,
@@ -286,15 +300,22 @@ impl JobController {
         logs: Arc<LogHub>,
         providers: ProviderRegistry,
     ) -> Result<Self, StoreError> {
-        let slots = providers
+        let capacity = providers
             .all()
             .iter()
             .filter_map(|p| {
                 p.capabilities()
                     .max_workers
-                    .map(|max| (p.name().to_owned(), Arc::new(Semaphore::new(max))))
+                    .map(|max| (p.name().to_owned(), max))
             })
             .collect();
+        let scheduler = scheduler::Scheduler::new(
+            capacity,
+            scheduler::OwnerCaps {
+                default: config.max_running_per_owner,
+                overrides: config.max_running_per_owner_overrides.clone(),
+            },
+        );
         let admission =
             admission::Admission::new(config.max_queued_jobs, config.max_queued_jobs_per_owner);
         let disk = disk_watch::DiskWatch::new(
@@ -312,7 +333,7 @@ impl JobController {
             registrations: WorkerRegistrations::default(),
             active: Mutex::default(),
             workers: Mutex::default(),
-            slots,
+            scheduler,
             store_writes: store_writes::StoreWrites::default(),
             admission,
             disk,

@@ -823,7 +823,7 @@ async fn a_job_cancelled_in_the_queue_never_gets_a_worker() {
     assert_eq!(waiting.state, JobState::Queued);
     assert_eq!(
         waiting.detail.as_deref(),
-        Some("waiting for a free fake worker slot")
+        Some("queued: 1st in line (priority 0), waiting for a free fake worker slot (1 running)")
     );
     harness.controller.cancel(second.id).await.unwrap();
     assert_eq!(

@@ -31,6 +31,6 @@ pub use retry::{
     FailureClass, MAX_RETRIES, MAX_RETRY_EXIT_CODES, RetryOn, RetryOnSyntaxError, RetryPolicy,
 };
 pub use secrets::SecretRef;
-pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_TIMEOUT};
+pub use spec::{DEFAULT_TIMEOUT, JobSpec, JobSpecBuilder, MAX_PRIORITY, MAX_TIMEOUT, MIN_PRIORITY};
 pub use state::{FailureReason, JobState, ProcessExit};
 pub use validation::ValidationError;

@@ -20,6 +20,10 @@ use super::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest time limit a job may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Lowest priority a job may have.
+pub const MIN_PRIORITY: i32 = -100;
+/// Highest priority a job may have.
+pub const MAX_PRIORITY: i32 = 100;
 
 /// Everything a job needs to run. Built with [`JobSpec::builder`], which validates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +79,15 @@ pub struct JobSpec {
     /// Which of its own failures the job is run again after, and how many times.
     #[serde(default, skip_serializing_if = "RetryPolicy::is_none")]
     pub retry: RetryPolicy,
+    /// Order among waiting jobs, from [`MIN_PRIORITY`] to [`MAX_PRIORITY`]: a higher one
+    /// gets a free worker slot first. 0 by default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 #[bon::bon]
@@ -113,6 +126,7 @@ impl JobSpec {
         #[builder(default)] secret_env: BTreeMap<String, SecretRef>,
         #[builder(default)] secret_files: BTreeMap<String, SecretRef>,
         #[builder(default)] retry: RetryPolicy,
+        #[builder(default)] priority: i32,
     ) -> Result<Self, ValidationError> {
         let spec = Self {
             name,
@@ -134,6 +148,7 @@ impl JobSpec {
             secret_env,
             secret_files,
             retry,
+            priority,
         };
         spec.validate()?;
         Ok(spec)
@@ -189,6 +204,15 @@ impl JobSpec {
                 ));
             }
             text("provider", provider, MAX_PROVIDER_BYTES)?;
+        }
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
+            return Err(ValidationError::new(
+                "priority",
+                format!(
+                    "{} is outside {MIN_PRIORITY}..={MAX_PRIORITY}",
+                    self.priority
+                ),
+            ));
         }
         self.validate_labels()?;
         self.validate_placement()?;
@@ -495,6 +519,36 @@ mod tests {
             field_of(JobSpec::builder("true").env(env).build()),
             "env[\"HODEI_OTP_TOKEN\"]"
         );
+    }
+
+    #[test]
+    fn priority_outside_its_range_names_priority() {
+        assert_eq!(
+            JobSpec::builder("true").build().unwrap().priority,
+            0,
+            "priority defaults to 0"
+        );
+        for ok in [MIN_PRIORITY, 0, MAX_PRIORITY] {
+            assert!(
+                JobSpec::builder("true").priority(ok).build().is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [MIN_PRIORITY - 1, MAX_PRIORITY + 1, i32::MAX] {
+            let err = JobSpec::builder("true").priority(bad).build().unwrap_err();
+            assert_eq!(err.field(), "priority");
+            assert!(err.message().contains("-100..=100"), "{err}");
+        }
+    }
+
+    #[test]
+    fn priority_round_trips_through_json_and_old_specs_read_as_0() {
+        let spec = JobSpec::builder("true").priority(-7).build().unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("\"priority\":-7"), "{json}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+        let plain = serde_json::to_string(&JobSpec::builder("true").build().unwrap()).unwrap();
+        assert!(!plain.contains("priority"), "{plain}");
     }
 
     #[test]

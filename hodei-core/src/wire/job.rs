@@ -66,6 +66,7 @@ impl TryFrom<pb::JobSpec> for JobSpec {
                 .map(retry_policy)
                 .transpose()?
                 .unwrap_or_default(),
+            priority: spec.priority,
         };
         spec.validate()?;
         Ok(spec)
@@ -100,6 +101,7 @@ impl From<&JobSpec> for pb::JobSpec {
                 retries: spec.retry.retries,
                 on: spec.retry.on.iter().map(ToString::to_string).collect(),
             }),
+            priority: spec.priority,
         }
     }
 }
@@ -789,6 +791,22 @@ mod tests {
         let err = JobSpec::try_from(spec).unwrap_err();
         assert_eq!(err.field(), "memory");
         assert!(err.to_string().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn priority_round_trips_and_out_of_range_on_the_wire_names_priority() {
+        for priority in [-100, -1, 0, 42, 100] {
+            let spec = JobSpec { priority, ..spec() };
+            let wire = pb::JobSpec::from(&spec);
+            assert_eq!(wire.priority, priority);
+            assert_eq!(JobSpec::try_from(wire).unwrap(), spec);
+        }
+        let err = JobSpec::try_from(pb::JobSpec {
+            priority: 101,
+            ..pb::JobSpec::from(&spec())
+        })
+        .unwrap_err();
+        assert_eq!(err.field(), "priority");
     }
 
     #[test]
