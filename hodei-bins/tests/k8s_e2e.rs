@@ -524,6 +524,113 @@ fn ten_pod_jobs_run_on_through_a_rolling_restart() {
 
 #[test]
 #[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_job_gets_its_secret_as_env_and_file_and_no_answer_holds_the_value() {
+    const SECRET: &str = "hodei-e2e-secret";
+    const VALUE: &str = "s3cr3t-e2e-value";
+    let _ = kubectl(&[
+        "delete",
+        "secret",
+        "-n",
+        NAMESPACE,
+        SECRET,
+        "--ignore-not-found",
+    ]);
+    let created = kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        SECRET,
+        "-n",
+        NAMESPACE,
+        &format!("--from-literal=token={VALUE}"),
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("HODEI_K8S_ALLOWED_SECRETS", "hodei-e2e-*".to_owned())];
+    let server = k8s_server_with(dir.path(), free_port(), &settings);
+    let out = server.hodei(&[
+        "run",
+        "--secret-env",
+        &format!("TOKEN={SECRET}/token"),
+        "--secret-file",
+        &format!("/etc/hodei-e2e/token={SECRET}/token"),
+        "--",
+        "sh",
+        "-c",
+        "echo \"env=$TOKEN\"; echo \"file=$(cat /etc/hodei-e2e/token)\"",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        server.log()
+    );
+    assert_eq!(text(&out.stdout), format!("env={VALUE}\nfile={VALUE}\n"));
+    let id = only_job_id(&server);
+    let got = server.hodei(&["get", &id, "-o", "json"]);
+    let listed = server.hodei(&["list", "-o", "json"]);
+    for answer in [&got.stdout, &listed.stdout] {
+        let answer = text(answer);
+        assert!(answer.contains(SECRET), "the reference is shown: {answer}");
+        assert!(!answer.contains(VALUE), "the value is not: {answer}");
+    }
+    assert!(!server.log().contains(VALUE), "the server never logs it");
+    let refused = server.hodei(&["run", "--secret-env", "X=other-secret/key", "--", "true"]);
+    assert!(
+        text(&refused.stderr).contains("HODEI_K8S_ALLOWED_SECRETS"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let _ = kubectl(&["delete", "secret", "-n", NAMESPACE, SECRET]);
+    wait_until_pods_gone(&id);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
+fn a_job_whose_node_selector_no_node_matches_fails_unschedulable_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("HODEI_K8S_ALLOWED_NODE_SELECTORS", "hodei-e2e/*".to_owned()),
+        ("HODEI_K8S_SCHEDULING_TIMEOUT", "10s".to_owned()),
+        ("HODEI_INFRA_RETRIES", "0".to_owned()),
+    ];
+    let server = k8s_server_with(dir.path(), free_port(), &settings);
+    let started = Instant::now();
+    let id = detach(
+        &server,
+        &["--node-selector", "hodei-e2e/pool=nowhere", "--", "true"],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let waiting = server.job(&id);
+    assert_eq!(waiting["state"]["phase"], "provisioning", "{waiting}");
+    let job = wait_until(Duration::from_secs(60), "the job fails", || {
+        let job = server.job(&id);
+        (job["state"]["phase"] == "failed").then_some(job)
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "not before the timeout"
+    );
+    assert_eq!(job["state"]["reason"]["reason"], "Unschedulable", "{job}");
+    assert!(
+        job["state"]["reason"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("node"),
+        "the scheduler's reason: {job}"
+    );
+    let refused = server.hodei(&["run", "--node-selector", "gpu=yes", "--", "true"]);
+    assert!(
+        text(&refused.stderr).contains("HODEI_K8S_ALLOWED_NODE_SELECTORS"),
+        "{}",
+        text(&refused.stderr)
+    );
+    wait_until_pods_gone(&id);
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: run scripts/e2e.sh (just e2e)"]
 fn a_pod_deleted_by_hand_mid_job_is_replaced_and_the_job_succeeds_on_attempt_2() {
     let dir = tempfile::tempdir().unwrap();
     let settings = [("HODEI_RETRY_BACKOFF", "1s".to_owned())];
