@@ -175,6 +175,16 @@ async fn assert_succeeded_with_every_line_once(
     );
 }
 
+/// The job once it has ended, waiting up to 30 s.
+async fn ended(client: &HodeiClient, id: hodei_core::JobId) -> hodei_core::Job {
+    wait_until(Duration::from_secs(30), "the job ends", || async {
+        let job = client.get(id).await.unwrap();
+        job.state.is_terminal().then_some(job)
+    })
+    .await
+    .unwrap()
+}
+
 async fn wait_for_lines(client: &HodeiClient, job: &hodei_core::Job, lines: usize) {
     wait_until(Duration::from_secs(20), "the job prints", || async {
         let got = follow_snapshot(client, job).await;
@@ -260,12 +270,7 @@ async fn a_restart_does_not_extend_a_jobs_timeout() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second = TestServer::serve(build(provider, dir.path(), ports).await, dir.path()).await;
 
-    let ended = wait_until(Duration::from_secs(30), "the job ends", || async {
-        let job = second.client.get(job.id).await.unwrap();
-        job.state.is_terminal().then_some(job)
-    })
-    .await
-    .unwrap();
+    let ended = ended(&second.client, job.id).await;
     assert!(
         matches!(ended.state, JobState::TimedOut { timeout, .. } if timeout == TIMEOUT),
         "{:?}",
@@ -312,12 +317,7 @@ async fn a_cancel_asked_before_a_crash_still_stops_the_job() {
     first.crash().await;
     let second = TestServer::serve(build(provider, dir.path(), ports).await, dir.path()).await;
 
-    let ended = wait_until(Duration::from_secs(30), "the job ends", || async {
-        let job = second.client.get(job.id).await.unwrap();
-        job.state.is_terminal().then_some(job)
-    })
-    .await
-    .unwrap();
+    let ended = ended(&second.client, job.id).await;
     assert!(
         matches!(ended.state, JobState::Cancelled { .. }),
         "{:?}",

@@ -77,16 +77,18 @@ pub(super) fn decide(
 }
 
 /// Failures of the platform that running the job again may fix. A server that stopped
-/// or restarted, or a full disk on the server, is no reason to run it again.
+/// or restarted, a full disk on the server, or a platform that forbids the worker (its
+/// policy or the server's rights) is no reason to run it again.
 fn retried_by_the_platform(state: &JobState) -> bool {
-    matches!(
-        state,
+    match state {
         JobState::Failed {
-            reason: FailureReason::WorkerLost { .. }
-                | FailureReason::RegistrationTimeout { .. }
-                | FailureReason::ProviderFailure { .. }
-        }
-    )
+            reason: FailureReason::ProviderFailure { reason, .. },
+        } => reason != "Forbidden",
+        JobState::Failed {
+            reason: FailureReason::WorkerLost { .. } | FailureReason::RegistrationTimeout { .. },
+        } => true,
+        _ => false,
+    }
 }
 
 /// The wait before retry number `n + 1`: the backoff doubled `n` times, capped, and then
@@ -159,6 +161,14 @@ mod tests {
             reason: FailureReason::ServerRestarted,
         };
         assert!(decide(&restarted, &plain, &[], &settings).is_none());
+        let forbidden = JobState::Failed {
+            reason: FailureReason::ProviderFailure {
+                provider: "kubernetes".into(),
+                reason: "Forbidden".into(),
+                message: "violates PodSecurity".into(),
+            },
+        };
+        assert!(decide(&forbidden, &plain, &[], &settings).is_none());
     }
 
     #[test]

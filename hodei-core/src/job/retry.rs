@@ -12,14 +12,17 @@ pub const MAX_RETRIES: u32 = 10;
 /// Most exit codes one job may list to be retried on.
 pub const MAX_RETRY_EXIT_CODES: usize = 32;
 
-/// Provider failure reasons that are the job's own doing: its image or its memory limit.
-const USER_PROVIDER_REASONS: [&str; 6] = [
+/// Provider failure reasons that are the job's own doing: its image, its memory limit,
+/// or a spec the platform cannot run.
+const USER_PROVIDER_REASONS: [&str; 8] = [
     "ImagePullBackOff",
     "ErrImagePull",
     "InvalidImageName",
     "ErrImageNeverPull",
     "OOMKilled",
     "CreateContainerConfigError",
+    "InvalidPodSpec",
+    "SpecRefused",
 ];
 
 /// Whose fault a failure was.
