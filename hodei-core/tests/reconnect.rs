@@ -93,11 +93,7 @@ async fn start_behind(
         .controller(ControllerConfig {
             heartbeat_interval: Duration::from_millis(200),
             heartbeat_timeout: Duration::from_secs(3),
-            // A lost worker's job ends, as the tests expect; it is not run again.
-            retry: hodei_core::controller::RetrySettings {
-                infrastructure_retries: 0,
-                ..Default::default()
-            },
+            retry: common::failures_end_jobs(),
             ..ControllerConfig::default()
         })
         .start()

@@ -14,7 +14,7 @@ use super::{
     ActiveJob, Inner,
     job_run::{Adoption, JobRun, Start},
     outcome,
-    worker_guard::WorkerGuard,
+    worker_guard::{self, WorkerGuard},
 };
 use crate::{
     job::{Job, JobState, WorkerId},
@@ -38,57 +38,44 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered, StoreError>
         .map(|record| (record.worker_id, record))
         .collect();
     let mut runs = Vec::new();
+    // Every record left in `records` at the end names a worker no job takes over.
     for job in inner.store.unfinished().await? {
-        let record = job
+        let adoptable = job
             .worker_id
-            .and_then(|id| records.remove_entry(&id))
-            .map(|(_, record)| record);
-        let (record, leftover) = match record {
-            Some(record) if record.job_id == job.id => (Some(record), None),
-            other => (None, other),
-        };
-        if let Some(leftover) = leftover {
-            records.insert(leftover.worker_id, leftover);
-        }
+            .and_then(|id| records.get(&id))
+            .filter(|record| record.job_id == job.id && record.resume_digest.is_some())
+            .cloned();
         let Some(provider) = inner.providers.get(&job.provider).cloned() else {
             warn!(job.id = %job.id, provider = %job.provider, "the job's provider is not configured any more");
-            if let Some(record) = record {
-                records.insert(record.worker_id, record);
-            }
             fail(inner, job, "its provider is not configured any more").await?;
             continue;
         };
-        match record {
-            Some(record) if record.resume_digest.is_some() => {
-                match adopt(inner, job.clone(), provider, record.clone()) {
-                    Ok(run) => runs.push((job, run)),
+        match adoptable {
+            Some(record) => {
+                let worker_id = record.worker_id;
+                match adopt(inner, job.clone(), provider, record) {
+                    Ok(run) => {
+                        records.remove(&worker_id);
+                        runs.push((job, run));
+                    }
                     Err(error) => {
                         warn!(job.id = %job.id, %error, "reopening the job's log failed");
-                        records.insert(record.worker_id, record);
                         fail(inner, job, "its log could not be reopened").await?;
                     }
                 }
             }
-            record if job.state == JobState::Running => {
-                // Started by a server that kept no way to find its worker again.
-                if let Some(record) = record {
-                    records.insert(record.worker_id, record);
-                }
+            // Started by a server that kept no way to find its worker again.
+            None if job.state == JobState::Running => {
                 fail(inner, job, "its worker cannot be found again").await?;
             }
-            record => {
-                // Its command never reached a worker: running it now runs it once.
-                if let Some(record) = record {
-                    records.insert(record.worker_id, record);
+            // Its command never reached a worker: running it now runs it once.
+            None => match requeue(inner, job.clone(), provider).await {
+                Ok(run) => runs.push((job, run)),
+                Err(error) => {
+                    warn!(job.id = %job.id, %error, "reopening the job's log failed");
+                    fail(inner, job, "its log could not be reopened").await?;
                 }
-                match requeue(inner, job.clone(), provider).await {
-                    Ok(run) => runs.push((job, run)),
-                    Err(error) => {
-                        warn!(job.id = %job.id, %error, "reopening the job's log failed");
-                        fail(inner, job, "its log could not be reopened").await?;
-                    }
-                }
-            }
+            },
         }
     }
     for record in records.into_values() {
@@ -186,7 +173,8 @@ async fn fail(inner: &Inner, mut job: Job, why: &str) -> Result<(), StoreError> 
     inner.store.update(&job).await
 }
 
-/// Removes a worker an earlier process started for a job that is over (or never got it).
+/// Removes a worker an earlier process started for a job that is over (or never got it),
+/// the way any worker is removed, once its provider has found it again.
 async fn remove_leftover(inner: Arc<Inner>, record: WorkerRecord) {
     let worker_id = record.worker_id;
     let Some(provider) = inner.providers.get(&record.provider).cloned() else {
@@ -194,17 +182,13 @@ async fn remove_leftover(inner: Arc<Inner>, record: WorkerRecord) {
         let _ = inner.store.remove_worker(worker_id).await;
         return;
     };
-    match provider.adopt(worker_id, record.locator.as_deref()).await {
-        Ok(None) => {}
-        Ok(Some(_)) | Err(_) => {
-            info!(worker.id = %worker_id, "removing a worker whose job is over");
-            if let Err(error) = provider.destroy(worker_id).await {
-                warn!(worker.id = %worker_id, %error, "removing a leftover worker failed; the next start tries again");
-                return;
-            }
+    if let Ok(None) = provider.adopt(worker_id, record.locator.as_deref()).await {
+        // Gone already: only its record is left.
+        if let Err(error) = inner.store.remove_worker(worker_id).await {
+            warn!(worker.id = %worker_id, error = %crate::server::error_chain(&error), "forgetting a removed worker failed");
         }
+        return;
     }
-    if let Err(error) = inner.store.remove_worker(worker_id).await {
-        warn!(worker.id = %worker_id, error = %crate::server::error_chain(&error), "forgetting a removed worker failed");
-    }
+    info!(worker.id = %worker_id, "removing a worker whose job is over");
+    worker_guard::destroy_worker(inner, provider, worker_id).await;
 }

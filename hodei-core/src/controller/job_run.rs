@@ -241,8 +241,7 @@ impl JobRun {
             seq: log.last_seq() + 1,
             stream: OutputStream::Stderr,
             data: text.into_bytes().into(),
-            emitted_at_us: i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
-                .unwrap_or(i64::MAX),
+            emitted_at_us: crate::logs::now_us(),
         };
         if let Err(error) = log.append_within(&[marker], u64::MAX) {
             warn!(%error, "marking the next attempt in the log failed");

@@ -67,7 +67,13 @@ impl Drop for WorkerGuard {
     }
 }
 
-async fn destroy_worker(inner: Arc<Inner>, provider: Arc<dyn Provider>, worker_id: WorkerId) {
+/// Removes a worker and forgets it: its registration, its stored record (once the
+/// provider removed it) and this process's count.
+pub(super) async fn destroy_worker(
+    inner: Arc<Inner>,
+    provider: Arc<dyn Provider>,
+    worker_id: WorkerId,
+) {
     inner.registrations.revoke(worker_id);
     match timeout(DESTROY_TIMEOUT, provider.destroy(worker_id)).await {
         Ok(Ok(())) => {

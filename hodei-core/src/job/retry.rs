@@ -267,6 +267,10 @@ mod tests {
                 reason: "Evicted".into(),
                 message: "node pressure".into(),
             },
+            FailureReason::DiskFull {
+                free_bytes: 0,
+                min_free_bytes: 1,
+            },
         ];
         for reason in infra {
             assert_eq!(reason.class(), FailureClass::Infrastructure, "{reason}");
@@ -278,12 +282,21 @@ mod tests {
             FailureReason::OutOfMemory {
                 exit: ProcessExit::Signal(9),
             },
-            FailureReason::ProviderFailure {
-                provider: "kubernetes".into(),
-                reason: "ImagePullBackOff".into(),
-                message: "no such image".into(),
+            FailureReason::CommandNotStarted {
+                message: "not found".into(),
             },
-        ];
+            FailureReason::LogLimitExceeded { limit_bytes: 1 },
+        ]
+        .into_iter()
+        .chain(
+            USER_PROVIDER_REASONS
+                .iter()
+                .map(|reason| FailureReason::ProviderFailure {
+                    provider: "kubernetes".into(),
+                    reason: (*reason).into(),
+                    message: "the job's own".into(),
+                }),
+        );
         for reason in user {
             assert_eq!(reason.class(), FailureClass::User, "{reason}");
         }

@@ -42,3 +42,11 @@ pub struct OutputChunk {
     /// When the worker read them, in microseconds since the Unix epoch.
     pub emitted_at_us: i64,
 }
+
+/// Now, in microseconds since the Unix epoch: the `emitted_at_us` of a chunk made now.
+pub(crate) fn now_us() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}

@@ -6,6 +6,7 @@ mod follower;
 mod hub;
 mod job_log;
 
+pub(crate) use chunk::now_us;
 pub use chunk::{OutputChunk, OutputStream};
 pub use follower::LogFollower;
 pub use hub::LogHub;

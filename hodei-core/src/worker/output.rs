@@ -119,7 +119,7 @@ impl OutputSequencer {
                 next = pieces.try_recv().ok();
             }
         }
-        let now = now_us();
+        let now = crate::logs::now_us();
         merged
             .into_iter()
             .map(|(stream, data)| self.number(stream, data.freeze(), now))
@@ -139,13 +139,6 @@ impl OutputSequencer {
         self.unacked.push_back(chunk.clone());
         chunk
     }
-}
-
-fn now_us() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

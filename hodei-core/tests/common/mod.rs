@@ -26,6 +26,15 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// A server policy without retries: a failure ends the job at once, as a test of that
+/// failure expects.
+pub fn failures_end_jobs() -> hodei_core::controller::RetrySettings {
+    hodei_core::controller::RetrySettings {
+        infrastructure_retries: 0,
+        ..Default::default()
+    }
+}
+
 /// A job running `script` with `sh -c`.
 pub fn sh(script: &str) -> JobSpec {
     JobSpec::builder("sh").args(["-c", script]).build().unwrap()
@@ -280,11 +289,7 @@ impl TestServer {
                 heartbeat_interval: Duration::from_millis(200),
                 heartbeat_timeout: Duration::from_secs(3),
                 kill_grace,
-                // A failure ends the job at once, as each test expects.
-                retry: hodei_core::controller::RetrySettings {
-                    infrastructure_retries: 0,
-                    ..Default::default()
-                },
+                retry: failures_end_jobs(),
                 ..ControllerConfig::default()
             }))
             .start()
